@@ -1,0 +1,46 @@
+"""xnovu: durable notification delivery from a Postgres outbox to Novu, on Temporal.
+
+Public API (SPEC §10), imported lazily so that Temporal's workflow sandbox, which re-imports the package,
+does not pull in the database driver, the HTTP stack or the worker:
+
+    from xnovu import NotificationClient, WorkerManager, load_settings, trigger_notification_by_id
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("xnovu")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+_EXPORTS = {
+    "NotificationClient": "xnovu.api",
+    "trigger_notification_by_id": "xnovu.api",
+    "trigger_notifications_by_ids": "xnovu.api",
+    "Settings": "xnovu.config",
+    "load_settings": "xnovu.config",
+    "XnovuError": "xnovu.errors",
+    "Outcome": "xnovu.models",
+    "TriggerResult": "xnovu.models",
+    "WorkerManager": "xnovu.temporal.worker",
+}
+
+if TYPE_CHECKING:
+    from xnovu.api import NotificationClient, trigger_notification_by_id, trigger_notifications_by_ids
+    from xnovu.config import Settings, load_settings
+    from xnovu.errors import XnovuError
+    from xnovu.models import Outcome, TriggerResult
+    from xnovu.temporal.worker import WorkerManager
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'xnovu' has no attribute {name!r}")
+
+
+__all__ = [*sorted(_EXPORTS), "__version__"]

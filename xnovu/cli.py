@@ -1,0 +1,478 @@
+"""`xnovu` command line (SPEC §8): thin typer commands over the library; each runs one `asyncio.run`.
+
+Every failure is one readable line on stderr and exit code 1; `--json` gives machine-readable output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xnovu.config import Settings, load_settings
+from xnovu.errors import XnovuError
+from xnovu.logs import configure_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Durable notification delivery from a Postgres outbox to Novu, on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks with locals could show secrets (I6)
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+worker_app = typer.Typer(help="The worker process.", no_args_is_help=True)
+schedules_app = typer.Typer(help="The three poll schedules.", no_args_is_help=True)
+workflow_app = typer.Typer(help="Inspect a Temporal workflow.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-lettered notifications.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(worker_app, name="worker")
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(dlq_app, name="dlq")
+
+out = Console()
+err = Console(stderr=True)
+
+JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def settings() -> Settings:
+    """Settings built once per command from the environment and `.env`; logging configured from them."""
+    s = load_settings()
+    secrets = [v.get_secret_value() for v in (s.novu_secret_key, s.temporal_api_key, s.supabase_service_role_key) if v]
+    if s.database_url is not None:
+        from urllib.parse import urlsplit
+
+        password = urlsplit(s.database_url.get_secret_value()).password
+        if password:
+            secrets.append(password)
+    configure_logging(s.worker_log_level, s.worker_log_format, secrets)
+    return s
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def to_jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value") and not isinstance(value, int | str | float | bool):
+        return value.value
+    return value
+
+
+def print_json(value: Any) -> None:
+    out.print_json(json.dumps(to_jsonable(value), default=str))
+
+
+# -- dev -------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def dev(
+    demo: bool = typer.Option(False, "--demo", help="Insert a demo workflow and notifications and show them SENT."),
+    state_dir: Path = typer.Option(Path(".xnovu"), help="Where embedded Postgres and Temporal keep their data."),
+) -> None:
+    """Run everything locally: embedded Postgres, Temporal dev server + Web UI, Novu emulator and the worker."""
+    from xnovu.dev import run_dev
+
+    s = settings()
+    run(run_dev(s, state_dir=state_dir, demo=demo, console=out))
+
+
+# -- db ----------------------------------------------------------------------------------------------------------
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create what is missing of the schema (safe on an existing Supabase database, safe to run twice)."""
+    from xnovu.db import connect
+
+    async def go() -> list[str]:
+        repo = await connect(settings())
+        try:
+            return await repo.migrate()
+        finally:
+            await repo.close()
+
+    applied = run(go())
+    out.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+# -- bootstrap ------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def bootstrap() -> None:
+    """Create the Temporal namespace, search attributes and poll schedules (idempotent)."""
+    from xnovu.temporal.bootstrap import bootstrap as do_bootstrap
+    from xnovu.temporal.connection import connect_temporal
+
+    async def go() -> Any:
+        s = settings()
+        client = await connect_temporal(s)
+        return await do_bootstrap(client, s)
+
+    report = run(go())
+    out.print(f"namespace: {report.namespace}")
+    out.print(f"search attributes added: {', '.join(report.search_attributes) or 'none'}")
+    for sid, what in report.schedules.items():
+        out.print(f"schedule {sid}: {what}")
+
+
+# -- worker ------------------------------------------------------------------------------------------------------
+
+
+@worker_app.command("start")
+def worker_start(
+    detach: bool = typer.Option(False, "--detach", help="Run in the background; pid in WORKER_PID_FILE."),
+) -> None:
+    """Start the worker (foreground by default, container-friendly)."""
+    from xnovu import lifecycle
+
+    s = settings()
+    if detach:
+        pid = lifecycle.start_detached(s)
+        out.print(f"worker started in the background, pid {pid} (log: {lifecycle.log_file(s)})")
+        return
+    run(lifecycle.run_foreground(s))
+
+
+@worker_app.command("stop")
+def worker_stop(timeout: float = typer.Option(60.0, help="Seconds to wait for a graceful exit.")) -> None:
+    """Stop a detached worker with SIGTERM and wait for it to exit."""
+    from xnovu import lifecycle
+
+    pid = lifecycle.stop_detached(settings(), timeout)
+    out.print(f"worker {pid} stopped" if pid else "no worker was running")
+
+
+@worker_app.command("restart")
+def worker_restart(timeout: float = typer.Option(60.0, help="Seconds to wait for the old worker to exit.")) -> None:
+    """Stop the detached worker (if any) and start a new one in the background."""
+    from xnovu import lifecycle
+
+    s = settings()
+    lifecycle.stop_detached(s, timeout)
+    pid = lifecycle.start_detached(s)
+    out.print(f"worker restarted, pid {pid}")
+
+
+@worker_app.command("status")
+def worker_status(as_json: bool = JSON_OPT) -> None:
+    """Is the detached worker running? pid, uptime and health."""
+    from xnovu import lifecycle
+
+    info = lifecycle.status(settings())
+    if as_json:
+        print_json(info)
+    else:
+        if not info["running"]:
+            out.print("worker: not running")
+        else:
+            out.print(f"worker: running, pid {info['pid']}, up {info['uptime_s']:.0f} s, health: {info['health']}")
+    if not info["running"]:
+        raise typer.Exit(1)
+
+
+@worker_app.command("health")
+def worker_health(as_json: bool = JSON_OPT) -> None:
+    """Query the worker's /health and /status; exit 1 when unhealthy."""
+    from xnovu import lifecycle
+
+    s = settings()
+    healthy, health, status = lifecycle.fetch_health(s)
+    if as_json:
+        print_json({"health": health, "status": status})
+    else:
+        colour = "green" if healthy else "red"
+        out.print(f"[{colour}]{health.get('status', 'unreachable')}[/{colour}] {health.get('reason', '')}")
+        if status:
+            table = Table("field", "value")
+            for key in ("version", "uptime_s", "namespace", "task_queue", "counts", "dead_lettered", "last_poll"):
+                if key in status:
+                    table.add_row(key, json.dumps(status[key]) if not isinstance(status[key], str) else status[key])
+            for sched in status.get("schedules", []) if isinstance(status.get("schedules"), list) else []:
+                table.add_row(sched["id"], "paused" if sched["paused"] else "active")
+            out.print(table)
+    if not healthy:
+        raise typer.Exit(1)
+
+
+# -- schedules --------------------------------------------------------------------------------------------------
+
+
+def _kinds(name: str | None, all_: bool) -> list[Any]:
+    from xnovu.models import PollKind
+    from xnovu.temporal.schedules import parse_kind
+
+    if all_:
+        return list(PollKind)
+    if name is None:
+        raise XnovuError("name a schedule (new, failed, scheduled) or pass --all")
+    return [parse_kind(name)]
+
+
+def _with_client(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from xnovu.temporal.connection import connect_temporal
+
+    async def go() -> T:
+        return await fn(await connect_temporal(settings()))
+
+    return run(go())
+
+
+@schedules_app.command("list")
+def schedules_list(as_json: bool = JSON_OPT) -> None:
+    """State, interval, next/last run and note of each schedule."""
+    from xnovu.temporal.schedules import describe_schedules
+
+    infos = _with_client(describe_schedules)
+    if as_json:
+        print_json([i.as_dict() for i in infos])
+        return
+    if not infos:
+        out.print("no schedules yet: run `xnovu bootstrap` (or start a worker)")
+        return
+    table = Table("schedule", "state", "every", "next run", "last run", "note")
+    for i in infos:
+        table.add_row(
+            i.id, "[yellow]paused[/yellow]" if i.paused else "[green]active[/green]", f"{i.interval_s:g} s",
+            i.next_run.isoformat(timespec="seconds") if i.next_run else "-",
+            i.last_run.isoformat(timespec="seconds") if i.last_run else "-", i.note,
+        )
+    out.print(table)
+
+
+@schedules_app.command("pause")
+def schedules_pause(
+    name: str | None = typer.Argument(None, help="new | failed | scheduled (or xnovu-poll-…)"),
+    all_: bool = typer.Option(False, "--all", help="Pause all three."),
+    note: str | None = typer.Option(None, help="Why (shown in the Web UI)."),
+) -> None:
+    """Pause polling: nothing new is claimed until resumed (running children finish)."""
+    from xnovu.temporal.schedules import set_paused
+
+    kinds = _kinds(name, all_)
+    done = _with_client(lambda c: set_paused(c, kinds, True, note))
+    out.print(f"paused: {', '.join(done)}")
+
+
+@schedules_app.command("resume")
+def schedules_resume(
+    name: str | None = typer.Argument(None, help="new | failed | scheduled (or xnovu-poll-…)"),
+    all_: bool = typer.Option(False, "--all", help="Resume all three."),
+) -> None:
+    """Resume polling; the backlog is drained on the next tick."""
+    from xnovu.temporal.schedules import set_paused
+
+    kinds = _kinds(name, all_)
+    done = _with_client(lambda c: set_paused(c, kinds, False))
+    out.print(f"resumed: {', '.join(done)}")
+
+
+@schedules_app.command("trigger")
+def schedules_trigger(name: str = typer.Argument(..., help="new | failed | scheduled")) -> None:
+    """Run one poll now."""
+    from xnovu.temporal.schedules import schedule_id, trigger_now
+
+    kind = _kinds(name, False)[0]
+    _with_client(lambda c: trigger_now(c, kind))
+    out.print(f"triggered {schedule_id(kind)}")
+
+
+# -- notifications ----------------------------------------------------------------------------------------------
+
+
+def _results_table(results: list[Any]) -> Table:
+    table = Table("id", "outcome", "status", "recipients", "reason")
+    for r in results:
+        table.add_row(
+            str(r.notification_id), r.outcome.value, r.notification_status or "-",
+            f"{r.success_count}/{r.total_recipients}", r.reason or "",
+        )
+    return table
+
+
+@app.command()
+def trigger(
+    ids: list[int] = typer.Argument(..., help="Notification ids."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for each attempt's result."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Trigger notifications now through Temporal (same workflow ids as the polls: never a double send)."""
+    from xnovu.api import NotificationClient
+
+    async def go() -> tuple[list[str], list[Any]]:
+        async with NotificationClient(settings()) as nc:
+            handles = [await nc.start_notification(i) for i in ids]
+            if not wait:
+                return [h.id for h in handles], []
+            results = [await nc.async_trigger_notification_by_id(i) for i in ids]
+            return [h.id for h in handles], results
+
+    wids, results = run(go())
+    if as_json:
+        print_json({"workflow_ids": wids, "results": results})
+    elif results:
+        out.print(_results_table(results))
+    else:
+        for wid in wids:
+            out.print(f"started {wid}")
+
+
+@workflow_app.command("status")
+def workflow_status(workflow_id: str, as_json: bool = JSON_OPT) -> None:
+    """Status of a workflow (e.g. notification-42-a1)."""
+    from xnovu.api import NotificationClient
+
+    async def go() -> dict[str, Any]:
+        async with NotificationClient(settings()) as nc:
+            return await nc.get_workflow_status(workflow_id)
+
+    info = run(go())
+    if as_json:
+        print_json(info)
+    else:
+        for k, v in info.items():
+            out.print(f"{k}: {v}")
+
+
+@workflow_app.command("result")
+def workflow_result(workflow_id: str) -> None:
+    """Result of a workflow (waits if it is still running)."""
+    from xnovu.api import NotificationClient
+
+    async def go() -> Any:
+        async with NotificationClient(settings()) as nc:
+            return await nc.get_workflow_result(workflow_id)
+
+    print_json(run(go()))
+
+
+@dlq_app.command("list")
+def dlq_list(limit: int = typer.Option(100, min=1, max=10_000), as_json: bool = JSON_OPT) -> None:
+    """Dead-lettered notifications, oldest first."""
+    rows = _with_repo(lambda r: r.dlq_list(limit))
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "name", "attempts", "dead-lettered at", "error")
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], str(row["attempts"]), row["dead_lettered_at"].isoformat(), row["error"] or "")
+    out.print(table if rows else "the dead-letter queue is empty")
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(ids: list[int] = typer.Argument(..., help="Notification ids.")) -> None:
+    """Back to PENDING with fresh attempts; recipients Novu acknowledged are not sent again."""
+    done = _with_repo(lambda r: r.dlq_requeue(ids))
+    missing = sorted(set(ids) - set(done))
+    out.print(f"requeued: {', '.join(map(str, done)) or 'none'}")
+    if missing:
+        raise XnovuError(f"not dead-lettered (left unchanged): {', '.join(map(str, missing))}")
+
+
+@app.command()
+def retract(
+    notification_id: int = typer.Argument(..., help="Notification id."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in retraction_reason)."),
+) -> None:
+    """Retract a notification that is not sent yet: it will never be sent (a waiting scheduled send is skipped)."""
+    if not reason.strip():
+        raise XnovuError("--reason must not be empty")
+    if not _with_repo(lambda r: r.retract(notification_id, reason.strip())):
+        raise XnovuError(f"notification {notification_id} does not exist or is already SENT/RETRACTED")
+    out.print(f"notification {notification_id} retracted")
+
+
+def _with_repo(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from xnovu.db import connect
+
+    async def go() -> T:
+        repo = await connect(settings())
+        try:
+            return await fn(repo)
+        finally:
+            await repo.close()
+
+    return run(go())
+
+
+# -- doctor / emulator ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(as_json: bool = JSON_OPT) -> None:
+    """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
+    from xnovu.doctor import run_checks
+
+    checks = run(run_checks(settings()))
+    if as_json:
+        print_json(checks)
+    else:
+        table = Table("check", "result", "detail")
+        for c in checks:
+            table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+        out.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command()
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8787, min=1, max=65535, help="Port to listen on."),
+    secret_key: str | None = typer.Option(None, "--secret-key", help="Accepted API key (default: NOVU_SECRET_KEY, else any)."),
+) -> None:
+    """Run the Novu API emulator (trigger, bulk, cancel + /emulator inspection and fault API)."""
+    from xnovu.novu.emulator import serve
+
+    s = settings()
+    key = secret_key or (s.novu_secret_key.get_secret_value() if s.novu_secret_key else None)
+    serve(host, port, key)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Benchmark throughput, latency and scheduling precision on the embedded stack."""
+    from xnovu.bench import run_bench
+
+    run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
+
+
+def main() -> None:
+    """Entry point: one readable line and exit 1 for every expected error."""
+    try:
+        app()
+    except XnovuError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # one line, not a traceback; XNOVU_DEBUG=1 shows the traceback
+        if os.environ.get("XNOVU_DEBUG"):
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {text} (set XNOVU_DEBUG=1 for details)", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,176 @@
+"""Settings: every knob of SPEC §6, read once from the environment (and `.env`) at the entry point.
+
+The object is built once by the CLI (or by a user embedding xnovu) and passed down; nothing else reads
+`os.environ`. A bad value raises :class:`~xnovu.errors.ConfigError` with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from xnovu.errors import ConfigError
+
+#: Where `xnovu dev`, the tests and the benchmark keep their embedded state.
+DEFAULT_STATE_DIR = Path(".xnovu")
+
+
+class Settings(BaseSettings):
+    """All configuration. Field names map to upper-case environment variables of the same name."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = Field("xnovu", min_length=1, max_length=200)
+    temporal_task_queue: str = Field("xnovu-notification-processing", min_length=1, max_length=200)
+    temporal_max_concurrent_activities: int = Field(100, ge=1, le=10_000)
+    temporal_max_concurrent_workflows: int = Field(50, ge=1, le=10_000)
+    temporal_max_cached_workflows: int = Field(100, ge=0, le=100_000)
+    temporal_api_key: SecretStr | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_namespace_retention_days: int = Field(7, ge=1, le=3650)
+
+    # Polling
+    poll_interval_ms: int = Field(10_000, ge=1, le=86_400_000)
+    failed_poll_interval_ms: int = Field(60_000, ge=1, le=86_400_000)
+    scheduled_poll_interval_ms: int = Field(30_000, ge=1, le=86_400_000)
+    poll_batch_size: int = Field(100, ge=1, le=1000)
+    poll_enterprise_id: str | None = None
+
+    # Processing
+    trigger_concurrency: int = Field(10, ge=1, le=1000)
+    max_attempts: int = Field(5, ge=1, le=100)
+    retry_backoff_base_ms: int = Field(60_000, ge=0, le=86_400_000)
+    retry_backoff_max_ms: int = Field(3_600_000, ge=0, le=7 * 86_400_000)
+    processing_lease_ms: int = Field(900_000, ge=1_000, le=7 * 86_400_000)
+
+    # Worker
+    worker_health_host: str = "0.0.0.0"
+    worker_health_port: int = Field(3001, ge=0, le=65535)
+    worker_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    worker_log_format: Literal["console", "json"] = "console"
+    worker_pid_file: Path = DEFAULT_STATE_DIR / "worker.pid"
+
+    # Novu
+    novu_secret_key: SecretStr | None = None
+    novu_api_url: str = "https://api.novu.co"
+    novu_rate_limit_rps: float = Field(60.0, gt=0, le=1_000_000)
+    novu_timeout_ms: int = Field(10_000, ge=100, le=600_000)
+
+    # Database
+    database_url: SecretStr | None = None
+    database_statement_cache_size: int | None = Field(None, ge=0, le=10_000)
+    database_pool_size: int = Field(10, ge=1, le=500)
+
+    # Accepted for compatibility with the Supabase seed; direct Postgres access does not need them.
+    next_public_supabase_url: str | None = None
+    next_public_supabase_anon_key: SecretStr | None = None
+    supabase_service_role_key: SecretStr | None = None
+
+    @field_validator("poll_enterprise_id", "novu_secret_key", "database_url", "temporal_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty variable in `.env` means "not set", as users expect from `KEY=`."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("poll_enterprise_id")
+    @classmethod
+    def _uuid_scope(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import uuid
+
+        try:
+            return str(uuid.UUID(value))
+        except ValueError as exc:
+            raise ValueError("must be a UUID") from exc
+
+    @field_validator("novu_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://api.novu.co")
+        return value.rstrip("/")
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. localhost:7233")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    # -- derived values -------------------------------------------------------------------------------------
+
+    @property
+    def statement_cache_size(self) -> int:
+        """asyncpg's prepared-statement cache; 0 behind a transaction pooler (Supabase port 6543, pgbouncer)."""
+        if self.database_statement_cache_size is not None:
+            return self.database_statement_cache_size
+        if self.database_url is None:
+            return 100
+        url = self.database_url.get_secret_value()
+        parts = urlsplit(url)
+        if parts.port == 6543 or "pgbouncer=true" in parts.query or "pooler.supabase.com:6543" in url:
+            return 0
+        return 100
+
+    def interval_seconds(self, kind: str) -> int:
+        """Schedule interval for a poll kind, rounded up to whole seconds, at least 1 s (SPEC §4)."""
+        ms = {
+            "new": self.poll_interval_ms,
+            "failed": self.failed_poll_interval_ms,
+            "scheduled": self.scheduled_poll_interval_ms,
+        }[kind]
+        return max(1, math.ceil(ms / 1000))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by `***` (for logs and messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and `.env`; one readable line naming the variable on error."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        value = first.get("input")
+        shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(f"{field.upper()}: {first['msg']}{shown}; fix it in the environment or .env") from None
+
+
+_SECRET_FIELDS = {
+    "novu_secret_key",
+    "database_url",
+    "temporal_api_key",
+    "next_public_supabase_anon_key",
+    "supabase_service_role_key",
+}

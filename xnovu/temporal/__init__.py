@@ -1,0 +1,1 @@
+"""Temporal side of xnovu: workflows, activities, schedules, bootstrap, worker and client."""

@@ -1,0 +1,175 @@
+"""The three poll schedules (SPEC §4): one Temporal Schedule per poll kind, singletons inside Temporal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from xnovu.config import Settings
+from xnovu.errors import XnovuError
+from xnovu.models import PollInput, PollKind
+from xnovu.temporal.workflows import PollNotificationsWorkflow
+
+NOTES = {
+    PollKind.NEW: "Claims due, published PENDING notifications and starts one child workflow per row.",
+    PollKind.FAILED: "Retries FAILED notifications whose backoff is over and recovers PROCESSING rows whose lease expired.",
+    PollKind.SCHEDULED: "Claims notifications scheduled within the look-ahead; each child waits on a timer until its time.",
+}
+#: A tick missed while the server or workers were down is caught up within this window, not a year later.
+CATCHUP_WINDOW = timedelta(minutes=1)
+
+
+def schedule_id(kind: PollKind) -> str:
+    return f"xnovu-poll-{kind.value}"
+
+
+def parse_kind(name: str) -> PollKind:
+    """`new`, `xnovu-poll-new` → PollKind.NEW; a readable error otherwise."""
+    short = name.removeprefix("xnovu-poll-")
+    try:
+        return PollKind(short)
+    except ValueError:
+        valid = ", ".join(schedule_id(k) for k in PollKind)
+        raise XnovuError(f"unknown schedule {name!r}; use one of {valid} (or new, failed, scheduled)") from None
+
+
+def desired_schedule(settings: Settings, kind: PollKind, state: ScheduleState | None = None) -> Schedule:
+    """The schedule as configuration says it should be; `state` (paused, note) is kept from the server."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            PollNotificationsWorkflow.run,
+            PollInput(kind),
+            id=schedule_id(kind),
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(hours=1),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.interval_seconds(kind)))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE, catchup_window=CATCHUP_WINDOW),
+        state=state or ScheduleState(note=NOTES[kind]),
+    )
+
+
+def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
+    """What bootstrap manages: interval, workflow, task queue, overlap and catch-up (not state)."""
+    action = schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    return (
+        tuple(i.every for i in schedule.spec.intervals),
+        action.workflow,
+        action.task_queue,
+        action.execution_timeout,
+        schedule.policy.overlap,
+        schedule.policy.catchup_window,
+    )
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]:
+    """Create each schedule, or update spec/action/policy while keeping its paused state and note.
+
+    Returns schedule id → "created" | "updated" | "unchanged". Running it twice changes nothing.
+    """
+    outcome: dict[str, str] = {}
+    for kind in PollKind:
+        sid = schedule_id(kind)
+        desired = desired_schedule(settings, kind)
+        try:
+            await client.create_schedule(sid, desired)
+            outcome[sid] = "created"
+            continue
+        except ScheduleAlreadyRunningError:
+            pass
+        handle = client.get_schedule_handle(sid)
+        current = (await handle.describe()).schedule
+        if _fingerprint(current) == _fingerprint(desired):
+            outcome[sid] = "unchanged"
+            continue
+
+        def keep_state(update: ScheduleUpdateInput, kind: PollKind = kind) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=desired_schedule(settings, kind, update.description.schedule.state))
+
+        await handle.update(keep_state)
+        outcome[sid] = "updated"
+    return outcome
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """What `xnovu schedules list` and /status show."""
+
+    id: str
+    paused: bool
+    note: str
+    interval_s: float
+    next_run: datetime | None
+    last_run: datetime | None
+    running: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "paused": self.paused,
+            "note": self.note,
+            "interval_s": self.interval_s,
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "running": self.running,
+        }
+
+
+async def describe_schedules(client: Client) -> list[ScheduleInfo]:
+    out: list[ScheduleInfo] = []
+    for kind in PollKind:
+        try:
+            d = await client.get_schedule_handle(schedule_id(kind)).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
+        recent = d.info.recent_actions
+        out.append(
+            ScheduleInfo(
+                id=d.id,
+                paused=d.schedule.state.paused,
+                note=d.schedule.state.note or "",
+                interval_s=sum(i.every.total_seconds() for i in d.schedule.spec.intervals[:1]),
+                next_run=d.info.next_action_times[0] if d.info.next_action_times else None,
+                last_run=recent[-1].started_at if recent else None,
+                running=len(d.info.running_actions),
+            )
+        )
+    return out
+
+
+async def set_paused(client: Client, kinds: list[PollKind], paused: bool, note: str | None = None) -> list[str]:
+    """Pause or resume; the note records who/why (shown in the Web UI and `schedules list`)."""
+    done = []
+    for kind in kinds:
+        handle = client.get_schedule_handle(schedule_id(kind))
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        if paused:
+            await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
+        else:
+            await handle.unpause(note=note or NOTES[kind])
+        done.append(schedule_id(kind))
+    return done
+
+
+async def trigger_now(client: Client, kind: PollKind) -> None:
+    """Run one poll now (BUFFER_ONE: it waits for a running one instead of overlapping)."""
+    await client.get_schedule_handle(schedule_id(kind)).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)

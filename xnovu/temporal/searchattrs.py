@@ -1,0 +1,21 @@
+"""Search attributes xnovu registers at bootstrap and sets on every notification workflow (SPEC §4)."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+NOTIFICATION_ID = SearchAttributeKey.for_int("XnovuNotificationId")
+WORKFLOW_KEY = SearchAttributeKey.for_keyword("XnovuWorkflowKey")
+ENTERPRISE_ID = SearchAttributeKey.for_keyword("XnovuEnterpriseId")
+
+ALL_KEYS = (NOTIFICATION_ID, WORKFLOW_KEY, ENTERPRISE_ID)
+
+
+def for_notification(notification_id: int, workflow_key: str | None, enterprise_id: str | None) -> TypedSearchAttributes:
+    """The attributes of one notification workflow (unknown values are left out, not set to "")."""
+    pairs: list[SearchAttributePair[int] | SearchAttributePair[str]] = [SearchAttributePair(NOTIFICATION_ID, notification_id)]
+    if workflow_key:
+        pairs.append(SearchAttributePair(WORKFLOW_KEY, workflow_key))
+    if enterprise_id:
+        pairs.append(SearchAttributePair(ENTERPRISE_ID, enterprise_id))
+    return TypedSearchAttributes(pairs)

@@ -1,0 +1,163 @@
+"""The worker process: one Temporal worker hosting polls, children and activities, plus the health server.
+
+`WorkerManager(settings).start()/stop()` is the programmatic form of `xnovu worker start` (SPEC §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from xnovu import __version__
+from xnovu.config import Settings
+from xnovu.db.repository import Repository, connect
+from xnovu.errors import ConfigError, DatabaseError
+from xnovu.health import HealthServer
+from xnovu.metrics import METRICS
+from xnovu.novu.client import NovuClient
+from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
+from xnovu.temporal.activities import PollSettings, XnovuActivities
+from xnovu.temporal.bootstrap import bootstrap
+from xnovu.temporal.connection import connect_temporal
+from xnovu.temporal.workflows import WORKFLOWS
+from xnovu.trigger import NotificationProcessor
+
+log = logging.getLogger(__name__)
+
+#: In-flight activities get this long to finish after SIGTERM before the worker cancels them.
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+#: Workflow code only touches xnovu's dataclasses; passing xnovu and its libraries through keeps the sandbox
+#: from re-importing C extensions (asyncpg) and heavy stacks on every workflow run.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "xnovu", "asyncpg", "httpx", "httpcore", "pydantic", "pydantic_settings", "prometheus_client",
+        "starlette", "uvicorn", "anyio", "rich",
+    )
+)
+
+
+def novu_client(settings: Settings, budget: TokenBudget | None = None) -> NovuClient:
+    """The Novu client with this process's token budget and metrics hook."""
+    if settings.novu_secret_key is None:
+        raise ConfigError("NOVU_SECRET_KEY: not set; set it to your Novu secret key (or run `xnovu dev`)")
+    return NovuClient(
+        settings.novu_api_url,
+        settings.novu_secret_key.get_secret_value(),
+        timeout_s=settings.novu_timeout_ms / 1000,
+        budget=budget or LocalTokenBucket(settings.novu_rate_limit_rps),
+        on_response=METRICS.observe_novu,
+    )
+
+
+def build_processor(settings: Settings, repo: Repository, novu: NovuClient) -> NotificationProcessor:
+    return NotificationProcessor(
+        repo,
+        novu,
+        max_attempts=settings.max_attempts,
+        retry_backoff_base_ms=settings.retry_backoff_base_ms,
+        retry_backoff_max_ms=settings.retry_backoff_max_ms,
+        processing_lease_ms=settings.processing_lease_ms,
+    )
+
+
+def build_activities(settings: Settings, repo: Repository, novu: NovuClient) -> XnovuActivities:
+    poll = PollSettings(
+        batch_size=settings.poll_batch_size,
+        lease_ms=settings.processing_lease_ms,
+        # Look ahead two ticks so a late tick never makes a send late (SPEC §4: at least one interval).
+        scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
+        enterprise_id=settings.poll_enterprise_id,
+        trigger_concurrency=settings.trigger_concurrency,
+    )
+    return XnovuActivities(repo, build_processor(settings, repo, novu), poll)
+
+
+def build_worker(client: Client, settings: Settings, activities: XnovuActivities) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            activities.claim_notifications,
+            activities.trigger_notification_by_id,
+            activities.trigger_multiple_notifications_by_id,
+        ],
+        max_concurrent_activities=settings.temporal_max_concurrent_activities,
+        max_concurrent_local_activities=settings.temporal_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.temporal_max_concurrent_workflows,
+        max_cached_workflows=settings.temporal_max_cached_workflows,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        workflow_runner=SANDBOX,
+    )
+
+
+class WorkerManager:
+    """Starts and stops the worker, its connections and the health server, in the right order."""
+
+    def __init__(self, settings: Settings, *, health: bool = True) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.repo: Repository | None = None
+        self.client: Client | None = None
+        self.novu: NovuClient | None = None
+        self.budget: TokenBudget = LocalTokenBucket(settings.novu_rate_limit_rps)
+        self.activities: XnovuActivities | None = None
+        self.worker: Worker | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._health: HealthServer | None = None
+        self._with_health = health
+
+    async def start(self) -> None:
+        """Connect, check the schema, bootstrap Temporal, start polling and serve /health."""
+        s = self.settings
+        self.novu = novu_client(s, self.budget)
+        self.repo = await connect(s)
+        present = await self.repo.schema_present()
+        if not all(present.values()):
+            raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
+        self.client = await connect_temporal(s)
+        await bootstrap(self.client, s)
+        self.activities = build_activities(s, self.repo, self.novu)
+        self.worker = build_worker(self.client, s, self.activities)
+        self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
+        if self._with_health:
+            self._health = HealthServer(self)
+            await self._health.start()
+        log.info(
+            "worker started",
+            extra={"version": __version__, "task_queue": s.temporal_task_queue, "namespace": s.temporal_namespace},
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._worker_task is not None and not self._worker_task.done()
+
+    async def wait(self) -> None:
+        """Until the worker stops (or fails: the exception propagates)."""
+        if self._worker_task is not None:
+            await self._worker_task
+
+    async def stop(self) -> None:
+        """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
+        if self.worker is not None and self.running:
+            await self.worker.shutdown()
+        if self._worker_task is not None:
+            try:
+                await self._worker_task
+            except Exception:
+                log.exception("worker ended with an error")
+        if self._health is not None:
+            await self._health.stop()
+        if self.novu is not None:
+            await self.novu.aclose()
+        if self.repo is not None:
+            await self.repo.close()
+        log.info("worker stopped")
