@@ -30,11 +30,15 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from xnovu.api import NotificationClient, trigger_notification_by_id, trigger_notifications_by_ids
-    from xnovu.config import Settings, load_settings
-    from xnovu.errors import XnovuError
-    from xnovu.models import Outcome, TriggerResult
-    from xnovu.temporal.worker import WorkerManager
+    from xnovu.api import NotificationClient as NotificationClient
+    from xnovu.api import trigger_notification_by_id as trigger_notification_by_id
+    from xnovu.api import trigger_notifications_by_ids as trigger_notifications_by_ids
+    from xnovu.config import Settings as Settings
+    from xnovu.config import load_settings as load_settings
+    from xnovu.errors import XnovuError as XnovuError
+    from xnovu.models import Outcome as Outcome
+    from xnovu.models import TriggerResult as TriggerResult
+    from xnovu.temporal.worker import WorkerManager as WorkerManager
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """The Python API (SPEC §10): trigger notifications through Temporal and inspect their workflows.
 
-    async with NotificationClient(load_settings()) as nc:
-        result = await nc.async_trigger_notification_by_id(42)
+async with NotificationClient(load_settings()) as nc:
+    result = await nc.async_trigger_notification_by_id(42)
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from xnovu.errors import NotificationNotFoundError
 from xnovu.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
-from xnovu.temporal.workflows import NotificationTriggerWorkflow, TriggerMultipleNotificationsWorkflow, child_id
+from xnovu.temporal.workflows import (
+    NotificationTriggerWorkflow,
+    TriggerMultipleNotificationsWorkflow,
+    child_id,
+)
 
 
 class NotificationClient:
@@ -131,6 +135,8 @@ def trigger_notification_by_id(notification_id: int, settings: Settings | None =
     return asyncio.run(_trigger([notification_id], settings))[0]
 
 
-def trigger_notifications_by_ids(notification_ids: Sequence[int], settings: Settings | None = None) -> list[TriggerResult]:
+def trigger_notifications_by_ids(
+    notification_ids: Sequence[int], settings: Settings | None = None
+) -> list[TriggerResult]:
     """Blocking one-call trigger of many notifications through Temporal."""
     return asyncio.run(_trigger(list(notification_ids), settings))

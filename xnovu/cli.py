@@ -254,9 +254,12 @@ def schedules_list(as_json: bool = JSON_OPT) -> None:
     table = Table("schedule", "state", "every", "next run", "last run", "note")
     for i in infos:
         table.add_row(
-            i.id, "[yellow]paused[/yellow]" if i.paused else "[green]active[/green]", f"{i.interval_s:g} s",
+            i.id,
+            "[yellow]paused[/yellow]" if i.paused else "[green]active[/green]",
+            f"{i.interval_s:g} s",
             i.next_run.isoformat(timespec="seconds") if i.next_run else "-",
-            i.last_run.isoformat(timespec="seconds") if i.last_run else "-", i.note,
+            i.last_run.isoformat(timespec="seconds") if i.last_run else "-",
+            i.note,
         )
     out.print(table)
 
@@ -305,8 +308,11 @@ def _results_table(results: list[Any]) -> Table:
     table = Table("id", "outcome", "status", "recipients", "reason")
     for r in results:
         table.add_row(
-            str(r.notification_id), r.outcome.value, r.notification_status or "-",
-            f"{r.success_count}/{r.total_recipients}", r.reason or "",
+            str(r.notification_id),
+            r.outcome.value,
+            r.notification_status or "-",
+            f"{r.success_count}/{r.total_recipients}",
+            r.reason or "",
         )
     return table
 
@@ -376,7 +382,9 @@ def dlq_list(limit: int = typer.Option(100, min=1, max=10_000), as_json: bool = 
         return
     table = Table("id", "name", "attempts", "dead-lettered at", "error")
     for row in rows:
-        table.add_row(str(row["id"]), row["name"], str(row["attempts"]), row["dead_lettered_at"].isoformat(), row["error"] or "")
+        table.add_row(
+            str(row["id"]), row["name"], str(row["attempts"]), row["dead_lettered_at"].isoformat(), row["error"] or ""
+        )
     out.print(table if rows else "the dead-letter queue is empty")
 
 
@@ -440,7 +448,9 @@ def doctor(as_json: bool = JSON_OPT) -> None:
 def emulator(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8787, min=1, max=65535, help="Port to listen on."),
-    secret_key: str | None = typer.Option(None, "--secret-key", help="Accepted API key (default: NOVU_SECRET_KEY, else any)."),
+    secret_key: str | None = typer.Option(
+        None, "--secret-key", help="Accepted API key (default: NOVU_SECRET_KEY, else any)."
+    ),
 ) -> None:
     """Run the Novu API emulator (trigger, bulk, cancel + /emulator inspection and fault API)."""
     from xnovu.novu.emulator import serve

@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 from xnovu.config import Settings
-from xnovu.db.repository import NewNotification, connect, insert_notifications, notification_states, upsert_workflow
+from xnovu.db.repository import (
+    NewNotification,
+    connect,
+    insert_notifications,
+    notification_states,
+    upsert_workflow,
+)
 from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, port_in_use, wait_for_port
 from xnovu.errors import XnovuError
 from xnovu.models import PollKind
@@ -65,7 +71,10 @@ class DevStack:
             log_path = (self.state_dir / "emulator.log").open("ab")
             self.emulator = subprocess.Popen(
                 [sys.executable, "-m", "xnovu", "emulator", "--port", str(port), "--secret-key", key],
-                stdout=log_path, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=log_path,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
             wait_for_port("127.0.0.1", port, 30, self.emulator)
             update["novu_api_url"] = f"http://127.0.0.1:{port}"
@@ -146,9 +155,14 @@ async def run_dev(settings: Settings, *, state_dir: Path, demo: bool, console: C
         if stack.temporal is not None:
             console.print(f"  Temporal Web UI : {stack.temporal.ui_url}/namespaces/{s.temporal_namespace}/workflows")
         console.print(f"  Temporal        : {s.temporal_address} (namespace {s.temporal_namespace})")
-        console.print(f"  Novu API        : {s.novu_api_url}" + (" (emulator; deliveries at /emulator/events)" if stack.emulator else ""))
+        console.print(
+            f"  Novu API        : {s.novu_api_url}"
+            + (" (emulator; deliveries at /emulator/events)" if stack.emulator else "")
+        )
         console.print(f"  Health          : http://127.0.0.1:{s.worker_health_port}/health  /status  /metrics")
-        console.print(f"  Postgres        : {'embedded in ' + str(state_dir / 'pg') if stack.postgres else 'DATABASE_URL'}")
+        console.print(
+            f"  Postgres        : {'embedded in ' + str(state_dir / 'pg') if stack.postgres else 'DATABASE_URL'}"
+        )
         if demo:
             ids = await insert_demo(s)
             assert manager.client is not None

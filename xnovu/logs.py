@@ -37,8 +37,20 @@ class SecretMask(logging.Filter):
         return True
 
 
+#: Temporal's loggers attach the whole activity/workflow info; these few fields are what correlates a line.
+_TEMPORAL_KEYS = ("workflow_id", "activity_type", "workflow_type", "attempt")
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    out: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _STANDARD or key.startswith("_"):
+            continue
+        if key in ("temporal_activity", "temporal_workflow") and isinstance(value, dict):
+            out.update({k: value[k] for k in _TEMPORAL_KEYS if k in value})
+        else:
+            out[key] = value
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,5 +90,10 @@ def configure_logging(level: str = "info", fmt: str = "console", secrets: Iterab
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != "xnovu"] + [handler]
     root.setLevel(level.upper())
+    # Correlation fields go into structured fields (see _fields), not appended to every message.
+    from temporalio import activity, workflow
+
+    activity.logger.activity_info_on_message = False
+    workflow.logger.workflow_info_on_message = False
     for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -16,25 +16,33 @@ class Metrics:
             "xnovu_notifications_processed", "Trigger attempts by outcome", ["outcome"], registry=self.registry
         )
         self.novu_requests = Counter(
-            "xnovu_novu_requests", "Novu HTTP requests by status code (none = timeout/connection error)",
-            ["status_code"], registry=self.registry,
+            "xnovu_novu_requests",
+            "Novu HTTP requests by status code (none = timeout/connection error)",
+            ["status_code"],
+            registry=self.registry,
         )
         self.novu_request_seconds = Histogram(
             "xnovu_novu_request_seconds", "Novu HTTP request latency", registry=self.registry
         )
         self.trigger_seconds = Histogram(
-            "xnovu_trigger_latency_seconds", "Duration of one trigger attempt (claim to finalize)",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
+            "xnovu_trigger_latency_seconds",
+            "Duration of one trigger attempt (claim to finalize)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
         )
         self.poll_batch_size = Histogram(
-            "xnovu_poll_batch_size", "Rows claimed per poll batch", ["kind"],
-            buckets=(0, 1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=self.registry,
+            "xnovu_poll_batch_size",
+            "Rows claimed per poll batch",
+            ["kind"],
+            buckets=(0, 1, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=self.registry,
         )
         self.dead_lettered = Counter(
             "xnovu_dead_lettered", "Notifications dead-lettered by this worker", registry=self.registry
         )
         self.dead_letter_total = Gauge(
-            "xnovu_dead_letter_rows", "Rows currently dead-lettered (sampled by /status and /metrics)",
+            "xnovu_dead_letter_rows",
+            "Rows currently dead-lettered (sampled by /status and /metrics)",
             registry=self.registry,
         )
         self.novu_configuration_errors = Counter(

@@ -123,7 +123,9 @@ class NotificationProcessor:
         """
         row = await self.repo.load(notification_id)
         if row is None:
-            return TriggerResult(notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist")
+            return TriggerResult(
+                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
+            )
         if row.status == "SENT":
             return self._skipped(row, f"notification {row.id} was already sent")
 
@@ -140,7 +142,10 @@ class NotificationProcessor:
 
         if row.dead_lettered_at is not None and row.status == "FAILED":
             return TriggerResult(
-                row.id, Outcome.REJECTED, row.status, attempt=row.attempts,
+                row.id,
+                Outcome.REJECTED,
+                row.status,
+                attempt=row.attempts,
                 reason=f"notification {row.id} is dead-lettered; requeue it with `xnovu dlq requeue {row.id}`",
             )
 
@@ -158,7 +163,9 @@ class NotificationProcessor:
         """Explain why the claim failed, from the row as it is now."""
         row = await self.repo.load(notification_id)
         if row is None:
-            return TriggerResult(notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist")
+            return TriggerResult(
+                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
+            )
         reason = notification_block_reason(row, self.clock())
         if reason is not None:
             return TriggerResult(row.id, Outcome.REJECTED, row.status, reason=reason, attempt=attempt)
@@ -235,7 +242,9 @@ class NotificationProcessor:
     ) -> TriggerResult:
         details = self._details(row, results, attempt) | self._details_error(reason, attempt, None, True)
         ok = await self.repo.finalize(row.id, attempt, status="FAILED", error_details=details, dead_letter=True)
-        log.warning("notification dead-lettered", extra={"notification_id": row.id, "attempt": attempt, "reason": reason})
+        log.warning(
+            "notification dead-lettered", extra={"notification_id": row.id, "attempt": attempt, "reason": reason}
+        )
         return self._finalized(row, attempt, ok, Outcome.DEAD_LETTERED, "FAILED", results, reason, None)
 
     def _finalized(

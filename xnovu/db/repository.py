@@ -243,11 +243,19 @@ class NewNotification:
 
 
 async def upsert_workflow(
-    repo: Repository, workflow_key: str, *, name: str | None = None, channels: Sequence[str] = ("IN_APP",),
+    repo: Repository,
+    workflow_key: str,
+    *,
+    name: str | None = None,
+    channels: Sequence[str] = ("IN_APP",),
     enterprise_id: str | None = None,
 ) -> int:
     """Create (or re-publish) a Novu workflow row; returns its id."""
-    return int(await repo.pool.fetchval(q("upsert_workflow"), name or workflow_key, workflow_key, list(channels), enterprise_id))
+    return int(
+        await repo.pool.fetchval(
+            q("upsert_workflow"), name or workflow_key, workflow_key, list(channels), enterprise_id
+        )
+    )
 
 
 async def insert_notifications(

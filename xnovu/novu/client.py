@@ -220,8 +220,10 @@ def classify(status_code: int, body: Any) -> tuple[Outcome, str | None]:
         return "config", _with_detail(f"{what} (HTTP {status_code}); check NOVU_SECRET_KEY", detail)
     if status_code in _TRANSIENT_STATUSES or status_code >= 500:
         return "transient", _with_detail(f"Novu is temporarily unavailable (HTTP {status_code})", detail)
-    if 300 <= status_code < 400:
-        return "config", f"Novu answered with a redirect (HTTP {status_code}); check NOVU_API_URL"
+    if 300 <= status_code < 400 or status_code in (404, 405):
+        # The events routes always exist on Novu: a missing route means NOVU_API_URL points elsewhere, and every
+        # row would fail alike, so this is configuration, not a reason to dead-letter rows.
+        return "config", f"Novu answered HTTP {status_code} for the events API; check NOVU_API_URL"
     return "permanent", _with_detail(f"Novu rejected the event (HTTP {status_code})", detail)
 
 

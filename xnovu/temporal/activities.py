@@ -75,7 +75,9 @@ class XnovuActivities:
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()
             activity.logger.error("Novu refused the API key", extra={"notification_id": request.notification_id})
-            raise ApplicationError(str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY) from None
+            raise ApplicationError(
+                str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY
+            ) from None
         METRICS.observe_result(result, time.perf_counter() - started)
         return result
 
@@ -88,7 +90,9 @@ class XnovuActivities:
             results = await self.processor.process_many(request.notification_ids, concurrency)
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()
-            raise ApplicationError(str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY) from None
+            raise ApplicationError(
+                str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY
+            ) from None
         for r in results:
             METRICS.observe_result(r, (time.perf_counter() - started) / max(1, len(results)))
         return results

@@ -21,6 +21,9 @@ from xnovu.temporal.schedules import ensure_schedules
 
 log = logging.getLogger(__name__)
 
+#: How long bootstrap waits out "namespace not found" after creating a namespace (server caches refresh in ~10 s).
+NEW_NAMESPACE_WAIT_S = 30.0
+
 _INDEXED = {
     SearchAttributeIndexedValueType.INT: IndexedValueType.INDEXED_VALUE_TYPE_INT,
     SearchAttributeIndexedValueType.KEYWORD: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -36,35 +39,38 @@ class BootstrapReport:
     schedules: dict[str, str] = field(default_factory=dict)
 
 
-async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float = 30.0) -> str:
-    """Register the namespace if missing (ALREADY_EXISTS is success), then wait until it answers."""
-    ns = settings.temporal_namespace
-    result = "unchanged"
+async def _namespace_exists(client: Client, namespace: str) -> bool:
     try:
-        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=ns))
-        return result
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
+        return False
+    return True
+
+
+async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float = 30.0) -> str:
+    """Register the namespace if missing (ALREADY_EXISTS is success), then wait until it answers."""
+    ns = settings.temporal_namespace
+    if await _namespace_exists(client, ns):
+        return "unchanged"
+    result = "created"
     try:
         retention = Duration(seconds=settings.temporal_namespace_retention_days * 86_400)
         await client.workflow_service.register_namespace(
             RegisterNamespaceRequest(namespace=ns, workflow_execution_retention_period=retention)
         )
-        result = "created"
     except RPCError as exc:
         if exc.status != RPCStatusCode.ALREADY_EXISTS:
             raise
+        result = "unchanged"  # another worker created it a moment ago
     # A new namespace takes a moment to reach every service ("namespace not found" meanwhile).
     deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        try:
-            await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=ns))
-            return result
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+    while not await _namespace_exists(client, ns):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TemporalUnavailableError(f"namespace {ns!r} is registered but not found after {wait_s:.0f} s")
+        await asyncio.sleep(0.5)
+    return result
 
 
 async def ensure_search_attributes(client: Client, settings: Settings) -> list[str]:
@@ -89,8 +95,17 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
     report = BootstrapReport()
     try:
         report.namespace = await ensure_namespace(client, settings)
-        report.search_attributes = await ensure_search_attributes(client, settings)
-        report.schedules = await ensure_schedules(client, settings)
+        # Just after registration some services still answer "namespace not found" until their cache refreshes.
+        deadline = asyncio.get_running_loop().time() + NEW_NAMESPACE_WAIT_S
+        while True:
+            try:
+                report.search_attributes = await ensure_search_attributes(client, settings)
+                report.schedules = await ensure_schedules(client, settings)
+                break
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
     except RPCError as exc:
         raise TemporalUnavailableError(
             f"bootstrap failed against {settings.temporal_address} namespace {settings.temporal_namespace!r}: "
@@ -98,6 +113,10 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
         ) from None
     log.info(
         "bootstrap done",
-        extra={"namespace": report.namespace, "search_attributes": report.search_attributes, "schedules": report.schedules},
+        extra={
+            "namespace": report.namespace,
+            "search_attributes": report.search_attributes,
+            "schedules": report.schedules,
+        },
     )
     return report

@@ -20,7 +20,9 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
         try:
             return TLSConfig(client_cert=cert.read_bytes(), client_private_key=key.read_bytes())
         except OSError as exc:
-            raise ConfigError(f"TEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY: cannot read {exc.filename}: {exc.strerror}") from None
+            raise ConfigError(
+                f"TEMPORAL_TLS_CERT/TEMPORAL_TLS_KEY: cannot read {exc.filename}: {exc.strerror}"
+            ) from None
     return settings.temporal_api_key is not None
 
 

@@ -28,8 +28,8 @@ from xnovu.temporal.workflows import PollNotificationsWorkflow
 
 NOTES = {
     PollKind.NEW: "Claims due, published PENDING notifications and starts one child workflow per row.",
-    PollKind.FAILED: "Retries FAILED notifications whose backoff is over and recovers PROCESSING rows whose lease expired.",
-    PollKind.SCHEDULED: "Claims notifications scheduled within the look-ahead; each child waits on a timer until its time.",
+    PollKind.FAILED: "Retries FAILED rows once their backoff is over; recovers PROCESSING rows past their lease.",
+    PollKind.SCHEDULED: "Claims notifications due within the look-ahead; each child waits on a timer until its time.",
 }
 #: A tick missed while the server or workers were down is caught up within this window, not a year later.
 CATCHUP_WINDOW = timedelta(minutes=1)

@@ -11,9 +11,13 @@ ENTERPRISE_ID = SearchAttributeKey.for_keyword("XnovuEnterpriseId")
 ALL_KEYS = (NOTIFICATION_ID, WORKFLOW_KEY, ENTERPRISE_ID)
 
 
-def for_notification(notification_id: int, workflow_key: str | None, enterprise_id: str | None) -> TypedSearchAttributes:
+def for_notification(
+    notification_id: int, workflow_key: str | None, enterprise_id: str | None
+) -> TypedSearchAttributes:
     """The attributes of one notification workflow (unknown values are left out, not set to "")."""
-    pairs: list[SearchAttributePair[int] | SearchAttributePair[str]] = [SearchAttributePair(NOTIFICATION_ID, notification_id)]
+    pairs: list[SearchAttributePair[int] | SearchAttributePair[str]] = [
+        SearchAttributePair(NOTIFICATION_ID, notification_id)
+    ]
     if workflow_key:
         pairs.append(SearchAttributePair(WORKFLOW_KEY, workflow_key))
     if enterprise_id:

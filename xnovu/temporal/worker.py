@@ -38,8 +38,17 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 #: from re-importing C extensions (asyncpg) and heavy stacks on every workflow run.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "xnovu", "asyncpg", "httpx", "httpcore", "pydantic", "pydantic_settings", "prometheus_client",
-        "starlette", "uvicorn", "anyio", "rich",
+        "xnovu",
+        "asyncpg",
+        "httpx",
+        "httpcore",
+        "pydantic",
+        "pydantic_settings",
+        "prometheus_client",
+        "starlette",
+        "uvicorn",
+        "anyio",
+        "rich",
     )
 )
 

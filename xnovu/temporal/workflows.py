@@ -37,13 +37,18 @@ START_CHUNK = 25
 MAX_BATCHES_PER_RUN = 20
 
 CLAIM_TIMEOUT = timedelta(seconds=30)
-CLAIM_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5)
+CLAIM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
+)
 #: One trigger attempt: bounded well below the processing lease, so a lease never expires under a live attempt.
 TRIGGER_TIMEOUT = timedelta(minutes=2)
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30), maximum_attempts=0
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
 )
 BATCH_TIMEOUT = timedelta(minutes=30)
 
@@ -125,7 +130,9 @@ class PollNotificationsWorkflow:
                 NotificationInput(row.notification_id, row.attempt, row.scheduled_for),
                 id=child_id(row.notification_id, row.attempt),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=searchattrs.for_notification(row.notification_id, row.workflow_key, row.enterprise_id),
+                search_attributes=searchattrs.for_notification(
+                    row.notification_id, row.workflow_key, row.enterprise_id
+                ),
                 memo={"notification": row.name},
             )
         except WorkflowAlreadyStartedError:

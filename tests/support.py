@@ -1,0 +1,222 @@
+"""Shared test helpers: the embedded stack, per-test environments, waiting, and row factories."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+
+from xnovu.config import Settings
+from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
+from xnovu.devstack import EmbeddedPostgres, TemporalDevServer
+from xnovu.novu.emulator import EmulatorServer
+from xnovu.temporal.worker import WorkerManager
+
+T = TypeVar("T")
+
+#: Recognisable fake secrets: tests assert they never show up in logs, errors, /status or workflow inputs (I6).
+NOVU_SECRET = "nv-secret-SHOULD-NEVER-APPEAR-7f3a"
+DB_PASSWORD = "pg-password-SHOULD-NEVER-APPEAR-91c2"
+
+
+@dataclass
+class Stack:
+    """One embedded Postgres, one Temporal dev server and one emulator for the whole test session."""
+
+    base: Path
+    postgres: EmbeddedPostgres
+    temporal: TemporalDevServer
+    emulator: EmulatorServer
+    admin_url: str
+    counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def database_url(self, name: str) -> str:
+        """URL of a database on the embedded server, carrying a fake password (trust auth ignores it) for I6 tests."""
+        url = str(self.postgres._server.get_uri(database=name))
+        return url.replace("postgres:@", f"postgres:{DB_PASSWORD}@", 1)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll `check` until it returns a truthy value (returned) or time runs out (AssertionError with the last value)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = await check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last value: {last!r}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Env:
+    """A per-test world: its own database (cloned from a migrated template), namespace and task queue."""
+
+    settings: Settings
+    repo: Repository
+    emulator: EmulatorServer
+    stack: Stack
+
+    @property
+    def emu(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.emulator.url, timeout=10)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        return list(self.emulator.emulator.events)
+
+    def stats(self) -> dict[str, Any]:
+        return self.emulator.emulator.stats()
+
+    def configure_emulator(self, **changes: Any) -> None:
+        self.emulator.emulator.configure(changes)
+
+    async def workflow(self, key: str = "welcome", **kw: Any) -> int:
+        return await upsert_workflow(self.repo, key, **kw)
+
+    async def insert(
+        self,
+        workflow_id: int,
+        n: int = 1,
+        *,
+        recipients: int = 1,
+        publish_status: str = "PUBLISH",
+        scheduled_for: datetime | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> list[int]:
+        rows = [
+            NewNotification(
+                f"n{i}", [str(uuid.uuid4()) for _ in range(recipients)], payload or {"i": i},
+                publish_status=publish_status, scheduled_for=scheduled_for,
+            )
+            for i in range(n)
+        ]
+        return await insert_notifications(self.repo, workflow_id, rows)
+
+    async def row(self, notification_id: int) -> dict[str, Any]:
+        r = await self.repo.pool.fetchrow(
+            "SELECT *, notification_status::text AS status FROM notify.ent_notification WHERE id = $1", notification_id
+        )
+        assert r is not None
+        return dict(r)
+
+    async def statuses(self, ids: list[int]) -> dict[int, str]:
+        rows = await self.repo.pool.fetch(
+            "SELECT id, notification_status::text AS s FROM notify.ent_notification WHERE id = ANY($1::bigint[])", ids
+        )
+        return {r["id"]: r["s"] for r in rows}
+
+    async def all_in(self, ids: list[int], *states: str) -> bool:
+        got = await self.statuses(ids)
+        return len(got) == len(ids) and all(s in states for s in got.values())
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self.repo.pool.execute(sql, *args)
+
+    @asynccontextmanager
+    async def worker(self, **overrides: Any) -> AsyncIterator[WorkerManager]:
+        """A running WorkerManager (health on a random port) for this environment."""
+        manager = WorkerManager(self.settings.model_copy(update=overrides) if overrides else self.settings)
+        await manager.start()
+        try:
+            yield manager
+        finally:
+            await manager.stop()
+
+
+def start_stack(base: Path) -> Stack:
+    pg = EmbeddedPostgres(base / "pg")
+    admin_url = pg.start()
+    temporal = TemporalDevServer(
+        base / "temporal.db", port=_free_port(), ui_port=None, namespace="default", log_file=base / "temporal.log"
+    ).start()
+    emulator = EmulatorServer(secret_key=NOVU_SECRET).start()
+    stack = Stack(base, pg, temporal, emulator, admin_url)
+    asyncio.run(_make_template(stack))
+    return stack
+
+
+def _free_port() -> int:
+    from xnovu.devstack import free_port
+
+    return free_port()
+
+
+TEMPLATE_DB = "xnovu_template"
+
+
+async def _make_template(stack: Stack) -> None:
+    from xnovu.db.migrate import migrate
+
+    conn = await asyncpg.connect(stack.admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(stack.database_url(TEMPLATE_DB))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def new_database(stack: Stack, name: str) -> str:
+    conn = await asyncpg.connect(stack.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    return stack.database_url(name)
+
+
+def test_settings(stack: Stack, database_url: str, **overrides: Any) -> Settings:
+    """Fast intervals, a fresh namespace and task queue; nothing read from the developer's .env."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "temporal_address": stack.temporal.address,
+        "temporal_namespace": f"test-{tag}",
+        "temporal_task_queue": f"tq-{tag}",
+        "novu_api_url": stack.emulator.url,
+        "novu_secret_key": NOVU_SECRET,
+        "novu_rate_limit_rps": 10_000,
+        "novu_timeout_ms": 2_000,
+        "poll_interval_ms": 1_000,
+        "failed_poll_interval_ms": 1_000,
+        "scheduled_poll_interval_ms": 1_000,
+        "retry_backoff_base_ms": 200,
+        "retry_backoff_max_ms": 1_000,
+        "worker_health_port": 0,
+        "worker_health_host": "127.0.0.1",
+        "worker_pid_file": stack.base / f"worker-{tag}.pid",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def environment(stack: Stack, **overrides: Any) -> AsyncIterator[Env]:
+    name = f"t{next(stack.counter)}_{uuid.uuid4().hex[:6]}"
+    url = await new_database(stack, name)
+    settings = test_settings(stack, url, **overrides)
+    stack.emulator.emulator.reset(config=True)
+    repo = await connect(settings)
+    try:
+        yield Env(settings, repo, stack.emulator, stack)
+    finally:
+        await repo.close()
