@@ -1,0 +1,238 @@
+"""The `xnovu` command line end to end (SPEC §6, §8): real subprocesses against the real embedded stack.
+
+Every command runs as `python -m xnovu …` with its configuration in environment variables only, from an empty
+folder; each output is also checked for the fake secrets of the test stack (I6) by the `cli` fixture.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.e2e.conftest import Cli
+from tests.support import DB_PASSWORD, Env, eventually
+from xnovu.devstack import free_port
+
+SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled"]
+DAY_MS = 86_400_000
+
+
+async def paused(cli: Cli) -> dict[str, bool]:
+    return {s["id"]: s["paused"] for s in await cli.json("schedules", "list")}
+
+
+# -- doctor ----------------------------------------------------------------------------------------------------
+
+
+async def test_doctor_passes_every_check_on_a_bootstrapped_stack(cli: Cli) -> None:
+    (await cli("bootstrap")).ok()
+    checks = await cli.json("doctor")
+    assert [c["name"] for c in checks] == ["postgres", "schema", "temporal", "namespace", "novu"]
+    assert all(c["ok"] for c in checks), checks
+    table = (await cli("doctor")).ok().stdout
+    assert "FAIL" not in table and table.count("ok") >= 5
+
+
+async def test_doctor_fails_the_novu_check_with_a_wrong_key_and_never_prints_the_key(cli: Cli) -> None:
+    (await cli("bootstrap")).ok()
+    wrong = f"wrong-key-{uuid.uuid4().hex}"
+    cli.extra_secrets = (wrong,)  # every output of this test is checked for it
+    result = await cli("doctor", "--json", env={"NOVU_SECRET_KEY": wrong})
+    assert result.returncode == 1, result
+    checks = {c["name"]: c for c in result.json()}
+    assert not checks["novu"]["ok"]
+    assert "NOVU_SECRET_KEY" in checks["novu"]["detail"], "the failed check should say which variable to fix"
+    assert all(c["ok"] for name, c in checks.items() if name != "novu"), checks
+    table = await cli("doctor", env={"NOVU_SECRET_KEY": wrong})
+    assert table.returncode == 1 and "FAIL" in table.stdout, table
+
+
+async def test_doctor_reports_an_unreachable_database_readably_without_the_password(cli: Cli) -> None:
+    closed = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{free_port()}/xnovu"
+    result = await cli("doctor", "--json", env={"DATABASE_URL": closed})
+    assert result.returncode == 1, result
+    checks = {c["name"]: c for c in result.json()}
+    assert not checks["postgres"]["ok"] and not checks["schema"]["ok"]
+    detail = checks["postgres"]["detail"]
+    assert "\n" not in detail and "cannot connect to Postgres" in detail and "DATABASE_URL" in detail, detail
+    assert checks["temporal"]["ok"] and checks["novu"]["ok"], checks
+    # A command that needs the database fails with one line, password masked.
+    line = (await cli("db", "migrate", env={"DATABASE_URL": closed})).error_line()
+    assert "cannot connect to Postgres" in line and "***" in line, line
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POLL_BATCH_SIZE", "0"),
+        ("TEMPORAL_ADDRESS", "nonsense"),
+        ("WORKER_LOG_LEVEL", "loud"),
+        ("DATABASE_URL", f"mysql://root:{DB_PASSWORD}@localhost/db"),
+    ],
+)
+async def test_a_bad_environment_value_is_one_stderr_line_naming_the_variable(
+    cli: Cli, variable: str, value: str
+) -> None:
+    for command in (["doctor"], ["db", "migrate"], ["worker", "start"]):
+        result = await cli(*command, env={variable: value}, timeout=30)
+        line = result.error_line()
+        assert variable in line, line
+        assert result.stdout == "", result
+
+
+# -- db / bootstrap --------------------------------------------------------------------------------------------
+
+
+async def test_db_migrate_creates_the_schema_once_and_then_reports_it_up_to_date(env: Env, cli: Cli) -> None:
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(env.stack.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = {"DATABASE_URL": env.stack.database_url(name)}
+    first = (await cli("db", "migrate", env=url)).ok()
+    assert first.stdout.startswith("applied: ") and "0001" in first.stdout, first
+    second = (await cli("db", "migrate", env=url)).ok()
+    assert "up to date" in second.stdout, second
+    checks = {c["name"]: c for c in (await cli("doctor", "--json", env=url)).json()}
+    assert checks["schema"]["ok"], checks
+
+
+async def test_bootstrap_twice_creates_then_leaves_the_schedules_unchanged(cli: Cli) -> None:
+    first = (await cli("bootstrap")).ok().stdout
+    assert "namespace: created" in first
+    assert all(f"schedule {sid}: created" in first for sid in SCHEDULE_IDS), first
+    second = (await cli("bootstrap")).ok().stdout
+    assert "namespace: unchanged" in second and "search attributes added: none" in second, second
+    assert all(f"schedule {sid}: unchanged" in second for sid in SCHEDULE_IDS), second
+
+
+# -- schedules -------------------------------------------------------------------------------------------------
+
+
+async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
+    (await cli("bootstrap")).ok()
+    listed = await cli.json("schedules", "list")
+    assert [s["id"] for s in listed] == SCHEDULE_IDS
+    assert all(s["interval_s"] == 1 and s["note"] for s in listed), listed
+    assert not any(s["paused"] for s in listed)
+
+    assert "xnovu-poll-new" in (await cli("schedules", "pause", "new")).ok().stdout
+    assert await paused(cli) == {"xnovu-poll-new": True, "xnovu-poll-failed": False, "xnovu-poll-scheduled": False}
+    (await cli("bootstrap")).ok()  # bootstrap keeps the paused state (SPEC §4)
+    assert (await paused(cli))["xnovu-poll-new"] is True
+
+    (await cli("schedules", "pause", "--all")).ok()
+    assert all((await paused(cli)).values())
+    (await cli("schedules", "resume", "--all")).ok()
+    assert not any((await paused(cli)).values())
+
+    line = (await cli("schedules", "pause", "bogus")).error_line()
+    assert "bogus" in line and "xnovu-poll-new" in line, line
+    (await cli("schedules", "pause")).error_line()  # neither a name nor --all
+
+    assert "xnovu-poll-new" in (await cli("schedules", "trigger", "new")).ok().stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: cli.main's catch-all prints with rich without soft_wrap, so an unexpected error longer than "
+    "80 columns (e.g. RPCError 'Namespace … is not found') is wrapped onto two stderr lines when not on a tty",
+)
+async def test_a_command_before_bootstrap_fails_with_one_line(cli: Cli) -> None:
+    line = (await cli("schedules", "pause", "new")).error_line()
+    assert "not found" in line
+
+
+# -- notifications ---------------------------------------------------------------------------------------------
+
+
+async def test_trigger_wait_json_sends_the_row_and_prints_the_result(env: Env, cli: Cli) -> None:
+    wf = await env.workflow("welcome")
+    # Long intervals and paused schedules: only the CLI trigger may send this row (no race with a poll).
+    async with env.worker(poll_interval_ms=DAY_MS, failed_poll_interval_ms=DAY_MS, scheduled_poll_interval_ms=DAY_MS):
+        (await cli("schedules", "pause", "--all")).ok()
+        [nid] = await env.insert(wf, recipients=2, payload={"via": "cli"})
+        out = await cli.json("trigger", nid, "--wait", timeout=60)
+    assert out["workflow_ids"] == [f"notification-{nid}-a1"]
+    [result] = out["results"]
+    assert result["notification_id"] == nid
+    assert result["outcome"] == "sent" and result["notification_status"] == "SENT", result
+    assert result["success_count"] == 2 and result["total_recipients"] == 2
+    assert len(result["novu_transaction_ids"]) == 2
+    row = await env.row(nid)
+    assert row["status"] == "SENT" and row["attempts"] == 1
+    assert sorted(d["subscriberId"] for d in env.deliveries()) == sorted(str(r) for r in row["recipients"])
+
+
+async def test_trigger_of_an_unknown_id_fails_with_does_not_exist(cli: Cli) -> None:
+    line = (await cli("trigger", "999999")).error_line()
+    assert "999999" in line and "does not exist" in line, line
+
+
+async def test_workflow_status_of_a_polled_send_is_completed(env: Env, cli: Cli) -> None:
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    async with env.worker():
+        await eventually(lambda: env.all_in([nid], "SENT"), timeout=30)
+        info = await cli.json("workflow", "status", f"notification-{nid}-a1")
+        result = (await cli("workflow", "result", f"notification-{nid}-a1")).ok().json()
+    assert info["status"] == "COMPLETED", info
+    assert info["workflow_id"] == f"notification-{nid}-a1" and info["type"] == "NotificationTriggerWorkflow"
+    assert info["task_queue"] == env.settings.temporal_task_queue
+    assert result["outcome"] == "sent" and result["notification_id"] == nid, result
+
+
+async def test_retract_marks_a_pending_row_retracted_with_its_reason(env: Env, cli: Cli) -> None:
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    (await cli("retract", nid, "--reason", "x")).ok()
+    row = await env.row(nid)
+    assert row["status"] == "RETRACTED" and row["retraction_reason"] == "x" and row["retracted_at"] is not None
+    assert "does not exist or is already" in (await cli("retract", nid, "--reason", "again")).error_line()
+
+
+async def test_retracting_a_sent_row_fails_and_leaves_it_sent(env: Env, cli: Cli) -> None:
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'SENT', processed_at = now() WHERE id = $1", nid
+    )
+    line = (await cli("retract", nid, "--reason", "too late")).error_line()
+    assert str(nid) in line and "SENT" in line, line
+    row = await env.row(nid)
+    assert row["status"] == "SENT" and row["retraction_reason"] is None
+
+
+# -- dead-letter queue -----------------------------------------------------------------------------------------
+
+
+async def test_dlq_list_shows_a_dead_lettered_row_and_requeue_makes_it_pending(env: Env, cli: Cli) -> None:
+    wf = await env.workflow("welcome")
+    dead, alive = await env.insert(wf, 2)
+    await env.execute(
+        """UPDATE notify.ent_notification SET notification_status = 'FAILED', dead_lettered_at = now(),
+           attempts = 5, error_details = '{"error": "boom"}' WHERE id = $1""",
+        dead,
+    )
+    listed = await cli.json("dlq", "list")
+    assert [r["id"] for r in listed] == [dead], listed
+    assert listed[0]["attempts"] == 5 and listed[0]["error"] == "boom" and listed[0]["dead_lettered_at"], listed
+
+    assert str(dead) in (await cli("dlq", "requeue", dead)).ok().stdout
+    row = await env.row(dead)
+    assert row["status"] == "PENDING" and row["attempts"] == 0 and row["dead_lettered_at"] is None
+    assert await cli.json("dlq", "list") == []
+
+    # Neither a never-dead-lettered row nor the one just requeued can be requeued again.
+    for nid in (alive, dead):
+        line = (await cli("dlq", "requeue", nid)).error_line()
+        assert "not dead-lettered" in line and str(nid) in line, line
+    assert (await env.row(alive))["status"] == "PENDING"
+
