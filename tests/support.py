@@ -100,8 +100,11 @@ class Env:
     ) -> list[int]:
         rows = [
             NewNotification(
-                f"n{i}", [str(uuid.uuid4()) for _ in range(recipients)], payload or {"i": i},
-                publish_status=publish_status, scheduled_for=scheduled_for,
+                f"n{i}",
+                [str(uuid.uuid4()) for _ in range(recipients)],
+                payload or {"i": i},
+                publish_status=publish_status,
+                scheduled_for=scheduled_for,
             )
             for i in range(n)
         ]

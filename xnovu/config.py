@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from xnovu.errors import ConfigError
@@ -74,13 +74,34 @@ class Settings(BaseSettings):
     next_public_supabase_anon_key: SecretStr | None = None
     supabase_service_role_key: SecretStr | None = None
 
-    @field_validator("poll_enterprise_id", "novu_secret_key", "database_url", "temporal_api_key", mode="before")
+    @field_validator(
+        "poll_enterprise_id",
+        "novu_secret_key",
+        "database_url",
+        "temporal_api_key",
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        "database_statement_cache_size",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         """An empty variable in `.env` means "not set", as users expect from `KEY=`."""
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("worker_log_level", "worker_log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        """INFO and info mean the same to people writing `.env` files."""
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.retry_backoff_base_ms > self.retry_backoff_max_ms:
+            raise ValueError("RETRY_BACKOFF_BASE_MS must not exceed RETRY_BACKOFF_MAX_MS")
+        return self
 
     @field_validator("poll_enterprise_id")
     @classmethod
@@ -115,9 +136,15 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("postgres", "postgresql"):
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise ValueError("has an invalid port")
         return value
 
     # -- derived values -------------------------------------------------------------------------------------
@@ -162,6 +189,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
+        if field == "settings" or not first["loc"]:
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{msg}; fix it in the environment or .env") from None
         value = first.get("input")
         shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {value!r})"
         raise ConfigError(f"{field.upper()}: {first['msg']}{shown}; fix it in the environment or .env") from None

@@ -24,13 +24,26 @@ class SecretMask(logging.Filter):
             text = text.replace(secret, "***")
         return text
 
+    def _mask_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {k: self._mask_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._mask_value(v) for v in value]
+        return value
+
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
-            record.msg = self.mask(record.getMessage())
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed log call must not raise into the caller; keep the raw template
+                message = f"{record.msg} {record.args!r}"
+            record.msg = self.mask(message)
             record.args = None
             for key, value in list(record.__dict__.items()):
-                if key not in _STANDARD and isinstance(value, str):
-                    record.__dict__[key] = self.mask(value)
+                if key not in _STANDARD:
+                    record.__dict__[key] = self._mask_value(value)
             if record.exc_info and record.exc_info[1] is not None:
                 record.exc_text = self.mask(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None

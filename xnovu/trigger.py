@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Novu rejects an event whose body exceeds 512 KB (413); checked before sending so the row fails alone (I5).
 MAX_PAYLOAD_BYTES = 524_288
+#: Room for the recipient id and transactionId that each event adds to the body.
+EVENT_OVERHEAD_BYTES = 160
 #: How far in the future a send time may be and still count as due (clock skew between DB and worker).
 SCHEDULE_TOLERANCE = timedelta(seconds=2)
 
@@ -31,7 +33,7 @@ SCHEDULE_TOLERANCE = timedelta(seconds=2)
 def retry_delay_ms(attempt: int, base_ms: int, max_ms: int) -> int:
     """Exponential backoff before retry number `attempt` + 1: base·2^(attempt-1), capped at max."""
     if attempt < 1:
-        return base_ms
+        return min(base_ms, max_ms)
     return int(min(max_ms, base_ms * 2 ** min(attempt - 1, 62)))
 
 
@@ -60,6 +62,12 @@ def workflow_block_reason(row: NotificationRow) -> str | None:
     return None
 
 
+def event_size_bytes(row: NotificationRow) -> int:
+    """Bytes of one event's body as Novu measures its 512 KB limit (the whole event, not just the payload)."""
+    event = {"name": row.workflow_key, "payload": row.payload, "overrides": row.overrides, "to": {"subscriberId": ""}}
+    return len(json.dumps(event, ensure_ascii=False).encode("utf-8")) + EVENT_OVERHEAD_BYTES
+
+
 def malformed_reason(row: NotificationRow) -> str | None:
     """Why the row can never be sent as it is (I5: it fails alone), or None."""
     if not isinstance(row.payload, dict):
@@ -70,9 +78,9 @@ def malformed_reason(row: NotificationRow) -> str | None:
         return "recipients is empty"
     if any(r is None for r in row.recipients):
         return "recipients contains a null entry"
-    size = len(json.dumps(row.payload, ensure_ascii=False).encode("utf-8"))
+    size = event_size_bytes(row)
     if size > MAX_PAYLOAD_BYTES:
-        return f"payload is {size} bytes, over Novu's limit of {MAX_PAYLOAD_BYTES} bytes (512 KB)"
+        return f"the event is {size} bytes, over Novu's limit of {MAX_PAYLOAD_BYTES} bytes (512 KB)"
     return None
 
 

@@ -79,9 +79,7 @@ def test_official_sdk_contract_check_passes(server: EmulatorServer, client: http
     no_retry = RetryConfig("none", BackoffStrategy(1, 1, 1, 1), False)
     s = models.TriggerEventResponseDtoStatus
 
-    with novu_py.Novu(
-        secret_key="test-secret", server_url=server.url, retry_config=no_retry, timeout_ms=5000
-    ) as novu:
+    with novu_py.Novu(secret_key="test-secret", server_url=server.url, retry_config=no_retry, timeout_ms=5000) as novu:
         res = novu.trigger(
             trigger_event_request_dto={
                 "workflow_id": "welcome",
@@ -108,9 +106,7 @@ def test_official_sdk_contract_check_passes(server: EmulatorServer, client: http
         assert b.status == s.ERROR and b.error == ["workflow_not_found"]
 
         try:
-            novu.trigger_bulk(
-                bulk_trigger_event_dto={"events": [{"workflow_id": "welcome", "to": "u"}] * 101}
-            )
+            novu.trigger_bulk(bulk_trigger_event_dto={"events": [{"workflow_id": "welcome", "to": "u"}] * 101})
             raise AssertionError("expected 422")
         except models.ValidationErrorDto as e:
             assert e.status_code == 422 and "events" in e.data.errors
@@ -149,9 +145,7 @@ def test_without_a_secret_key_any_non_empty_key_is_accepted_and_keys_scope_idemp
     with EmulatorServer() as srv, httpx.Client(base_url=srv.url, timeout=5) as c:
         body = {"name": "welcome", "to": "u1"}
         for api_key in ("key-a", "key-b"):
-            r = c.post(
-                TRIGGER, json=body, headers={"Authorization": f"ApiKey {api_key}", "Idempotency-Key": "k"}
-            )
+            r = c.post(TRIGGER, json=body, headers={"Authorization": f"ApiKey {api_key}", "Idempotency-Key": "k"})
             assert r.status_code == 201 and "Idempotency-Replay" not in r.headers
         assert stats(c)["deliveries"] == 2
         assert c.post(TRIGGER, json=body, headers={"Authorization": "ApiKey"}).status_code == 401
@@ -204,9 +198,7 @@ def test_received_at_is_iso_8601_utc_with_milliseconds(client: httpx.Client) -> 
         ({"name": "welcome", "to": {"email": "no-id@example.com"}}, "to"),
     ],
 )
-def test_invalid_trigger_fields_get_422_with_errors(
-    client: httpx.Client, body: dict[str, Any], field: str
-) -> None:
+def test_invalid_trigger_fields_get_422_with_errors(client: httpx.Client, body: dict[str, Any], field: str) -> None:
     response = trigger(client, body)
     error = assert_error_body(response, 422, "Validation Error")
     assert error["error"] == "Unprocessable Entity"
@@ -400,9 +392,7 @@ def test_idempotency_off_ignores_the_header(client: httpx.Client) -> None:
 def test_error_rate_answers_500_before_processing(client: httpx.Client) -> None:
     configure(client, error_rate=1.0)
     response = trigger(client, {"name": "welcome", "to": "u1"})
-    body = assert_error_body(
-        response, 500, "Internal server error, contact support and provide them with the errorId"
-    )
+    body = assert_error_body(response, 500, "Internal server error, contact support and provide them with the errorId")
     assert body["errorId"]
     s = stats(client)
     assert s["deliveries"] == 0 and s["status_codes"] == {"500": 1} and s["requests"] == 1
@@ -471,9 +461,7 @@ def test_reset_clears_state_and_keeps_config_unless_asked(client: httpx.Client) 
 def test_config_round_trips_and_rejects_bad_values(client: httpx.Client) -> None:
     posted = configure(client, error_rate=0.25, latency_ms=5, workflows=["a", "b"], idempotency=False)
     assert posted == client.get("/emulator/config").json()
-    assert (
-        posted["error_rate"] == 0.25 and posted["workflows"] == ["a", "b"] and posted["idempotency"] is False
-    )
+    assert posted["error_rate"] == 0.25 and posted["workflows"] == ["a", "b"] and posted["idempotency"] is False
     assert posted["timeout_delay_s"] == 30.0  # untouched fields keep their values
     for bad in ({"error_rate": 2}, {"idempotency": "yes"}, {"workflows": "a"}, {"no_such": 1}):
         assert_error_body(client.post("/emulator/config", json=bad), 400)

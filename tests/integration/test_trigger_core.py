@@ -24,7 +24,9 @@ async def processor(env: Env) -> AsyncIterator[NotificationProcessor]:
         await client.aclose()
 
 
-async def test_sends_every_recipient_and_records_seed_compatible_details(env: Env, processor: NotificationProcessor) -> None:
+async def test_sends_every_recipient_and_records_seed_compatible_details(
+    env: Env, processor: NotificationProcessor
+) -> None:
     wf = await env.workflow("welcome", channels=("EMAIL", "PUSH"))
     [nid] = await env.insert(wf, recipients=4)
     result = await processor.process(nid)
@@ -47,7 +49,8 @@ async def test_sends_every_recipient_and_records_seed_compatible_details(env: En
         ("UPDATE notify.ent_notification SET publish_status = 'NONE' WHERE id = $1", "NONE"),
         ("UPDATE notify.ent_notification SET deactivated = true WHERE id = $1", "deactivated"),
         (
-            "UPDATE notify.ent_notification SET notification_status = 'RETRACTED', retraction_reason = 'oops' WHERE id = $1",
+            "UPDATE notify.ent_notification SET notification_status = 'RETRACTED', retraction_reason = 'oops' "
+            "WHERE id = $1",
             "retracted: oops",
         ),
         ("UPDATE notify.ent_notification SET scheduled_for = now() + interval '1 hour' WHERE id = $1", "scheduled for"),
@@ -83,14 +86,18 @@ async def test_missing_workflow_dead_letters_without_a_call(env: Env, processor:
     wf = await env.workflow("welcome")
     [nid] = await env.insert(wf)
     # A database without the foreign key (as some Supabase copies are) can hold a dangling workflow id.
-    await env.execute("ALTER TABLE notify.ent_notification DROP CONSTRAINT ent_notification_notification_workflow_id_fkey")
+    await env.execute(
+        "ALTER TABLE notify.ent_notification DROP CONSTRAINT ent_notification_notification_workflow_id_fkey"
+    )
     await env.execute("UPDATE notify.ent_notification SET notification_workflow_id = 987654 WHERE id = $1", nid)
     result = await processor.process(nid)
     assert result.outcome is Outcome.DEAD_LETTERED and "does not exist" in (result.reason or "")
     assert env.stats()["requests"] == 0
 
 
-async def test_transient_failures_then_success_deliver_each_recipient_once(env: Env, processor: NotificationProcessor) -> None:
+async def test_transient_failures_then_success_deliver_each_recipient_once(
+    env: Env, processor: NotificationProcessor
+) -> None:
     wf = await env.workflow("welcome")
     ids = await env.insert(wf, 10, recipients=3)
     env.configure_emulator(error_rate=0.5, seed=7)
@@ -145,14 +152,17 @@ async def test_exhausted_attempts_dead_letter_with_the_last_error(env: Env) -> N
         await client.aclose()
 
 
-async def test_poison_rows_fail_alone_and_the_rest_of_the_batch_is_sent(env: Env, processor: NotificationProcessor) -> None:
+async def test_poison_rows_fail_alone_and_the_rest_of_the_batch_is_sent(
+    env: Env, processor: NotificationProcessor
+) -> None:
     wf = await env.workflow("welcome")
     good = await env.insert(wf, 4, recipients=2)
     [array_payload, empty, huge, null_recipient] = await env.insert(wf, 4)
     await env.execute("UPDATE notify.ent_notification SET payload = '[1,2]' WHERE id = $1", array_payload)
     await env.execute("UPDATE notify.ent_notification SET recipients = '{}' WHERE id = $1", empty)
     await env.execute(
-        "UPDATE notify.ent_notification SET payload = jsonb_build_object('blob', repeat('x', 600000)) WHERE id = $1", huge
+        "UPDATE notify.ent_notification SET payload = jsonb_build_object('blob', repeat('x', 600000)) WHERE id = $1",
+        huge,
     )
     await env.execute(
         "UPDATE notify.ent_notification SET recipients = ARRAY[NULL, gen_random_uuid()] WHERE id = $1", null_recipient
@@ -173,7 +183,9 @@ async def test_poison_rows_fail_alone_and_the_rest_of_the_batch_is_sent(env: Env
     assert env.stats()["deliveries"] == 8
 
 
-async def test_workflow_key_novu_rejects_is_permanent_for_that_row_only(env: Env, processor: NotificationProcessor) -> None:
+async def test_workflow_key_novu_rejects_is_permanent_for_that_row_only(
+    env: Env, processor: NotificationProcessor
+) -> None:
     env.configure_emulator(workflows=["welcome"])
     good_wf = await env.workflow("welcome")
     bad_wf = await env.workflow("no-such-workflow")

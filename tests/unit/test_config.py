@@ -108,7 +108,7 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("TRIGGER_CONCURRENCY", "3", "trigger_concurrency", 3),
     ("MAX_ATTEMPTS", "9", "max_attempts", 9),
     ("RETRY_BACKOFF_BASE_MS", "1000", "retry_backoff_base_ms", 1000),
-    ("RETRY_BACKOFF_MAX_MS", "5000", "retry_backoff_max_ms", 5000),
+    ("RETRY_BACKOFF_MAX_MS", "120000", "retry_backoff_max_ms", 120000),
     ("PROCESSING_LEASE_MS", "60000", "processing_lease_ms", 60_000),
     ("WORKER_HEALTH_HOST", "127.0.0.1", "worker_health_host", "127.0.0.1"),
     ("WORKER_HEALTH_PORT", "9100", "worker_health_port", 9100),
@@ -158,12 +158,6 @@ def test_blank_optional_variable_means_unset(monkeypatch: pytest.MonkeyPatch, va
     assert getattr(load_settings(), var.lower()) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: xnovu/config.py:77 _blank_is_unset does not cover temporal_tls_cert/temporal_tls_key, so "
-    "`TEMPORAL_TLS_CERT=` in .env becomes Path('.') instead of None and connection.tls_config then demands "
-    "the key or tries to read a directory",
-)
 @pytest.mark.parametrize("var", ["TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY"])
 def test_blank_tls_path_means_unset(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
     monkeypatch.setenv(var, "")
@@ -282,12 +276,6 @@ def test_config_error_does_not_chain_the_validation_error() -> None:
     assert info.value.__suppress_context__ is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: xnovu/config.py:115 _postgres_url checks only the scheme; a DATABASE_URL with an invalid port "
-    "loads fine and Settings.statement_cache_size (config.py:134, parts.port) later raises a bare ValueError "
-    "at connect time instead of a ConfigError naming DATABASE_URL at start-up",
-)
 @pytest.mark.parametrize("port", ["notaport", "99999"])
 def test_database_url_with_bad_port_is_a_config_error_at_start_up(port: str) -> None:
     message = config_error(DATABASE_URL=f"postgresql://app:{DB_PASSWORD}@db.example.com:{port}/app")
@@ -368,3 +356,17 @@ def test_redact_url_removes_the_password(url: str, expected: str) -> None:
 @pytest.mark.parametrize("url", ["postgresql://app@db:5432/app", "postgresql://db/app", "postgresql:///app"])
 def test_redact_url_leaves_a_url_without_password_alone(url: str) -> None:
     assert redact_url(url) == url
+
+
+def test_backoff_base_above_max_is_rejected_with_both_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRY_BACKOFF_BASE_MS", "5000")
+    monkeypatch.setenv("RETRY_BACKOFF_MAX_MS", "1000")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "RETRY_BACKOFF_BASE_MS" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("INFO", "info"), (" Debug ", "debug")])
+def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, raw: str, expected: str) -> None:
+    monkeypatch.setenv("WORKER_LOG_LEVEL", raw)
+    assert load_settings().worker_log_level == expected

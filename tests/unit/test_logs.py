@@ -132,12 +132,6 @@ def test_filter_never_drops_a_record() -> None:
     assert SecretMask([NOVU_KEY]).filter(record) is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: xnovu/logs.py:29 SecretMask.filter calls record.getMessage() outside logging's error handling, "
-    "so a log call whose arguments do not match its format string raises TypeError into the caller (e.g. an "
-    "activity) instead of being reported by logging.Handler.handleError as without the mask",
-)
 def test_badly_formatted_log_call_does_not_raise_into_the_caller(json_log: Capture) -> None:
     raise_exceptions = logging.raiseExceptions
     logging.raiseExceptions = False  # what logging does in production: report, never raise

@@ -11,7 +11,9 @@ import pytest
 
 from xnovu.db.repository import NotificationRow
 from xnovu.trigger import (
+    EVENT_OVERHEAD_BYTES,
     MAX_PAYLOAD_BYTES,
+    event_size_bytes,
     malformed_reason,
     notification_block_reason,
     retry_delay_ms,
@@ -52,12 +54,12 @@ def make_row(**changes: Any) -> NotificationRow:
 
 
 def payload_of_size(size: int, char: str = "x") -> dict[str, str]:
-    """A payload whose JSON text, measured as malformed_reason measures it, is exactly `size` UTF-8 bytes."""
-    overhead = len(json.dumps({"k": ""}, ensure_ascii=False).encode())
+    """A payload whose event, measured as malformed_reason measures it (event_size_bytes), is exactly `size` bytes."""
+    overhead = event_size_bytes(make_row(payload={"k": ""}))
     per_char = len(char.encode())
     count, rest = divmod(size - overhead, per_char)
     payload = {"k": char * count + "x" * rest}
-    assert len(json.dumps(payload, ensure_ascii=False).encode()) == size
+    assert event_size_bytes(make_row(payload=payload)) == size
     return payload
 
 
@@ -264,7 +266,7 @@ def test_limit_is_512_kib() -> None:
 
 def test_payload_size_counts_utf8_bytes_not_characters() -> None:
     payload = payload_of_size(MAX_PAYLOAD_BYTES + 2, char="é")  # 2 bytes per character
-    characters = len(json.dumps(payload, ensure_ascii=False))
+    characters = len(json.dumps(payload, ensure_ascii=False)) + EVENT_OVERHEAD_BYTES + 60
     assert characters < MAX_PAYLOAD_BYTES  # under the limit if characters were counted
     reason = malformed_reason(make_row(payload=payload))
     assert reason is not None
