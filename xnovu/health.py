@@ -89,7 +89,8 @@ async def status_report(manager: WorkerManager) -> dict[str, Any]:
             kind: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
             for kind, ts in manager.activities.clock.last_poll.items()
         }
-    report["novu_token_budget"] = manager.budget.snapshot()
+    if manager.budget is not None:
+        report["novu_token_budget"] = manager.budget.snapshot()
     return report
 
 

@@ -209,3 +209,25 @@ RETURNING id;
 -- name: notification_states
 SELECT id, name, notification_status::text AS status, attempts, processed_at, error_details ->> 'error' AS error
 FROM notify.ent_notification WHERE id = ANY($1::bigint[]) ORDER BY id;
+
+-- name: budget_init
+INSERT INTO notify.xnovu_rate_budget (name, tokens, updated_at) VALUES ($1, $2::float8, clock_timestamp())
+ON CONFLICT (name) DO NOTHING;
+
+-- name: budget_take
+-- Refill by elapsed time (rate $2, capacity $3), then grant up to $4 tokens; one row lock, one round trip.
+WITH cur AS (
+  SELECT LEAST($3::float8, b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at) * $2::float8) AS avail
+  FROM notify.xnovu_rate_budget b WHERE b.name = $1
+  FOR UPDATE
+)
+UPDATE notify.xnovu_rate_budget b
+SET tokens = cur.avail - GREATEST(0, LEAST(cur.avail, $4::float8)), updated_at = clock_timestamp()
+FROM cur WHERE b.name = $1
+RETURNING GREATEST(0, LEAST(cur.avail, $4::float8)) AS granted, cur.avail AS available;
+
+-- name: budget_penalize
+-- Novu answered 429: every worker waits out Retry-After ($3 s at rate $2) before the next token.
+UPDATE notify.xnovu_rate_budget
+SET tokens = LEAST(tokens, -$2::float8 * $3::float8), updated_at = clock_timestamp()
+WHERE name = $1;

@@ -16,6 +16,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from xnovu import __version__
 from xnovu.config import Settings
+from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import Repository, connect
 from xnovu.errors import ConfigError, DatabaseError
 from xnovu.health import HealthServer
@@ -117,7 +118,7 @@ class WorkerManager:
         self.repo: Repository | None = None
         self.client: Client | None = None
         self.novu: NovuClient | None = None
-        self.budget: TokenBudget = LocalTokenBucket(settings.novu_rate_limit_rps)
+        self.budget: TokenBudget | None = None
         self.activities: XnovuActivities | None = None
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -127,8 +128,9 @@ class WorkerManager:
     async def start(self) -> None:
         """Connect, check the schema, bootstrap Temporal, start polling and serve /health."""
         s = self.settings
-        self.novu = novu_client(s, self.budget)
         self.repo = await connect(s)
+        self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
+        self.novu = novu_client(s, self.budget)
         present = await self.repo.schema_present()
         if not all(present.values()):
             raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
