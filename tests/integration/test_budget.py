@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from xnovu.db.budget import PostgresTokenBudget
 from tests.support import Env
+from xnovu.db.budget import PostgresTokenBudget
 
 
 async def test_two_workers_together_stay_within_one_budget(env: Env) -> None:
