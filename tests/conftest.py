@@ -17,7 +17,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         s.emulator.stop()
         s.temporal.stop()
-        s.postgres.stop()
+        s.postgres.close()
 
 
 @pytest.fixture

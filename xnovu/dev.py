@@ -92,7 +92,7 @@ class DevStack:
         if self.temporal is not None:
             self.temporal.stop()
         if self.postgres is not None:
-            self.postgres.stop()
+            self.postgres.close()
 
 
 async def insert_demo(settings: Settings) -> list[int]:

@@ -88,6 +88,15 @@ class EmbeddedPostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, user=self._server.system_user)
 
+    def close(self) -> None:
+        """Final stop: stop the server and drop pgserver's own exit hook (it would try to stop it again)."""
+        import atexit
+
+        self.stop()
+        if self._server is not None:
+            atexit.unregister(self._server._cleanup)
+            self._server = None
+
     def restart(self) -> None:
         """Start again after `stop()` (the same socket folder and port)."""
         self._server.ensure_postgres_running()

@@ -200,3 +200,16 @@ async def test_flaky_novu_with_errors_and_timeouts_delivers_everything_exactly_o
     assert stats["duplicate_deliveries"] == 0
     assert len({(e["subscriberId"], e["transactionId"]) for e in env.deliveries()}) == 60
     assert stats["status_codes"].get("500", 0) > 0
+
+
+async def test_trigger_multiple_processes_each_id_with_its_own_outcome(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    good = await env.insert(wf, 5, recipients=2)
+    [draft] = await env.insert(wf, publish_status="DRAFT")
+    async with env.worker(poll_interval_ms=3_600_000), NotificationClient(env.settings) as nc:
+        results = await nc.async_trigger_multiple_notifications([*good, draft, 999_999], concurrency=3)
+    by_id = {r.notification_id: r for r in results}
+    assert all(by_id[i].outcome is Outcome.SENT for i in good)
+    assert by_id[draft].outcome is Outcome.REJECTED and "DRAFT" in (by_id[draft].reason or "")
+    assert by_id[999_999].outcome is Outcome.REJECTED and "does not exist" in (by_id[999_999].reason or "")
+    assert env.stats()["deliveries"] == 10

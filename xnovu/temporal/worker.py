@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -18,7 +20,7 @@ from xnovu import __version__
 from xnovu.config import Settings
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import Repository, connect
-from xnovu.errors import ConfigError, DatabaseError
+from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
 from xnovu.health import HealthServer
 from xnovu.metrics import METRICS
 from xnovu.novu.client import NovuClient
@@ -30,6 +32,7 @@ from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.trigger import NotificationProcessor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: In-flight activities get this long to finish after SIGTERM before the worker cancels them.
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
@@ -109,11 +112,27 @@ def build_worker(client: Client, settings: Settings, activities: XnovuActivities
     )
 
 
+async def _with_retries(what: str, connect_once: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """Connect at start-up, waiting out a dependency that is still starting (compose, Kubernetes) with backoff."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return await connect_once()
+        except (DatabaseError, TemporalUnavailableError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(f"{what} not reachable yet; retrying", extra={"error": str(exc), "retry_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class WorkerManager:
     """Starts and stops the worker, its connections and the health server, in the right order."""
 
-    def __init__(self, settings: Settings, *, health: bool = True) -> None:
+    def __init__(self, settings: Settings, *, health: bool = True, connect_timeout_s: float = 60.0) -> None:
         self.settings = settings
+        self.connect_timeout_s = connect_timeout_s
         self.started_at = time.time()
         self.repo: Repository | None = None
         self.client: Client | None = None
@@ -128,13 +147,15 @@ class WorkerManager:
     async def start(self) -> None:
         """Connect, check the schema, bootstrap Temporal, start polling and serve /health."""
         s = self.settings
-        self.repo = await connect(s)
+        if s.novu_secret_key is None:
+            novu_client(s)  # raises the readable ConfigError before anything is opened
+        self.repo = await _with_retries("Postgres", lambda: connect(s), self.connect_timeout_s)
         self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
         self.novu = novu_client(s, self.budget)
         present = await self.repo.schema_present()
         if not all(present.values()):
             raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
-        self.client = await connect_temporal(s)
+        self.client = await _with_retries("Temporal", lambda: connect_temporal(s), self.connect_timeout_s)
         await bootstrap(self.client, s)
         self.activities = build_activities(s, self.repo, self.novu)
         self.worker = build_worker(self.client, s, self.activities)
