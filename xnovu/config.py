@@ -115,17 +115,37 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError("must be a UUID") from exc
 
+    @field_validator("novu_secret_key", "temporal_api_key", "database_url", mode="before")
+    @classmethod
+    def _clean_secret(cls, value: Any) -> Any:
+        """Secrets mounted from files often end in a newline; anything else unprintable is a mistake."""
+        if isinstance(value, str):
+            value = value.strip()
+            if _has_control_or_space(value):
+                raise ValueError("must not contain spaces or control characters")
+        return value
+
     @field_validator("novu_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        value = value.strip()
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.netloc or _has_control_or_space(value):
             raise ValueError("must be an http(s) URL such as https://api.novu.co")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise ValueError("has an invalid port")
         return value.rstrip("/")
 
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
+        value = value.strip()
+        if _has_control_or_space(value):
+            raise ValueError("must be host:port without spaces, e.g. localhost:7233")
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("must be host:port, e.g. localhost:7233")
@@ -172,6 +192,10 @@ class Settings(BaseSettings):
         return max(1, math.ceil(ms / 1000))
 
 
+def _has_control_or_space(text: str) -> bool:
+    return any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced by `***` (for logs and messages)."""
     parts = urlsplit(url)
@@ -193,8 +217,15 @@ def load_settings(**overrides: Any) -> Settings:
             msg = str(first["msg"]).removeprefix("Value error, ")
             raise ConfigError(f"{msg}; fix it in the environment or .env") from None
         value = first.get("input")
-        shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {value!r})"
-        raise ConfigError(f"{field.upper()}: {first['msg']}{shown}; fix it in the environment or .env") from None
+        shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {_short(value)})"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{field.upper()}: {msg}{shown}; fix it in the environment or .env") from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A bad value as shown in the one-line error: repr'd (control characters visible) and cut to `limit`."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _SECRET_FIELDS = {

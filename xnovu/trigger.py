@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository
+from xnovu.db.errors import is_transient_db_error
+from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
 from xnovu.errors import NovuConfigurationError
 from xnovu.models import Outcome, RecipientResult, TriggerResult
 from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, transaction_id_for
@@ -68,12 +69,27 @@ def event_size_bytes(row: NotificationRow) -> int:
     return len(json.dumps(event, ensure_ascii=False).encode("utf-8")) + EVENT_OVERHEAD_BYTES
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, as a user who wrote the row would say it."""
+    if isinstance(value, Undecodable):
+        return f"a value {value.reason}"
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 def malformed_reason(row: NotificationRow) -> str | None:
     """Why the row can never be sent as it is (I5: it fails alone), or None."""
     if not isinstance(row.payload, dict):
-        return f"payload must be a JSON object, got {type(row.payload).__name__}"
+        return f"payload must be a JSON object, got {_json_type(row.payload)}"
     if row.overrides is not None and not isinstance(row.overrides, dict):
-        return f"overrides must be a JSON object or null, got {type(row.overrides).__name__}"
+        return f"overrides must be a JSON object or null, got {_json_type(row.overrides)}"
     if not row.recipients:
         return "recipients is empty"
     if any(r is None for r in row.recipients):
@@ -121,7 +137,21 @@ class NotificationProcessor:
             async with gate:
                 return await self.process(nid)
 
-        return list(await asyncio.gather(*(one(nid) for nid in ids)))
+        outcomes = await asyncio.gather(*(one(nid) for nid in ids), return_exceptions=True)
+        # Problems that concern every id (Novu key, database down) fail the call so that it is retried whole;
+        # anything else belongs to its own id.
+        for o in outcomes:
+            if isinstance(o, NovuConfigurationError) or (isinstance(o, BaseException) and is_transient_db_error(o)):
+                raise o
+        results: list[TriggerResult] = []
+        for nid, o in zip(ids, outcomes, strict=True):
+            if isinstance(o, BaseException):
+                if not isinstance(o, Exception):
+                    raise o
+                log.exception("unexpected error processing a notification", extra={"notification_id": nid}, exc_info=o)
+                o = TriggerResult(nid, Outcome.REJECTED, reason=f"unexpected error: {type(o).__name__}: {o}")
+            results.append(o)
+        return results
 
     async def process(self, notification_id: int, attempt: int | None = None) -> TriggerResult:
         """One attempt: `attempt` is the attempt number this caller owns, or None to claim the next one.
@@ -129,6 +159,10 @@ class NotificationProcessor:
         Raises NovuConfigurationError (Novu refused the key) after recording what was acknowledged: the row
         keeps its claim and attempt count, so fixing the key lets the same attempt finish.
         """
+        if not 0 < notification_id < 2**63:  # bigint identity: anything else cannot exist
+            return TriggerResult(
+                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
+            )
         row = await self.repo.load(notification_id)
         if row is None:
             return TriggerResult(
@@ -165,7 +199,16 @@ class NotificationProcessor:
         if not acquired or attempt is None:
             return await self._not_acquired(row.id, attempt)
 
-        return await self._send(row, attempt)
+        try:
+            return await self._send(row, attempt)
+        except NovuConfigurationError:
+            raise
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise  # the database went away: retried until it is back (the claim holds the row)
+            # A bug or a row we could not foresee: this row fails alone, readable, instead of retrying forever (I5).
+            log.exception("unexpected error processing a notification", extra={"notification_id": row.id})
+            return await self._dead_letter(row, attempt, f"unexpected error: {type(exc).__name__}: {exc}", [])
 
     async def _not_acquired(self, notification_id: int, attempt: int | None) -> TriggerResult:
         """Explain why the claim failed, from the row as it is now."""

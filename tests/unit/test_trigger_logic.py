@@ -210,7 +210,7 @@ def test_valid_row_is_not_malformed() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "type_name"),
-    [([1, 2], "list"), ("hello", "str"), (3, "int"), (2.5, "float"), (None, "NoneType"), (True, "bool")],
+    [([1, 2], "an array"), ("hello", "a string"), (3, "a number"), (2.5, "a number"), (None, "null"), (True, "a boolean")],
 )
 def test_payload_that_is_not_an_object_is_malformed(payload: Any, type_name: str) -> None:
     reason = malformed_reason(make_row(payload=payload))
@@ -223,7 +223,9 @@ def test_empty_object_payload_is_fine() -> None:
     assert malformed_reason(make_row(payload={})) is None
 
 
-@pytest.mark.parametrize(("overrides", "type_name"), [([], "list"), ("email", "str"), (1, "int"), (False, "bool")])
+@pytest.mark.parametrize(
+    ("overrides", "type_name"), [([], "an array"), ("email", "a string"), (1, "a number"), (False, "a boolean")]
+)
 def test_overrides_that_are_not_an_object_are_malformed(overrides: Any, type_name: str) -> None:
     reason = malformed_reason(make_row(overrides=overrides))
     assert reason is not None

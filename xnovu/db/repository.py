@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,9 +67,35 @@ class DeliveryUpdate:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A json/jsonb value Python cannot decode (e.g. nested deeper than the interpreter's recursion limit).
+
+    Decoding never raises, so one such row fails alone with a readable reason instead of crashing a batch (I5).
+    """
+
+    reason: str
+
+
+def _decode_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return Undecodable("it is nested too deeply to decode")
+    except ValueError as exc:
+        return Undecodable(f"it is not valid JSON ({exc})")
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
-        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=_decode_json, schema="pg_catalog")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """asyncpg decodes 'infinity'/'-infinity' as naive datetime.max/min: make them comparable (UTC)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def database_url(settings: Settings) -> str:
@@ -150,7 +176,7 @@ class Repository:
                     name=r["name"] or "",
                     workflow_key=r["workflow_key"],
                     enterprise_id=r["enterprise_id"],
-                    scheduled_for=r["scheduled_for"],
+                    scheduled_for=_aware(r["scheduled_for"]),
                 )
                 for r in rows
             ),
@@ -161,7 +187,11 @@ class Repository:
 
     async def load(self, notification_id: int) -> NotificationRow | None:
         row = await self.pool.fetchrow(q("load_notification"), notification_id)
-        return None if row is None else NotificationRow(**dict(row))
+        if row is None:
+            return None
+        values = dict(row)
+        values["scheduled_for"] = _aware(values["scheduled_for"])
+        return NotificationRow(**values)
 
     async def acquire(self, notification_id: int, attempt: int, lease_ms: int) -> bool:
         """Take or confirm the claim for exactly this attempt (I4)."""
