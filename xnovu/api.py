@@ -67,10 +67,11 @@ class NotificationClient:
         if row is None:
             raise NotificationNotFoundError(f"notification {notification_id} does not exist")
         client = await self.client()
-        # A row a poll already claimed is joined, not started again.
-        attempt = row.attempts if row.status == "PROCESSING" else row.attempts + 1
+        # A row a poll already claimed (or that is already sent) is joined, not started again.
+        joined = row.status in ("PROCESSING", "SENT")
+        attempt = row.attempts if joined else row.attempts + 1
         wid = child_id(notification_id, attempt)
-        if row.status == "PROCESSING":
+        if joined:
             return client.get_workflow_handle_for(NotificationTriggerWorkflow.run, wid)
         try:
             return await client.start_workflow(
@@ -86,6 +87,15 @@ class NotificationClient:
 
     async def async_trigger_notification_by_id(self, notification_id: int) -> TriggerResult:
         """Trigger one notification and wait for the attempt's result."""
+        row = await (await self.repo()).load(notification_id)
+        if row is not None and row.status == "SENT":
+            return TriggerResult(
+                notification_id,
+                Outcome.SKIPPED,
+                "SENT",
+                reason=f"notification {notification_id} was already sent",
+                attempt=row.attempts,
+            )
         handle = await self.start_notification(notification_id)
         try:
             return await handle.result()

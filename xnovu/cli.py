@@ -40,8 +40,9 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a line is never broken at the terminal width (or at 80 columns when piped): one error, one line.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
@@ -342,6 +343,11 @@ def trigger(
     else:
         for wid in wids:
             out.print(f"started {wid}")
+    from xnovu.models import Outcome
+
+    failed = [r for r in results if r.outcome not in (Outcome.SENT, Outcome.SKIPPED)]
+    if failed:
+        raise XnovuError(f"{len(failed)} of {len(results)} notifications were not sent (see the reasons above)")
 
 
 @workflow_app.command("status")

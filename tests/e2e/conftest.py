@@ -86,6 +86,30 @@ def assert_no_secret(text: str, secrets: tuple[str, ...] = SECRETS, where: str =
         assert secret not in text, f"secret {secret[:6]}… leaked in {where}: {text!r}"
 
 
+def subprocess_env(settings: Settings, env: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The inherited environment without any xnovu variable, plus `settings` (and `env`) as variables."""
+    environ = {k: v for k, v in os.environ.items() if k not in _SETTINGS_VARS and k not in _UNSET}
+    environ.update(settings_env(settings, **(env or {})))
+    return environ
+
+
+async def start_xnovu(
+    settings: Settings, *args: str, cwd: Path, env: Mapping[str, Any] | None = None
+) -> asyncio.subprocess.Process:
+    """Start `python -m xnovu ARGS` (stdout/stderr piped) and return the process without waiting for it."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "xnovu",
+        *args,
+        cwd=cwd,
+        env=subprocess_env(settings, env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def run_xnovu(
     settings: Settings,
     *args: str,
@@ -94,19 +118,7 @@ async def run_xnovu(
     env: Mapping[str, Any] | None = None,
 ) -> Result:
     """Run `python -m xnovu ARGS` with `settings` as environment variables, in `cwd`; never blocks the loop."""
-    environ = {k: v for k, v in os.environ.items() if k not in _SETTINGS_VARS and k not in _UNSET}
-    environ.update(settings_env(settings, **(env or {})))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "xnovu",
-        *args,
-        cwd=cwd,
-        env=environ,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_xnovu(settings, *args, cwd=cwd, env=env)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -131,7 +143,9 @@ class Cli:
     async def __call__(self, *args: Any, timeout: float = 60.0, env: Mapping[str, Any] | None = None) -> Result:
         result = await run_xnovu(self.settings, *map(str, args), cwd=self.cwd, timeout=timeout, env=env)
         self.results.append(result)
-        assert_no_secret(result.stdout + result.stderr, SECRETS + self.extra_secrets, f"`xnovu {' '.join(result.args)}`")
+        assert_no_secret(
+            result.stdout + result.stderr, SECRETS + self.extra_secrets, f"`xnovu {' '.join(result.args)}`"
+        )
         return result
 
     async def json(self, *args: Any, **kw: Any) -> Any:
