@@ -132,12 +132,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or _has_control_or_space(value):
             raise ValueError("must be an http(s) URL such as https://api.novu.co")
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if port is not None and not 0 < port < 65536:
-            raise ValueError("has an invalid port")
+        _check_port(value)
         return value.rstrip("/")
 
     @field_validator("temporal_address")
@@ -159,12 +154,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if port is not None and not 0 < port < 65536:
-            raise ValueError("has an invalid port")
+        _check_port(value.get_secret_value())
         return value
 
     # -- derived values -------------------------------------------------------------------------------------
@@ -190,6 +180,16 @@ class Settings(BaseSettings):
             "scheduled": self.scheduled_poll_interval_ms,
         }[kind]
         return max(1, math.ceil(ms / 1000))
+
+
+def _check_port(url: str) -> None:
+    """A URL's port, when it has one, must be 1 to 65535 (checked at start-up, not at the first request)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("has an invalid port")
 
 
 def _has_control_or_space(text: str) -> bool:
