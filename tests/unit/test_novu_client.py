@@ -377,10 +377,11 @@ async def test_connection_reset_then_success_reuses_the_same_key() -> None:
     assert out.outcome == "acknowledged" and out.next_key_generation == 4
 
 
-@pytest.mark.parametrize("status", [409, 502, 504])
-async def test_in_flight_409_and_gateway_errors_reuse_the_same_key(status: int) -> None:
-    """The first request may still be running (409) or may have reached Novu behind a failing gateway (502/504):
-    rotating the key then could run the workflow twice."""
+@pytest.mark.parametrize("status", [408, 409, 429, 502, 503, 504])
+async def test_in_flight_409_rate_limit_and_gateway_errors_reuse_the_same_key(status: int) -> None:
+    """The first request may still be running (409), may have reached Novu behind a failing gateway or proxy
+    (408/502/503/504), or was answered by the rate limiter before the idempotency layer (429): rotating the key
+    then could run the workflow twice."""
     rec = Recorder(sequence(httpx.Response(status, headers={"Retry-After": "0"}, json=error_body(status, "busy"))))
     [out] = await send(client_for(rec), make_events(1))
     assert len(rec.requests) == 2 and rec.keys()[0] == rec.keys()[1]
@@ -403,12 +404,12 @@ async def test_real_timeout_is_enforced_and_reported_without_status() -> None:
 
 
 async def test_quick_retries_exhausted_returns_transient() -> None:
-    rec = Recorder(sequence(*[httpx.Response(503, text="down") for _ in range(5)]))
+    rec = Recorder(sequence(*[httpx.Response(500, text="down") for _ in range(5)]))
     events = make_events(1)
     [out] = await send(client_for(rec, quick_retries=2), events)
     assert len(rec.requests) == 3
-    assert len(set(rec.keys())) == 3, "each definite 503 rotates the key"
-    assert out.outcome == "transient" and out.http_status == 503
+    assert len(set(rec.keys())) == 3, "each definite (cached) 500 rotates the key"
+    assert out.outcome == "transient" and out.http_status == 500
     assert out.idempotency_key == idempotency_key_for([events[0].transaction_id], 2)
     assert out.next_key_generation == 3
 
@@ -424,7 +425,7 @@ async def test_429_retry_after_is_honoured_and_penalizes_the_budget() -> None:
     assert loop.time() - started >= 0.19
     assert budget.penalties == [0.2]
     assert budget.costs == [1, 1]
-    assert len(rec.requests) == 2 and rec.keys()[0] != rec.keys()[1]
+    assert len(rec.requests) == 2 and rec.keys()[0] == rec.keys()[1], "a 429 is never cached under the key"
     assert out.outcome == "acknowledged"
 
 

@@ -210,7 +210,14 @@ def test_valid_row_is_not_malformed() -> None:
 
 @pytest.mark.parametrize(
     ("payload", "type_name"),
-    [([1, 2], "an array"), ("hello", "a string"), (3, "a number"), (2.5, "a number"), (None, "null"), (True, "a boolean")],
+    [
+        ([1, 2], "an array"),
+        ("hello", "a string"),
+        (3, "a number"),
+        (2.5, "a number"),
+        (None, "null"),
+        (True, "a boolean"),
+    ],
 )
 def test_payload_that_is_not_an_object_is_malformed(payload: Any, type_name: str) -> None:
     reason = malformed_reason(make_row(payload=payload))

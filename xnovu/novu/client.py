@@ -65,9 +65,12 @@ DOCTOR_PROBE_PATH = "/v1/events/trigger/xnovu-doctor-probe"
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
 _CONFIG_STATUSES = frozenset({401, 402, 403})
-# Responses that do not prove Novu finished (or never saw) the request: the in-flight 409, and gateway errors
-# produced in front of Novu. Rotating the key here could run the workflow twice, so the key is kept.
-_AMBIGUOUS_STATUSES = frozenset({409, 502, 504})
+# Responses that say nothing about an earlier request under the same key, so the key is kept: the in-flight 409;
+# 429, which Novu's rate limiter answers before its idempotency layer runs (never cached under the key); 408 and
+# gateway/proxy errors produced in front of Novu (502/503/504). Rotating after one of these, following a timeout
+# whose request Novu did process, would run the workflow twice. Only answers that come from behind the
+# idempotency layer (2xx, 500, other 4xx: cached for 24 h) make a fresh key safe and necessary.
+_AMBIGUOUS_STATUSES = frozenset({408, 409, 429, 502, 503, 504})
 _MAX_ERROR_CHARS = 500
 _MAX_RETRY_AFTER_S = 3600.0
 
