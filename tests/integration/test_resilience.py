@@ -232,7 +232,7 @@ async def test_novu_429_storm_is_ridden_out_honouring_retry_after(env: Env) -> N
     assert worst <= waiting + 5, f"{worst} 429s within one second: a retry did not wait for Retry-After"
 
 
-# -- a timeout followed by a 429 (was a duplicate-delivery bug) -----------------------------------------------------------------------------------------
+# -- a timeout followed by a 429 (was a duplicate-delivery bug) ------------------------------------------------
 
 
 async def test_a_retry_after_a_timeout_that_meets_a_429_does_not_deliver_twice(env: Env) -> None:
