@@ -79,6 +79,9 @@ class BenchPlan:
     """Ceiling workflows (and, for a like-for-like ratio, the same number of e2e rows)."""
     e2e_n: int
     recipient_rows: int
+    """Rows of `recipients_per_row` each: enough that the 0-1 s wait for the next poll tick does not dominate (with
+    10 rows the phase lasts about a second and half of it is that wait, so the figure measures the tick, not the
+    per-recipient cost)."""
     recipients_per_row: int
     latency_samples: int
     scheduled_rows: int
@@ -92,7 +95,7 @@ class BenchPlan:
 QUICK = BenchPlan(
     ceiling_n=200,
     e2e_n=200,
-    recipient_rows=10,
+    recipient_rows=50,
     recipients_per_row=100,
     latency_samples=10,
     scheduled_rows=10,
@@ -101,7 +104,7 @@ QUICK = BenchPlan(
 FULL = BenchPlan(
     ceiling_n=2000,
     e2e_n=2000,
-    recipient_rows=20,
+    recipient_rows=100,
     recipients_per_row=100,
     latency_samples=30,
     scheduled_rows=20,
@@ -122,6 +125,8 @@ WAIT_POLL_S = 0.25
 EVENT_POLL_S = 0.05
 RSS_SAMPLE_S = 0.25
 BENCH_WORKFLOW_KEY = "xnovu-bench"
+#: Above this share of the machine's CPU used by other processes, the run is flagged as noisy.
+BUSY_HOST_PERCENT = 10.0
 
 # Progress of a set of rows, in one scan of the primary key. It lives here rather than in queries.sql because only
 # the benchmark needs it and it reads nothing the product's own queries do not already read.
@@ -202,7 +207,7 @@ def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
     ]
 
 
-def results_table(r: BenchResult, plan: BenchPlan, quick: bool) -> Table:
+def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
     """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
     checks = {c.metric: c for c in evaluate_targets(r)}
     units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": ""}
@@ -216,6 +221,11 @@ def results_table(r: BenchResult, plan: BenchPlan, quick: bool) -> Table:
             f"ceiling/e2e N={plan.e2e_n}, {plan.recipient_rows}x{plan.recipients_per_row} recipients, "
             f"{plan.latency_samples} latency samples, {plan.scheduled_rows} scheduled, backlog {plan.backlog_n}; "
             f"poll {POLL_INTERVAL_MS / 1000:g} s"
+            + (
+                ""
+                if foreign_cpu_percent is None
+                else f"; {psutil.cpu_count()} cores, other processes used {foreign_cpu_percent:.0f} % of the CPU"
+            )
         ),
     )
     for metric, value in r.as_dict().items():
@@ -329,6 +339,56 @@ class RssSampler:
         return self.peak_bytes / 2**20
 
 
+class HostLoad:
+    """CPU used on this machine by processes that are not part of the bench while it runs.
+
+    Every figure here is relative to the same run's ceiling, which absorbs a steady background load, but a load
+    that comes and goes (another test suite on a 2-core box) moves the figures by tens of percent between runs;
+    the table says how busy the machine was so that a reader can tell noise from a regression.
+    """
+
+    def __init__(self, roots: Sequence[int]) -> None:
+        self.roots = list(roots)
+        self._baseline: dict[int, float] = {}
+        self._latest: dict[int, float] = {}
+        self._started = time.monotonic()
+        self._busy0 = self._busy()
+        self.sample(initial=True)
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    def sample(self, *, initial: bool = False) -> None:
+        """CPU seconds of every process of our trees; a process first seen later started during the run."""
+        for root in self.roots:
+            try:
+                top = psutil.Process(root)
+                procs = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    used = times.user + times.system
+                    self._baseline.setdefault(proc.pid, used if initial else 0.0)
+                    self._latest[proc.pid] = used
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.sample()
+
+    def foreign_percent(self) -> float:
+        """Share of the machine's CPU capacity (all cores) used by others since the start, in percent."""
+        self.sample()
+        ours = sum(self._latest[pid] - self._baseline.get(pid, 0.0) for pid in self._latest)
+        wall = max(1e-3, time.monotonic() - self._started)
+        foreign = max(0.0, self._busy() - self._busy0 - ours)
+        return 100.0 * foreign / (wall * (psutil.cpu_count() or 1))
+
+
 # -- the stack ------------------------------------------------------------------------------------------------
 
 
@@ -372,6 +432,15 @@ class BenchStack:
             update["novu_secret_key"] = SecretStr(key)
         self.settings = s.model_copy(update=update)
         return self.settings
+
+    def detached_pids(self) -> list[int]:
+        """Processes of the stack that are not our children: pg_ctl daemonises the embedded postmaster."""
+        if self.postgres is None:
+            return []
+        try:
+            return [int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
 
     def stop(self) -> None:
         """Emulator, then Temporal, then Postgres; every step runs even if an earlier one fails."""
@@ -446,6 +515,8 @@ class Bench:
         self.ceiling_worker: ChildProcess | None = None
         self.rss: RssSampler | None = None
         self._rss_task: asyncio.Task[None] | None = None
+        self.host_load: HostLoad | None = None
+        self._load_task: asyncio.Task[None] | None = None
         self.workflow_id = 0
 
     # -- set-up and tear-down
@@ -477,10 +548,11 @@ class Bench:
 
     async def close(self, *, delete_schedules: bool) -> None:
         """Stop both workers and the sampler; on a shared cluster also remove the bench's 1 s schedules."""
-        if self._rss_task is not None:
-            self._rss_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rss_task
+        for task in (self._rss_task, self._load_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if delete_schedules and self.client is not None:
             from xnovu.models import PollKind
             from xnovu.temporal.schedules import schedule_id
@@ -693,9 +765,14 @@ class Bench:
             await asyncio.sleep(WAIT_POLL_S)
         return errors
 
-    async def run(self) -> BenchResult:
-        """All phases in order: ceiling first (nothing else on the server), then the pipeline from light to heavy."""
+    async def run(self, stack_pids: Sequence[int] = ()) -> BenchResult:
+        """All phases in order: ceiling first (nothing else on the server), then the pipeline from light to heavy.
+
+        `stack_pids`: processes of the stack that are not children of this one (Postgres), for `host_load`.
+        """
         plan = self.plan
+        self.host_load = HostLoad([os.getpid(), *stack_pids])
+        self._load_task = asyncio.create_task(self.host_load.run(), name="bench-host-load")
         ceiling = await self.ceiling()
         await self.start_worker()
         await self.warm_up()
@@ -750,7 +827,9 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             bench = Bench(stack_settings, base, plan, progress)
             await bench.setup()
             progress.update(starting, completed=1)
-            result = await bench.run()
+            result = await bench.run(stack.detached_pids())
+            assert bench.host_load is not None
+            foreign = bench.host_load.foreign_percent()
     except Exception as exc:
         keep = True
         if isinstance(exc, XnovuError):
@@ -762,8 +841,13 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
         await asyncio.to_thread(stack.stop)
         if not keep:
             shutil.rmtree(base, ignore_errors=True)
+    if foreign > BUSY_HOST_PERCENT:
+        progress.console.print(
+            f"[yellow]warning:[/yellow] other processes used {foreign:.0f} % of this machine's CPU during the run; "
+            "the figures are noisier than usual"
+        )
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
     else:
-        console.print(results_table(result, plan, quick))
+        console.print(results_table(result, plan, quick, foreign))
     return result
