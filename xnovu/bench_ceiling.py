@@ -45,21 +45,15 @@ async def serve() -> None:
     """Run the ceiling worker until SIGTERM/SIGINT (settings from the environment, as the real worker)."""
     from xnovu.config import load_settings
     from xnovu.temporal.connection import connect_temporal
-    from xnovu.temporal.worker import GRACEFUL_SHUTDOWN, SANDBOX
+    from xnovu.temporal.worker import worker_options
 
     settings = load_settings()
     client = await connect_temporal(settings)
     worker = Worker(
         client,
-        task_queue=settings.temporal_task_queue,
         workflows=[CeilingWorkflow],
         activities=[noop],
-        max_concurrent_activities=settings.temporal_max_concurrent_activities,
-        max_concurrent_local_activities=settings.temporal_max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.temporal_max_concurrent_workflows,
-        max_cached_workflows=settings.temporal_max_cached_workflows,
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        workflow_runner=SANDBOX,
+        **worker_options(settings),  # the same options as the xnovu worker: a fair ceiling
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

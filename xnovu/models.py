@@ -3,8 +3,8 @@
 Fields added later get defaults so that histories written by an older version still decode.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: with real (not string) annotations Temporal's data converter
+# decodes these classes about twice as fast, and the poll workflow decodes one ClaimBatch per batch.
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
