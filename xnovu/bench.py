@@ -34,8 +34,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -63,7 +61,7 @@ from temporalio.client import Client
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
+from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, child_environ, free_port, wait_for_port
 from xnovu.errors import XnovuError
 
 log = logging.getLogger(__name__)
@@ -241,73 +239,7 @@ def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_perc
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child `xnovu` process build exactly `settings` (secrets included, unlogged)."""
-    env = dict(os.environ)
-    for name in Settings.model_fields:
-        key = name.upper()
-        value = getattr(settings, name)
-        if value is None:
-            env.pop(key, None)
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return env
-
-
-@dataclass
-class ChildProcess:
-    """A subprocess in its own session (Ctrl-C in the terminal reaches only the bench, which stops it in order)."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_file: Path
-
-    @classmethod
-    def spawn(cls, name: str, args: Sequence[str], env: dict[str, str], cwd: Path) -> ChildProcess:
-        log_file = cwd / f"{name}.log"
-        with log_file.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                env=env,
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return cls(name, process, log_file)
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, lines: int = 3) -> str:
-        """The last lines of the log, to make "it died" readable."""
-        try:
-            text = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
-
-    def check(self) -> None:
-        if not self.alive:
-            raise XnovuError(
-                f"the {self.name} process exited with code {self.process.returncode}: {self.tail()} "
-                f"(log: {self.log_file})"
-            )
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 40.0) -> None:
-        """Graceful signal to the whole session, then SIGKILL after `timeout_s`; safe to call twice."""
-        if not self.alive:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+    return child_environ(settings)
 
 
 @dataclass

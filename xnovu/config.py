@@ -157,6 +157,26 @@ class Settings(BaseSettings):
         _check_port(value.get_secret_value())
         return value
 
+    def to_environ(self, **overrides: Any) -> dict[str, str]:
+        """These settings as the environment variables that rebuild them in a child `xnovu` process.
+
+        Secrets are included (a child needs them); never log the result. `overrides` win; None removes one.
+        """
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[name.upper()] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for key, value in overrides.items():
+            if value is None:
+                out.pop(key.upper(), None)
+            else:
+                out[key.upper()] = str(value)
+        return out
+
     # -- derived values -------------------------------------------------------------------------------------
 
     @property

@@ -18,11 +18,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from xnovu.errors import XnovuError
+
+if TYPE_CHECKING:
+    from xnovu.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +178,80 @@ def port_in_use(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.3):
         return True
     return False
+
+
+def child_environ(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment of a child `xnovu` process: this one's, minus any xnovu variable (and terminal size, which
+    would change how output wraps), plus `settings` (see Settings.to_environ)."""
+    from xnovu.config import Settings as _Settings
+
+    own = {name.upper() for name in _Settings.model_fields} | {"COLUMNS", "LINES"}
+    environ = {k: v for k, v in os.environ.items() if k not in own}
+    environ.update(settings.to_environ(**overrides))
+    return environ
+
+
+@dataclass
+class ChildProcess:
+    """A Python subprocess in its own session (Ctrl-C in the terminal reaches only its parent, which stops it in
+    order), logging to `<cwd>/<name>.log`. Used by the benchmark and the fault suite."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    @classmethod
+    def spawn(cls, name: str, args: Sequence[str], env: dict[str, str], cwd: Path) -> ChildProcess:
+        log_file = cwd / f"{name}.log"
+        with log_file.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return cls(name, process, log_file)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def tail(self, lines: int = 3) -> str:
+        """The last lines of the log, to make "it died" readable."""
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def check(self) -> None:
+        if not self.alive:
+            raise XnovuError(
+                f"the {self.name} process exited with code {self.process.returncode}: {self.tail()} "
+                f"(log: {self.log_file})"
+            )
+
+    def kill(self) -> None:
+        """SIGKILL to the whole session, no grace: what an OOM kill or a lost node does."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 40.0) -> None:
+        """Graceful signal to the whole session, then SIGKILL after `timeout_s`; safe to call twice."""
+        if not self.alive:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()

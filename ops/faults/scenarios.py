@@ -28,8 +28,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -45,7 +43,7 @@ from temporalio.client import Client
 from xnovu.config import Settings
 from xnovu.db.migrate import migrate
 from xnovu.db.repository import NewNotification, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
+from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
 
 log = logging.getLogger("xnovu.faults")
 
@@ -74,63 +72,6 @@ SETTLE_S = 3.0
 # -- processes -------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    """A subprocess in its own session (so Ctrl-C reaches only the suite, which stops it in order)."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_file: Path
-
-    @classmethod
-    def spawn(cls, name: str, args: Sequence[str], env: dict[str, str], cwd: Path) -> Child:
-        log_file = cwd / f"{name}.log"
-        with log_file.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                env=env,
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return cls(name, process, log_file)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL, no grace: what an OOM kill or a lost node does."""
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 40.0) -> None:
-        """Graceful signal, SIGKILL after `timeout_s`; safe to call twice."""
-        if not self.alive:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
 def clean_environ() -> dict[str, str]:
     """The inherited environment without any xnovu setting (nor a terminal width that would wrap logs)."""
     return {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS and k not in ("COLUMNS", "LINES")}
@@ -149,7 +90,7 @@ class FaultStack:
         self.temporal = TemporalDevServer(
             base / "temporal.db", port=free_port(), ui_port=None, namespace="default", log_file=base / "temporal.log"
         )
-        self.emulator: Child | None = None
+        self.emulator: ChildProcess | None = None
         self.emulator_url = ""
         self.admin_url = ""
 
@@ -158,7 +99,7 @@ class FaultStack:
         self.admin_url = self.postgres.start()
         self.temporal.start()
         port = free_port()
-        self.emulator = Child.spawn(
+        self.emulator = ChildProcess.spawn(
             "emulator",
             ["-m", "xnovu", "emulator", "--port", str(port), "--secret-key", self.secret],
             clean_environ(),
@@ -287,7 +228,7 @@ class ScenarioRun:
         self.namespace = f"faults-{name}-{tag}"
         self.task_queue = f"faults-{name}-{tag}"
         self.database_url = ""
-        self.workers: list[Child] = []
+        self.workers: list[ChildProcess] = []
         self.worker_ports: dict[str, int] = {}
         self.ids: list[int] = []
         self.recipients: dict[int, str] = {}
@@ -326,16 +267,18 @@ class ScenarioRun:
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env
 
-    async def start_worker(self, name: str, *, wait_healthy: bool = True, **overrides: Any) -> Child:
+    async def start_worker(self, name: str, *, wait_healthy: bool = True, **overrides: Any) -> ChildProcess:
         """`python -m xnovu worker start` as a subprocess; returns once its /health answers 200."""
-        child = Child.spawn(name, ["-m", "xnovu", "worker", "start"], self.worker_env(name, **overrides), self.dir)
+        child = ChildProcess.spawn(
+            name, ["-m", "xnovu", "worker", "start"], self.worker_env(name, **overrides), self.dir
+        )
         self.workers.append(child)
         self.say(f"started {name} (pid {child.pid})")
         if wait_healthy:
             await self.wait_healthy(name, child)
         return child
 
-    async def wait_healthy(self, name: str, child: Child, timeout_s: float = 90.0) -> None:
+    async def wait_healthy(self, name: str, child: ChildProcess, timeout_s: float = 90.0) -> None:
         url = f"http://127.0.0.1:{self.worker_ports[name]}/health"
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=5) as http:

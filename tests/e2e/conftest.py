@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env
 from xnovu.config import Settings
@@ -33,20 +32,7 @@ _UNSET = {"COLUMNS", "LINES", "XNOVU_DEBUG"}
 
 def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     """`settings` as the environment variables a user would set (None skipped); `overrides` win (None unsets)."""
-    out: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        out[name.upper()] = str(value)
-    for key, value in overrides.items():
-        if value is None:
-            out.pop(key.upper(), None)
-        else:
-            out[key.upper()] = str(value)
-    return out
+    return settings.to_environ(**overrides)
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -18,11 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import SecretStr
 
 from tests.support import Env, eventually
 from xnovu.config import Settings
-from xnovu.devstack import free_port
+from xnovu.devstack import child_environ, free_port
 from xnovu.novu.client import NovuClient, RecipientEvent, transaction_id_for
 
 T = TypeVar("T")
@@ -114,16 +112,7 @@ async def test_postgres_outage_turns_health_503_and_the_worker_recovers_by_itsel
 
 def worker_environ(settings: Settings, **overrides: Any) -> dict[str, str]:
     """`settings` as the environment variables of a worker subprocess (nothing inherited from xnovu's own)."""
-    environ = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        environ[name.upper()] = str(value)
-    environ.update({k.upper(): str(v) for k, v in overrides.items()})
-    return environ
+    return child_environ(settings, **overrides)
 
 
 async def test_worker_sigkilled_mid_batch_then_a_second_worker_finishes_every_row_once(env: Env, tmp_path) -> None:

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
 #: Child starts in flight at once, as a sliding window. Lockstep chunks wait for the slowest start of each chunk;
 #: hundreds at once swamp the dev server (see README "Performance" for the measurements behind this value).
-START_WINDOW = 50
+START_WINDOW = 100
 
 CLAIM_TIMEOUT = timedelta(seconds=30)
 CLAIM_RETRY = RetryPolicy(
