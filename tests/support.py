@@ -20,7 +20,8 @@ from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
 from xnovu.devstack import EmbeddedPostgres, TemporalDevServer
 from xnovu.novu.emulator import EmulatorServer
-from xnovu.temporal.worker import WorkerManager
+from xnovu.temporal.worker import WorkerManager, build_processor, novu_client
+from xnovu.trigger import NotificationProcessor
 
 T = TypeVar("T")
 
@@ -223,3 +224,14 @@ async def environment(stack: Stack, **overrides: Any) -> AsyncIterator[Env]:
         yield Env(settings, repo, stack.emulator, stack)
     finally:
         await repo.close()
+
+
+@asynccontextmanager
+async def processor_for(env: Env, **overrides: Any) -> AsyncIterator[NotificationProcessor]:
+    """The trigger core on this environment's database and Novu (no Temporal); `overrides` change settings."""
+    settings = env.settings.model_copy(update=overrides) if overrides else env.settings
+    client = novu_client(settings)
+    try:
+        yield build_processor(settings, env.repo, client)
+    finally:
+        await client.aclose()

@@ -1,5 +1,5 @@
 """`python -m xnovu` = the `xnovu` command (used by `worker start --detach`)."""
 
-from xnovu.cli import main
+from xnovu.cli import entrypoint
 
-main()
+entrypoint()

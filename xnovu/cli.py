@@ -6,6 +6,7 @@ Every failure is one readable line on stderr and exit code 1; `--json` gives mac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -478,17 +479,51 @@ def bench(
 
 
 def main() -> None:
-    """Entry point: one readable line and exit 1 for every expected error."""
+    """Run the CLI in this process and raise SystemExit with its code (importable, e.g. from tests)."""
+    sys.exit(run_main())
+
+
+def entrypoint() -> None:
+    """The `xnovu` console script and `python -m xnovu`: run the CLI, then leave without finalisation."""
+    _exit(run_main())
+
+
+def run_main() -> int:
+    """Run the CLI; one readable line and exit code 1 for every expected error. Returns the exit code."""
+    code = 0
     try:
         app()
+    except SystemExit as exc:  # typer/click end every run this way, success included
+        if isinstance(exc.code, str):
+            err.print(exc.code, highlight=False)
+            code = 1
+        else:
+            code = exc.code or 0
     except XnovuError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        code = 1
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
     except Exception as exc:  # one line, not a traceback; XNOVU_DEBUG=1 shows the traceback
         if os.environ.get("XNOVU_DEBUG"):
             raise
         text = str(exc).splitlines()[0] if str(exc) else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {text} (set XNOVU_DEBUG=1 for details)", highlight=False)
-        sys.exit(1)
+        code = 1
+    return code
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without interpreter finalisation.
+
+    The Temporal client's native (Rust) threads can call back into Python while the interpreter finalises, which
+    aborts an otherwise successful command ("PyGILState_Release ... finalizing", exit -6). Every command has
+    finished its work and closed what it opened by now, so there is nothing left for finalisation to do.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

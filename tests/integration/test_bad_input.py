@@ -25,7 +25,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from tests.support import DB_PASSWORD, NOVU_SECRET, Env, Stack, environment
+from tests.support import DB_PASSWORD, NOVU_SECRET, Env, Stack, environment, processor_for
 from xnovu.cli import app
 from xnovu.config import Settings, load_settings
 from xnovu.db.repository import connect
@@ -57,11 +57,8 @@ def env(shared_env: Env) -> Env:
 
 @pytest.fixture(scope="module")
 async def processor(shared_env: Env) -> AsyncIterator[NotificationProcessor]:
-    client = novu_client(shared_env.settings)
-    try:
-        yield build_processor(shared_env.settings, shared_env.repo, client)
-    finally:
-        await client.aclose()
+    async with processor_for(shared_env) as processor:
+        yield processor
 
 
 # =====================================================================================================================

@@ -7,21 +7,18 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 
-from tests.support import DB_PASSWORD, NOVU_SECRET, Env
+from tests.support import DB_PASSWORD, NOVU_SECRET, Env, processor_for
 from xnovu.errors import NovuConfigurationError
 from xnovu.models import Outcome
-from xnovu.temporal.worker import build_processor, novu_client
 from xnovu.trigger import NotificationProcessor
 
 
 @pytest.fixture
 async def processor(env: Env) -> AsyncIterator[NotificationProcessor]:
-    client = novu_client(env.settings)
-    try:
-        yield build_processor(env.settings, env.repo, client)
-    finally:
-        await client.aclose()
+    async with processor_for(env) as processor:
+        yield processor
 
 
 async def test_sends_every_recipient_and_records_seed_compatible_details(
@@ -135,9 +132,7 @@ async def test_retry_after_partial_failure_resends_only_unacknowledged_recipient
 
 
 async def test_exhausted_attempts_dead_letter_with_the_last_error(env: Env) -> None:
-    client = novu_client(env.settings)
-    proc = build_processor(env.settings.model_copy(update={"max_attempts": 2}), env.repo, client)
-    try:
+    async with processor_for(env, max_attempts=2) as proc:
         wf = await env.workflow("welcome")
         [nid] = await env.insert(wf)
         env.configure_emulator(error_rate=1.0)
@@ -148,8 +143,6 @@ async def test_exhausted_attempts_dead_letter_with_the_last_error(env: Env) -> N
         assert row["dead_lettered_at"] is not None and row["error_details"]["dead_letter"] is True
         again = await proc.process(nid)
         assert again.outcome is Outcome.REJECTED and "dlq requeue" in (again.reason or "")
-    finally:
-        await client.aclose()
 
 
 async def test_poison_rows_fail_alone_and_the_rest_of_the_batch_is_sent(
@@ -206,10 +199,7 @@ async def test_duplicate_recipients_are_one_subscriber(env: Env, processor: Noti
 
 
 async def test_rejected_api_key_is_a_configuration_error_that_burns_no_attempt(env: Env) -> None:
-    bad = env.settings.model_copy(update={"novu_secret_key": env.settings.novu_secret_key.__class__("wrong-key")})
-    client = novu_client(bad)
-    proc = build_processor(bad, env.repo, client)
-    try:
+    async with processor_for(env, novu_secret_key=SecretStr("wrong-key")) as proc:
         wf = await env.workflow("welcome")
         ids = await env.insert(wf, 3, recipients=5)
         with pytest.raises(NovuConfigurationError, match="NOVU_SECRET_KEY"):
@@ -217,13 +207,10 @@ async def test_rejected_api_key_is_a_configuration_error_that_burns_no_attempt(e
         assert env.stats()["requests"] == 1, "one 401 stops the whole call: no request per recipient"
         row = await env.row(ids[0])
         assert row["status"] == "PROCESSING" and row["attempts"] == 1 and row["dead_lettered_at"] is None
-        # Once the key is fixed, the same attempt finishes (no attempt was burnt).
-        good = build_processor(env.settings, env.repo, novu_client(env.settings))
+    # Once the key is fixed, the same attempt finishes (no attempt was burnt).
+    async with processor_for(env) as good:
         result = await good.process(ids[0], attempt=1)
-        assert result.outcome is Outcome.SENT and result.attempt == 1
-        await good.novu.aclose()
-    finally:
-        await client.aclose()
+    assert result.outcome is Outcome.SENT and result.attempt == 1
 
 
 async def test_secrets_never_reach_logs_error_details_or_results(
@@ -234,13 +221,10 @@ async def test_secrets_never_reach_logs_error_details_or_results(
     ids = await env.insert(wf, 3, recipients=2)
     env.configure_emulator(error_rate=1.0)
     results = [await processor.process(i) for i in ids]
-    bad = novu_client(env.settings.model_copy(update={"novu_secret_key": env.settings.novu_secret_key.__class__("x")}))
-    try:
-        await build_processor(env.settings, env.repo, bad).process_many(ids, 3)
-    except NovuConfigurationError as exc:
-        assert NOVU_SECRET not in str(exc)
-    finally:
-        await bad.aclose()
+    async with processor_for(env, novu_secret_key=SecretStr("x")) as bad:
+        with pytest.raises(NovuConfigurationError) as info:
+            await bad.process_many(ids, 3)
+    assert NOVU_SECRET not in str(info.value)
     rows = [await env.row(i) for i in ids]
     haystack = caplog.text + repr(results) + repr(rows) + repr(env.settings)
     assert NOVU_SECRET not in haystack and DB_PASSWORD not in haystack
