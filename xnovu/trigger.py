@@ -173,12 +173,11 @@ class NotificationProcessor:
 
         reason = notification_block_reason(row, self.clock())
         if reason is not None:
-            owned = attempt is not None and row.status == "PROCESSING" and row.attempts == attempt
-            if owned and row.status != "RETRACTED" and attempt is not None:
+            row_status = row.status
+            if attempt is not None and row.status == "PROCESSING" and row.attempts == attempt:
+                # Our claim, but unpublished/deactivated/rescheduled meanwhile: give the row back as PENDING.
                 await self.repo.release(row.id, attempt, self._details_error(reason, attempt, None, False))
                 row_status = "PENDING"
-            else:
-                row_status = row.status
             log.info("notification rejected", extra={"notification_id": row.id, "reason": reason})
             return TriggerResult(row.id, Outcome.REJECTED, row_status, reason=reason, attempt=attempt)
 
