@@ -577,17 +577,7 @@ class Bench:
         )
         self.rss = RssSampler(self.worker.process.pid)
         self._rss_task = asyncio.create_task(self.rss.run(), name="bench-rss")
-        url = f"http://127.0.0.1:{self.settings.worker_health_port}/health"
-        deadline = time.monotonic() + 90
-        async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                self.worker.check()
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(url)).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise XnovuError(f"the xnovu worker is not healthy after 90 s (log: {self.worker.log_file})")
-                await asyncio.sleep(0.3)
+        await self.worker.wait_healthy(f"http://127.0.0.1:{self.settings.worker_health_port}/health", 90)
 
     async def insert(
         self, count: int, *, recipients: int = 1, scheduled_for: Sequence[datetime | None] | None = None

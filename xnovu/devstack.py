@@ -238,6 +238,26 @@ class ChildProcess:
                 f"(log: {self.log_file})"
             )
 
+    async def wait_healthy(self, url: str, timeout_s: float = 90.0) -> None:
+        """Until GET `url` answers 200 (e.g. a worker's /health); a readable error if it dies or takes too long."""
+        import asyncio
+
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                self.check()
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url)).status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise XnovuError(
+                        f"the {self.name} process is not healthy after {timeout_s:.0f} s: {self.tail()} "
+                        f"(log: {self.log_file})"
+                    )
+                await asyncio.sleep(0.3)
+
     def kill(self) -> None:
         """SIGKILL to the whole session, no grace: what an OOM kill or a lost node does."""
         if self.alive:

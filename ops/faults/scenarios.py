@@ -279,18 +279,7 @@ class ScenarioRun:
         return child
 
     async def wait_healthy(self, name: str, child: ChildProcess, timeout_s: float = 90.0) -> None:
-        url = f"http://127.0.0.1:{self.worker_ports[name]}/health"
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(timeout=5) as http:
-            while True:
-                if not child.alive:
-                    raise RuntimeError(f"{name} exited with code {child.process.returncode}: {child.tail()}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(url)).status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} is not healthy after {timeout_s:.0f} s: {child.tail()}")
-                await asyncio.sleep(0.3)
+        await child.wait_healthy(f"http://127.0.0.1:{self.worker_ports[name]}/health", timeout_s)
 
     async def wait_delivered(self, fraction: float, timeout_s: float = 120.0) -> int:
         """Until the emulator has accepted at least `fraction` of the rows; returns the count."""
