@@ -18,13 +18,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from xnovu.config import Settings, load_settings
 from xnovu.db.repository import Repository, connect
 from xnovu.errors import NotificationNotFoundError
-from xnovu.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult
+from xnovu.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult, child_id
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (
     NotificationTriggerWorkflow,
     TriggerMultipleNotificationsWorkflow,
-    child_id,
 )
 
 
@@ -96,7 +95,11 @@ class NotificationClient:
                 reason=f"notification {notification_id} was already sent",
                 attempt=row.attempts,
             )
-        handle = await self.start_notification(notification_id)
+        return await self.result_of(notification_id, await self.start_notification(notification_id))
+
+    @staticmethod
+    async def result_of(notification_id: int, handle: WorkflowHandle[Any, TriggerResult]) -> TriggerResult:
+        """The result of an attempt already started (or joined) with `start_notification`; starts nothing."""
         try:
             return await handle.result()
         except Exception as exc:  # the joined workflow may be gone (e.g. terminated); say so, don't crash

@@ -333,7 +333,8 @@ def trigger(
             handles = [await nc.start_notification(i) for i in ids]
             if not wait:
                 return [h.id for h in handles], []
-            results = [await nc.async_trigger_notification_by_id(i) for i in ids]
+            # The handles just started (or joined): starting again would use up the next attempt.
+            results = [await nc.result_of(i, h) for i, h in zip(ids, handles, strict=True)]
             return [h.id for h in handles], results
 
     wids, results = run(go())

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     novu_secret_key: SecretStr | None = None
     novu_api_url: str = "https://api.novu.co"
     novu_rate_limit_rps: float = Field(60.0, gt=0, le=1_000_000)
-    novu_timeout_ms: int = Field(10_000, ge=100, le=600_000)
+    novu_timeout_ms: int = Field(10_000, ge=100, le=120_000)
 
     # Database
     database_url: SecretStr | None = None
@@ -98,9 +98,15 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> Settings:
+    def _combinations(self) -> Settings:
+        """Refuse settings that each look fine but cannot work together (one line naming them)."""
         if self.retry_backoff_base_ms > self.retry_backoff_max_ms:
             raise ValueError("RETRY_BACKOFF_BASE_MS must not exceed RETRY_BACKOFF_MAX_MS")
+        if self.novu_timeout_ms > self.processing_lease_ms:
+            raise ValueError(
+                f"NOVU_TIMEOUT_MS ({self.novu_timeout_ms}) must not exceed PROCESSING_LEASE_MS "
+                f"({self.processing_lease_ms}): one Novu request must fit in the lease that fences it"
+            )
         return self
 
     @field_validator("poll_enterprise_id")

@@ -10,6 +10,11 @@ from datetime import datetime
 from enum import StrEnum
 
 
+def child_id(notification_id: int, attempt: int) -> str:
+    """The one workflow id an attempt may run under: duplicates are impossible by construction (I4)."""
+    return f"notification-{notification_id}-a{attempt}"
+
+
 class PollKind(StrEnum):
     """The three polls, one Temporal Schedule each."""
 
@@ -31,6 +36,8 @@ class Outcome(StrEnum):
     """Must not be sent (I1); no Novu call. The reason says why."""
     SKIPPED = "skipped"
     """Nothing to do: already sent, or another attempt owns the row (I4)."""
+    IN_PROGRESS = "in_progress"
+    """This piece of the attempt used its time budget; the attempt goes on in the next piece (same claim)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,8 @@ class ClaimBatch:
     rows: list[ClaimedNotification]
     batch_size: int
     """The limit asked for: a full batch means more rows may be waiting."""
+    capacity_limited: bool = False
+    """Rows were waiting but the deployment had as much in flight as it can send: claim again shortly."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class PollInput:
     kind: PollKind
     batches_before: int = 0
     """Batches drained by earlier runs of this chain (continue-as-new)."""
+    capacity_waits: int = 0
+    """Claims in a row that found rows but no room in flight (sets the back-off)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class NotificationInput:
     """The attempt this workflow owns (its id is notification-{id}-a{attempt}); None = take the next one."""
     scheduled_for: datetime | None = None
     """Wait on a durable timer until then before sending."""
+    pieces_before: int = 0
+    """Pieces of this attempt already run by earlier runs of this workflow (continue-as-new)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,10 @@ class TriggerRequest:
 
     notification_id: int
     attempt: int | None = None
+    time_budget_s: float | None = None
+    """Stop starting Novu requests after this long and report IN_PROGRESS (None: run the attempt to the end)."""
+    piece: int = 0
+    """Which piece of the attempt this is (0 = the first)."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +129,17 @@ class RecipientResult:
     error: str | None = None
 
 
+#: Entries of `TriggerResult.results` and `error_details.results` at most (failures first): what crosses Temporal
+#: stays small whatever the number of recipients; the delivery ledger holds every recipient.
+MAX_RESULT_ENTRIES = 100
+
+
 @dataclass(frozen=True)
 class TriggerResult:
-    """What happened to one notification in one trigger attempt."""
+    """What happened to one notification in one trigger attempt (or one piece of it).
+
+    Bounded whatever the number of recipients: counts for everyone, entries for at most MAX_RESULT_ENTRIES.
+    """
 
     notification_id: int
     outcome: Outcome
@@ -128,7 +153,14 @@ class TriggerResult:
     novu_transaction_ids: list[str] = field(default_factory=list)
     results: list[RecipientResult] = field(default_factory=list)
     next_attempt_at: datetime | None = None
+    failed_count: int = 0
+    """Recipients that failed in this attempt (all of them, also those beyond `results`)."""
 
     @property
     def success(self) -> bool:
         return self.outcome is Outcome.SENT
+
+    @property
+    def more(self) -> bool:
+        """The attempt is not over: run its next piece."""
+        return self.outcome is Outcome.IN_PROGRESS

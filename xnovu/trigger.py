@@ -9,8 +9,11 @@ It knows nothing of Temporal: activities call it, and so can a user's own code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,8 +21,8 @@ from typing import Any
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
 from xnovu.errors import NovuConfigurationError
-from xnovu.models import Outcome, RecipientResult, TriggerResult
-from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, transaction_id_for
+from xnovu.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
+from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, SendControl, transaction_id_for
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +55,28 @@ def notification_block_reason(row: NotificationRow, now: datetime) -> str | None
     return None
 
 
+#: Workflow states that hold notifications back until the workflow is published (or reactivated) again.
+HELD_WORKFLOW_STATES = frozenset({"DRAFT", "NONE"})
+
+
 def workflow_block_reason(row: NotificationRow) -> str | None:
-    """Why the row's Novu workflow makes it unsendable (permanent: dead-letter), or None."""
+    """Why the row's Novu workflow makes it unsendable for good (dead-letter): missing, DISCARD or DELETED."""
     if row.workflow_key is None:
-        return f"notification {row.id} points at a workflow that does not exist"
-    if row.workflow_publish_status != "PUBLISH":
+        return f"notification {row.id} points at a workflow that does not exist (deleted?)"
+    if row.workflow_publish_status not in HELD_WORKFLOW_STATES | {"PUBLISH"}:
         return f"workflow {row.workflow_key!r} is {row.workflow_publish_status}, only PUBLISH is sent"
+    return None
+
+
+def workflow_hold_reason(row: NotificationRow) -> str | None:
+    """Why the row waits for its workflow (DRAFT/NONE or deactivated): PENDING, sent once it is published."""
+    if row.workflow_publish_status in HELD_WORKFLOW_STATES:
+        return (
+            f"workflow {row.workflow_key!r} is {row.workflow_publish_status}; "
+            "the notification waits until it is published"
+        )
     if row.workflow_deactivated:
-        return f"workflow {row.workflow_key!r} is deactivated"
+        return f"workflow {row.workflow_key!r} is deactivated; the notification waits until it is reactivated"
     return None
 
 
@@ -153,34 +170,61 @@ class NotificationProcessor:
             results.append(o)
         return results
 
-    async def process(self, notification_id: int, attempt: int | None = None) -> TriggerResult:
-        """One attempt: `attempt` is the attempt number this caller owns, or None to claim the next one.
+    async def process(
+        self,
+        notification_id: int,
+        attempt: int | None = None,
+        *,
+        time_budget_s: float | None = None,
+        piece: int = 0,
+    ) -> TriggerResult:
+        """One attempt (or one piece of it): `attempt` is the attempt number this caller owns, or None to claim
+        the next one. With `time_budget_s`, no Novu request starts after that long: the result is IN_PROGRESS and
+        the caller runs the next piece, which resumes from the ledger under the same claim.
 
         Raises NovuConfigurationError (Novu refused the key) after recording what was acknowledged: the row
         keeps its claim and attempt count, so fixing the key lets the same attempt finish.
         """
         if not 0 < notification_id < 2**63:  # bigint identity: anything else cannot exist
-            return TriggerResult(
-                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
-            )
+            return _missing(notification_id)
+        if attempt is None:
+            current = await self.repo.load(notification_id)
+            if current is None:
+                return _missing(notification_id)
+            if current.status not in ("PENDING", "FAILED"):
+                return await self._not_acquired(notification_id, None, piece)
+            attempt = current.attempts + 1
+        row = await self.repo.acquire(notification_id, attempt, self.lease_ms)
+        if row is None:
+            return await self._not_acquired(notification_id, attempt, piece)
+        try:
+            return await self._send(row, attempt, time_budget_s, piece)
+        except NovuConfigurationError:
+            raise
+        except Exception as exc:
+            if is_transient_db_error(exc):
+                raise  # the database went away: retried until it is back (the claim holds the row)
+            # A bug or a row we could not foresee: this row fails alone, readable, instead of retrying forever (I5).
+            log.exception("unexpected error processing a notification", extra={"notification_id": row.id})
+            return await self._dead_letter(row, attempt, f"unexpected error: {type(exc).__name__}: {exc}", _Tally())
+
+    async def _not_acquired(self, notification_id: int, attempt: int | None, piece: int) -> TriggerResult:
+        """Explain, from the row as it is now, why the attempt cannot go on; give back a claim it must not use."""
         row = await self.repo.load(notification_id)
         if row is None:
-            return TriggerResult(
-                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
-            )
+            return _missing(notification_id)
         if row.status == "SENT":
             return self._skipped(row, f"notification {row.id} was already sent")
-
         reason = notification_block_reason(row, self.clock())
         if reason is not None:
-            row_status = row.status
+            status = row.status
             if attempt is not None and row.status == "PROCESSING" and row.attempts == attempt:
                 # Our claim, but unpublished/deactivated/rescheduled meanwhile: give the row back as PENDING.
-                await self.repo.release(row.id, attempt, self._details_error(reason, attempt, None, False))
-                row_status = "PENDING"
+                details = self._details_error(reason, attempt, None, False)
+                await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
+                status = "PENDING"
             log.info("notification rejected", extra={"notification_id": row.id, "reason": reason})
-            return TriggerResult(row.id, Outcome.REJECTED, row_status, reason=reason, attempt=attempt)
-
+            return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
         if row.dead_lettered_at is not None and row.status == "FAILED":
             return TriggerResult(
                 row.id,
@@ -189,113 +233,99 @@ class NotificationProcessor:
                 attempt=row.attempts,
                 reason=f"notification {row.id} is dead-lettered; requeue it with `xnovu dlq requeue {row.id}`",
             )
-
-        if attempt is None:
-            attempt = await self.repo.acquire_next(row.id, self.lease_ms)
-            acquired = attempt is not None
-        else:
-            acquired = await self.repo.acquire(row.id, attempt, self.lease_ms)
-        if not acquired or attempt is None:
-            return await self._not_acquired(row.id, attempt)
-
-        try:
-            return await self._send(row, attempt)
-        except NovuConfigurationError:
-            raise
-        except Exception as exc:
-            if is_transient_db_error(exc):
-                raise  # the database went away: retried until it is back (the claim holds the row)
-            # A bug or a row we could not foresee: this row fails alone, readable, instead of retrying forever (I5).
-            log.exception("unexpected error processing a notification", extra={"notification_id": row.id})
-            return await self._dead_letter(row, attempt, f"unexpected error: {type(exc).__name__}: {exc}", [])
-
-    async def _not_acquired(self, notification_id: int, attempt: int | None) -> TriggerResult:
-        """Explain why the claim failed, from the row as it is now."""
-        row = await self.repo.load(notification_id)
-        if row is None:
-            return TriggerResult(
-                notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist"
-            )
-        reason = notification_block_reason(row, self.clock())
-        if reason is not None:
-            return TriggerResult(row.id, Outcome.REJECTED, row.status, reason=reason, attempt=attempt)
         if row.status == "PROCESSING":
             return self._skipped(
                 row, f"attempt {row.attempts} (workflow notification-{row.id}-a{row.attempts}) is processing it"
             )
-        if row.status == "SENT":
-            return self._skipped(row, f"notification {row.id} was already sent")
         return self._skipped(row, f"attempt {attempt} is stale: the row is {row.status} at attempt {row.attempts}")
 
     @staticmethod
     def _skipped(row: NotificationRow, reason: str) -> TriggerResult:
         return TriggerResult(row.id, Outcome.SKIPPED, row.status, reason=reason, attempt=row.attempts)
 
-    async def _send(self, row: NotificationRow, attempt: int) -> TriggerResult:
+    async def _send(
+        self, row: NotificationRow, attempt: int, time_budget_s: float | None, piece: int
+    ) -> TriggerResult:
         permanent = workflow_block_reason(row) or malformed_reason(row)
         if permanent is None and attempt > self.max_attempts:
             permanent = f"gave up after {self.max_attempts} attempts"
         if permanent is not None:
-            return await self._dead_letter(row, attempt, permanent, [])
+            return await self._dead_letter(row, attempt, permanent, _Tally())
+        held = workflow_hold_reason(row)
+        if held is not None:
+            details = self._details_error(held, attempt, None, False)
+            await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
+            log.info("notification held back", extra={"notification_id": row.id, "reason": held})
+            return TriggerResult(row.id, Outcome.REJECTED, "PENDING", reason=held, attempt=attempt)
 
         recipients = unique_recipients(row.recipients)
-        ledger = await self.repo.deliveries(row.id, recipients)
-        pending = [r for r in recipients if ledger[r].status != "SENT"]
+        pending = [r for r in recipients if r not in row.acknowledged]
         assert row.workflow_key is not None  # checked by workflow_block_reason
-        outcomes: dict[str, EventOutcome] = {}
+        tally = _Tally(acknowledged_before=len(recipients) - len(pending))
         if pending:
-            sent = await self.novu.trigger(
-                workflow_key=row.workflow_key,
-                payload=row.payload,
-                overrides=row.overrides,
-                events=[RecipientEvent(r, transaction_id_for(row.id, r), ledger[r].key_generation) for r in pending],
-                concurrency=self.request_concurrency,
-            )
-            outcomes = {o.recipient_id: o for o in sent}
-            await self.repo.record_outcomes(row.id, [_ledger_update(o) for o in sent])
-            config = next((o for o in sent if o.outcome == "config"), None)
-            if config is not None:
-                raise NovuConfigurationError(config.error or "Novu rejected the API key; check NOVU_SECRET_KEY")
+            started = time.monotonic()
+            deadline = None if time_budget_s is None else started + time_budget_s
+            async with _Claim(self.repo, row.id, attempt, self.lease_ms, acquired_at=started) as claim:
 
-        results: list[RecipientResult] = []
-        for r in recipients:
-            o = outcomes.get(r)
-            if o is None:  # acknowledged in an earlier attempt
-                results.append(RecipientResult(r, True, ledger[r].novu_transaction_id or transaction_id_for(row.id, r)))
-            elif o.outcome == "acknowledged":
-                results.append(RecipientResult(r, True, o.novu_transaction_id or o.transaction_id))
-            else:
-                results.append(RecipientResult(r, False, o.transaction_id, o.error))
+                async def record(outcomes: Sequence[EventOutcome]) -> None:
+                    sent = [o for o in outcomes if o.outcome != "unsent"]
+                    await self.repo.record_outcomes(row.id, [_ledger_update(o) for o in sent])
+                    tally.add(outcomes)
 
-        failed = [outcomes[r.recipient_id] for r in results if not r.success]
-        if not failed:
-            details = self._details(row, results, attempt)
+                await self.novu.trigger(
+                    workflow_key=row.workflow_key,
+                    payload=row.payload,
+                    overrides=row.overrides,
+                    events=[
+                        RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0))
+                        for r in pending
+                    ],
+                    concurrency=self.request_concurrency,
+                    control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
+                )
+            if tally.config_error is not None:
+                raise NovuConfigurationError(tally.config_error)
+            if claim.lost:
+                lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0))
+                return dataclasses.replace(lost, **tally.counts(len(recipients)))
+            if tally.unsent:
+                return TriggerResult(
+                    row.id,
+                    Outcome.IN_PROGRESS,
+                    "PROCESSING",
+                    reason=f"{tally.unsent} recipients left for the next piece of attempt {attempt}",
+                    attempt=attempt,
+                    **tally.counts(len(recipients)),
+                )
+
+        results = tally.results(row.id)
+        if not tally.failed:
+            details = self._details(row, tally, results, attempt)
             ok = await self.repo.finalize(row.id, attempt, status="SENT", error_details=details)
-            return self._finalized(row, attempt, ok, Outcome.SENT, "SENT", results, None, None)
+            return self._finalized(row, attempt, ok, Outcome.SENT, "SENT", tally, results, None, None)
 
-        first = failed[0]
-        summary = f"{len(failed)} of {len(results)} recipients failed; first: {first.error or first.outcome}"
-        if any(o.outcome == "permanent" for o in failed):
-            return await self._dead_letter(row, attempt, f"Novu rejected the notification: {summary}", results)
+        first = tally.first_failures[0]
+        summary = f"{tally.failed} of {len(recipients)} recipients failed; first: {first.error or first.outcome}"
+        if tally.permanent:
+            return await self._dead_letter(row, attempt, f"Novu rejected the notification: {summary}", tally)
         if attempt >= self.max_attempts:
-            return await self._dead_letter(row, attempt, f"gave up after {attempt} attempts: {summary}", results)
+            return await self._dead_letter(row, attempt, f"gave up after {attempt} attempts: {summary}", tally)
 
         next_at = self.clock() + timedelta(
             milliseconds=retry_delay_ms(attempt, self.backoff_base_ms, self.backoff_max_ms)
         )
-        details = self._details(row, results, attempt) | self._details_error(summary, attempt, next_at, False)
+        details = self._details(row, tally, results, attempt) | self._details_error(summary, attempt, next_at, False)
         ok = await self.repo.finalize(row.id, attempt, status="FAILED", error_details=details, next_attempt_at=next_at)
-        return self._finalized(row, attempt, ok, Outcome.RETRY, "FAILED", results, summary, next_at)
+        return self._finalized(row, attempt, ok, Outcome.RETRY, "FAILED", tally, results, summary, next_at)
 
-    async def _dead_letter(
-        self, row: NotificationRow, attempt: int, reason: str, results: list[RecipientResult]
-    ) -> TriggerResult:
-        details = self._details(row, results, attempt) | self._details_error(reason, attempt, None, True)
+    async def _dead_letter(self, row: NotificationRow, attempt: int, reason: str, tally: _Tally) -> TriggerResult:
+        results = tally.results(row.id)
+        details = self._details(row, tally, results, attempt) | self._details_error(reason, attempt, None, True)
         ok = await self.repo.finalize(row.id, attempt, status="FAILED", error_details=details, dead_letter=True)
         log.warning(
             "notification dead-lettered", extra={"notification_id": row.id, "attempt": attempt, "reason": reason}
         )
-        return self._finalized(row, attempt, ok, Outcome.DEAD_LETTERED, "FAILED", results, reason, None)
+        return self._finalized(row, attempt, ok, Outcome.DEAD_LETTERED, "FAILED", tally, results, reason, None)
 
     def _finalized(
         self,
@@ -304,6 +334,7 @@ class NotificationProcessor:
         owned: bool,
         outcome: Outcome,
         status: str,
+        tally: _Tally,
         results: list[RecipientResult],
         reason: str | None,
         next_at: datetime | None,
@@ -318,16 +349,18 @@ class NotificationProcessor:
             status,
             reason=reason,
             attempt=attempt,
-            success_count=sum(r.success for r in results),
-            total_recipients=len(results),
-            novu_transaction_ids=[r.transaction_id for r in results if r.success and r.transaction_id],
             results=results,
             next_attempt_at=next_at,
+            **tally.counts(len(unique_recipients(row.recipients)) if row.recipients else 0),
         )
 
-    def _details(self, row: NotificationRow, results: list[RecipientResult], attempt: int) -> dict[str, Any]:
-        """Seed-compatible error_details (SPEC §2)."""
-        return {
+    def _details(
+        self, row: NotificationRow, tally: _Tally, results: list[RecipientResult], attempt: int
+    ) -> dict[str, Any]:
+        """Seed-compatible error_details (README "Lifecycle"), bounded like the result: counts for everyone,
+        entries for at most MAX_RESULT_ENTRIES recipients (the ledger has all of them)."""
+        total = len(unique_recipients(row.recipients)) if row.recipients else 0
+        details: dict[str, Any] = {
             "novu_transaction_ids": [r.transaction_id for r in results if r.success],
             "results": [
                 {"recipientId": r.recipient_id, "success": r.success}
@@ -335,11 +368,15 @@ class NotificationProcessor:
                 | ({"error": r.error} if r.error else {})
                 for r in results
             ],
-            "successCount": sum(r.success for r in results),
-            "totalRecipients": len(results),
+            "successCount": tally.acknowledged_total,
+            "totalRecipients": total,
             "timestamp": self.clock().isoformat(),
             "attempt": attempt,
         }
+        omitted = total - len(results) if results or total else 0
+        if omitted > 0 and tally.attempted:
+            details["resultsOmitted"] = omitted
+        return details
 
     def _details_error(self, error: str, attempt: int, next_at: datetime | None, dead: bool) -> dict[str, Any]:
         return {
@@ -349,6 +386,126 @@ class NotificationProcessor:
             "dead_letter": dead,
             "timestamp": self.clock().isoformat(),
         }
+
+
+def _missing(notification_id: int) -> TriggerResult:
+    return TriggerResult(notification_id, Outcome.REJECTED, reason=f"notification {notification_id} does not exist")
+
+
+class _Tally:
+    """What one attempt (piece) learnt from Novu, kept small: counts, and entries for the first recipients only."""
+
+    def __init__(self, acknowledged_before: int = 0) -> None:
+        self.acknowledged_before = acknowledged_before
+        self.acknowledged_now = 0
+        self.failed = 0
+        self.unsent = 0
+        self.sent_requests = 0
+        self.permanent = False
+        self.config_error: str | None = None
+        self.first_failures: list[EventOutcome] = []
+        self.first_acknowledged: list[EventOutcome] = []
+
+    @property
+    def acknowledged_total(self) -> int:
+        return self.acknowledged_before + self.acknowledged_now
+
+    @property
+    def attempted(self) -> bool:
+        return self.acknowledged_total + self.failed > 0
+
+    def add(self, outcomes: Sequence[EventOutcome]) -> None:
+        if outcomes and outcomes[0].outcome != "unsent":
+            self.sent_requests += 1
+        for o in outcomes:
+            if o.outcome == "acknowledged":
+                self.acknowledged_now += 1
+                if len(self.first_acknowledged) < MAX_RESULT_ENTRIES:
+                    self.first_acknowledged.append(o)
+            elif o.outcome == "unsent":
+                self.unsent += 1
+            else:
+                self.failed += 1
+                self.permanent |= o.outcome == "permanent"
+                if o.outcome == "config" and self.config_error is None:
+                    self.config_error = o.error or "Novu rejected the API key; check NOVU_SECRET_KEY"
+                if len(self.first_failures) < MAX_RESULT_ENTRIES:
+                    self.first_failures.append(o)
+
+    def results(self, notification_id: int) -> list[RecipientResult]:
+        """Failures first, then acknowledgements, MAX_RESULT_ENTRIES at most."""
+        entries = [RecipientResult(o.recipient_id, False, o.transaction_id, o.error) for o in self.first_failures]
+        entries += [
+            RecipientResult(o.recipient_id, True, o.novu_transaction_id or o.transaction_id)
+            for o in self.first_acknowledged
+        ]
+        return entries[:MAX_RESULT_ENTRIES]
+
+    def counts(self, total: int) -> dict[str, Any]:
+        ids = [o.novu_transaction_id or o.transaction_id for o in self.first_acknowledged]
+        return {
+            "success_count": self.acknowledged_total,
+            "total_recipients": total,
+            "failed_count": self.failed,
+            "novu_transaction_ids": ids[:MAX_RESULT_ENTRIES],
+        }
+
+
+class _Claim:
+    """The attempt's hold on its row while it sends: fences each Novu request and keeps the lease alive.
+
+    Every request after the first re-checks the claim in Postgres right before it goes out (the acquire that
+    started the piece serves for the first one, when it starts within FIRST_REQUEST_GRACE_S). While requests wait
+    (for tokens, for Novu), a background renewal extends the lease every third of it, so a live attempt is never
+    taken for a dead one however long it runs; once the claim is lost (recovered, retracted, unpublished), no
+    further request starts.
+    """
+
+    FIRST_REQUEST_GRACE_S = 1.0
+
+    def __init__(self, repo: Repository, notification_id: int, attempt: int, lease_ms: int, *, acquired_at: float):
+        self.repo = repo
+        self.notification_id = notification_id
+        self.attempt = attempt
+        self.lease_ms = lease_ms
+        self.acquired_at = acquired_at
+        self.lost = False
+        self._first = True
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Claim:
+        self._renewal = asyncio.create_task(self._renew(), name=f"lease-{self.notification_id}-a{self.attempt}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewal
+
+    async def check(self) -> bool:
+        if self.lost:
+            return False
+        if self._first and time.monotonic() - self.acquired_at < self.FIRST_REQUEST_GRACE_S:
+            self._first = False
+            return True
+        self._first = False
+        if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms):
+            self.lost = True
+        return not self.lost
+
+    async def _renew(self) -> None:
+        period = max(0.5, self.lease_ms / 3000)
+        while not self.lost:
+            await asyncio.sleep(period)
+            try:
+                if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms):
+                    self.lost = True
+            except Exception as exc:  # a missed renewal is retried next period; the fence before sending decides
+                log.warning(
+                    "could not renew a lease",
+                    extra={"notification_id": self.notification_id, "error": type(exc).__name__},
+                )
 
 
 def _ledger_update(o: EventOutcome) -> DeliveryUpdate:

@@ -136,10 +136,11 @@ async def _dead_lettered(env: Env, nid: int) -> bool:
 async def test_row_left_processing_by_a_dead_worker_is_recovered_after_its_lease(env: Env) -> None:
     wf = await env.workflow("welcome")
     [nid] = await env.insert(wf)
-    # What a worker that died right after claiming leaves behind: PROCESSING, attempt 1, lease expired.
+    # What a worker that died right after claiming leaves behind: PROCESSING, attempt 1, lease expired a while
+    # ago, and no workflow for attempt 1.
     await env.execute(
         "UPDATE notify.ent_notification SET notification_status = 'PROCESSING', attempts = 1, "
-        "next_attempt_at = now() - interval '1 second' WHERE id = $1",
+        "next_attempt_at = now() - interval '1 minute' WHERE id = $1",
         nid,
     )
     async with env.worker():

@@ -370,3 +370,12 @@ def test_backoff_base_above_max_is_rejected_with_both_names(monkeypatch: pytest.
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch, raw: str, expected: str) -> None:
     monkeypatch.setenv("WORKER_LOG_LEVEL", raw)
     assert load_settings().worker_log_level == expected
+
+
+def test_a_novu_request_longer_than_the_lease_is_refused_naming_both_variables(clean_env: Path) -> None:
+    message = config_error(NOVU_TIMEOUT_MS="20000", PROCESSING_LEASE_MS="10000")
+    assert "NOVU_TIMEOUT_MS" in message and "PROCESSING_LEASE_MS" in message and "\n" not in message
+
+
+def test_a_ten_second_lease_works_with_the_default_novu_timeout(clean_env: Path) -> None:
+    assert load_settings(processing_lease_ms=10_000).processing_lease_ms == 10_000

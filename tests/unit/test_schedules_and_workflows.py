@@ -214,11 +214,11 @@ def test_search_attribute_names_are_the_spec_names() -> None:
 # -- queries.sql ---------------------------------------------------------------------------------------------
 
 _CALL = re.compile(r"\bq\(\s*(f?)\"([^\"]*)\"\s*\)")
-_CLAIM = "claim_{kind.value}"
+_CLAIM = "candidates_{kind.value}"
 
 
 def used_query_names() -> set[str]:
-    """Every block name passed to q(...) anywhere in the package (the claim f-string expanded per kind)."""
+    """Every block name passed to q(...) anywhere in the package (the claim candidates f-string expanded per kind)."""
     names: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
@@ -226,7 +226,7 @@ def used_query_names() -> set[str]:
             if not is_f:
                 names.add(name)
             elif name == _CLAIM:
-                names.update(f"claim_{k.value}" for k in PollKind)
+                names.update(f"candidates_{k.value}" for k in PollKind)
             else:
                 pytest.fail(f'{path.name}: q(f"{name}") cannot be checked; extend this test')
     return names
@@ -235,7 +235,7 @@ def used_query_names() -> set[str]:
 def test_the_scan_sees_the_repository_and_migration_calls() -> None:
     """Guards the scan itself: if the call syntax changed, the check below would pass vacuously."""
     names = used_query_names()
-    assert {"claim_new", "claim_failed", "claim_scheduled", "load_notification", "finalize"} <= names
+    assert {"candidates_new", "candidates_failed", "candidates_scheduled", "claim_rows", "acquire", "finalize"} <= names
     assert {"migrations_lock", "migrations_table", "migrations_applied", "migrations_record"} <= names
     for module in ("db/repository.py", "db/migrate.py"):
         source = (PACKAGE / module).read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from xnovu.trigger import (
     retry_delay_ms,
     unique_recipients,
     workflow_block_reason,
+    workflow_hold_reason,
 )
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -181,16 +182,28 @@ def test_missing_workflow_is_blocked() -> None:
     assert "does not exist" in reason
 
 
-@pytest.mark.parametrize("publish_status", ["DRAFT", "DISCARD", "DELETED", "NONE", None])
-def test_unpublished_workflow_is_blocked(publish_status: str | None) -> None:
-    reason = workflow_block_reason(make_row(workflow_publish_status=publish_status))
+@pytest.mark.parametrize("publish_status", ["DISCARD", "DELETED", None])
+def test_discarded_or_deleted_workflow_is_blocked_for_good(publish_status: str | None) -> None:
+    row = make_row(workflow_publish_status=publish_status)
+    reason = workflow_block_reason(row)
     assert reason is not None
     assert "welcome-email" in reason
     assert str(publish_status) in reason
+    assert workflow_hold_reason(row) is None
 
 
-def test_deactivated_workflow_is_blocked() -> None:
-    reason = workflow_block_reason(make_row(workflow_deactivated=True))
+@pytest.mark.parametrize("publish_status", ["DRAFT", "NONE"])
+def test_draft_workflow_holds_its_notifications_back(publish_status: str) -> None:
+    row = make_row(workflow_publish_status=publish_status)
+    assert workflow_block_reason(row) is None, "not dead-lettered"
+    reason = workflow_hold_reason(row)
+    assert reason is not None and "welcome-email" in reason and publish_status in reason
+
+
+def test_deactivated_workflow_holds_its_notifications_back() -> None:
+    row = make_row(workflow_deactivated=True)
+    assert workflow_block_reason(row) is None
+    reason = workflow_hold_reason(row)
     assert reason is not None
     assert "welcome-email" in reason
     assert "deactivated" in reason

@@ -23,68 +23,118 @@ SELECT
   to_regclass('notify.ent_notification_delivery') IS NOT NULL AS deliveries,
   to_regclass('notify.xnovu_schema_migrations') IS NOT NULL AS migrations;
 
--- name: claim_new
--- Due, published PENDING rows, oldest first; the claim is the compare-and-set PENDING -> PROCESSING (I4),
--- and next_attempt_at becomes the lease after which the failed poll recovers the row (I3).
-WITH picked AS (
-  SELECT n.id FROM notify.ent_notification n
+-- name: claim_lock
+-- Claims of every kind take turns (a transaction-scoped lock), so the in-flight bound below holds across
+-- concurrent polls and workers.
+SELECT pg_advisory_xact_lock(7426913580022);
+
+-- name: in_flight
+-- What the deployment has claimed and not finished: rows, and the Novu tokens their recipients will cost (a bulk
+-- request of 100 recipients costs 100 tokens, a single 1, so about one token per recipient).
+SELECT count(*) AS rows, coalesce(sum(greatest(cardinality(n.recipients), 1)), 0)::bigint AS tokens
+FROM notify.ent_notification n
+WHERE n.notification_status = 'PROCESSING';
+
+-- name: candidates_new
+-- Due, published PENDING rows, oldest first: unscheduled ones by age and scheduled ones whose time has come, each
+-- through its own partial index so rows scheduled weeks ahead or unpublished are never visited. Rows whose Novu
+-- workflow is DRAFT/NONE or deactivated are held back (not claimed) until it is published again.
+WITH unscheduled AS (
+  SELECT n.id, n.updated_at AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-    AND (n.scheduled_for IS NULL OR n.scheduled_for <= now())
+    AND n.scheduled_for IS NULL
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.updated_at, n.id
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
-)
-UPDATE notify.ent_notification n
-SET notification_status = 'PROCESSING', attempts = n.attempts + 1,
-    next_attempt_at = now() + make_interval(secs => $3::float8 / 1000)
-FROM picked WHERE n.id = picked.id
-RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
-  (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
-    AS workflow_key;
-
--- name: claim_scheduled
--- PENDING rows whose send time falls within the look-ahead window; the child waits on a durable timer.
-WITH picked AS (
-  SELECT n.id FROM notify.ent_notification n
-  WHERE n.notification_status = 'PENDING' AND n.scheduled_for IS NOT NULL
-    AND n.scheduled_for <= now() + make_interval(secs => $4::float8 / 1000)
-    AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+), scheduled AS (
+  SELECT n.id, n.scheduled_for AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+    AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now()
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
 )
+SELECT c.id, c.tokens FROM (SELECT * FROM unscheduled UNION ALL SELECT * FROM scheduled) c
+ORDER BY c.due, c.id
+LIMIT $1;
+
+-- name: candidates_scheduled
+-- PENDING rows whose send time falls within the look-ahead window ($3 ms); their children wait on durable timers.
+SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens
+FROM notify.ent_notification n
+WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+  AND n.scheduled_for IS NOT NULL
+  AND n.scheduled_for <= now() + make_interval(secs => $3::float8 / 1000)
+  AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+  AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+  AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                  AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+ORDER BY n.scheduled_for, n.id
+LIMIT $1
+FOR UPDATE OF n SKIP LOCKED;
+
+-- name: candidates_failed
+-- Retries that are due, and the PROCESSING rows $4 whose lease expired and whose attempt's workflow Temporal says
+-- is gone (checked by the claim activity just before; a live attempt's lease was extended instead). A FAILED row
+-- without next_attempt_at was left by the original TypeScript worker and is due now (a legacy PROCESSING row comes
+-- through $4 once it has not moved for a lease, $3 ms).
+SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens
+FROM notify.ent_notification n
+WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
+  AND (n.next_attempt_at <= now()
+       OR (n.next_attempt_at IS NULL
+           AND (n.notification_status = 'FAILED'
+                OR n.updated_at <= now() - make_interval(secs => $3::float8 / 1000))))
+  AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
+       OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+           AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                           AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+  AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+ORDER BY n.next_attempt_at NULLS FIRST, n.id
+LIMIT $1
+FOR UPDATE OF n SKIP LOCKED;
+
+-- name: claim_rows
+-- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
+-- next_attempt_at becomes the lease ($2 ms from now, or from the send time of a scheduled row).
 UPDATE notify.ent_notification n
 SET notification_status = 'PROCESSING', attempts = n.attempts + 1,
-    next_attempt_at = greatest(now(), n.scheduled_for) + make_interval(secs => $3::float8 / 1000)
-FROM picked WHERE n.id = picked.id
+    next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $2::float8 / 1000)
+WHERE n.id = ANY($1::bigint[])
 RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
     AS workflow_key;
 
--- name: claim_failed
--- Retries that are due (published, not dead-lettered) and PROCESSING rows whose lease expired (I3).
-WITH picked AS (
-  SELECT n.id FROM notify.ent_notification n
-  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
-    AND n.next_attempt_at <= now()
-    AND (n.notification_status = 'PROCESSING'
-         OR (n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE))
-    AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
-  ORDER BY n.next_attempt_at, n.id
-  LIMIT $1
-  FOR UPDATE OF n SKIP LOCKED
-)
+-- name: expired_leases
+-- PROCESSING rows whose lease ran out (or legacy rows that have not moved for a lease): the claim activity asks
+-- Temporal whether each attempt's workflow still runs before any is recovered.
+SELECT n.id, n.attempts,
+  extract(epoch FROM now() - coalesce(n.next_attempt_at, n.updated_at))::float8 AS expired_for_s
+FROM notify.ent_notification n
+WHERE n.notification_status = 'PROCESSING' AND n.dead_lettered_at IS NULL
+  AND (n.next_attempt_at <= now()
+       OR (n.next_attempt_at IS NULL AND n.updated_at <= now() - make_interval(secs => $3::float8 / 1000)))
+  AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+ORDER BY n.next_attempt_at NULLS FIRST, n.id
+LIMIT $1;
+
+-- name: extend_leases
+-- The attempts Temporal still runs keep their claim: a live attempt is slow, not dead.
 UPDATE notify.ent_notification n
-SET notification_status = 'PROCESSING', attempts = n.attempts + 1,
-    next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000)
-FROM picked WHERE n.id = picked.id
-RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
-  (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
-    AS workflow_key;
+SET next_attempt_at = now() + make_interval(secs => $3::float8 / 1000)
+FROM unnest($1::bigint[], $2::int[]) AS u(id, attempts)
+WHERE n.id = u.id AND n.attempts = u.attempts AND n.notification_status = 'PROCESSING'
+RETURNING n.id;
 
 -- name: load_notification
 SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
@@ -98,48 +148,61 @@ LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_i
 WHERE n.id = $1;
 
 -- name: acquire
--- Idempotent claim for attempt $2 (the one attempt that notification-{id}-a{$2} may make): takes a PENDING/FAILED
--- row at attempts $2-1, or confirms (and extends the lease of) a row the poll already claimed for $2.
--- The I1 conditions are part of the compare-and-set so a row unpublished or retracted meanwhile is not taken.
+-- Idempotent claim for attempt $2 (the one attempt that notification-{id}-a{$2} may make) and everything the
+-- attempt needs, in one round trip: takes a PENDING/FAILED row at attempts $2-1, or confirms (and extends the
+-- lease of) a row already claimed for $2; returns the row, its workflow and the recipients the ledger says Novu
+-- acknowledged. The I1 conditions are part of the compare-and-set so a row unpublished or retracted meanwhile is
+-- not taken.
+WITH claimed AS (
+  UPDATE notify.ent_notification n
+  SET notification_status = 'PROCESSING', attempts = $2,
+      next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000)
+  WHERE n.id = $1
+    AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+    AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
+    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2)
+         OR (n.notification_status IN ('PENDING', 'FAILED') AND n.attempts = $2 - 1 AND n.dead_lettered_at IS NULL))
+  RETURNING n.*
+)
+SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
+  n.notification_status::text AS status, n.payload, n.recipients::text[] AS recipients, n.overrides,
+  n.scheduled_for, n.attempts, n.next_attempt_at, n.dead_lettered_at, n.enterprise_id::text AS enterprise_id,
+  n.retraction_reason, n.error_details,
+  w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
+  w.default_channels::text[] AS default_channels,
+  array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
+        WHERE d.notification_id = n.id AND d.status = 'SENT') AS acknowledged,
+  (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
+   WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0) AS key_generations
+FROM claimed n
+LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id;
+
+-- name: fence
+-- Checked right before each Novu request of an attempt (and periodically while it waits): the attempt still holds
+-- the claim and nothing made the row unsendable (I1, I3). Extends the lease: a live attempt is never recovered.
 UPDATE notify.ent_notification n
-SET notification_status = 'PROCESSING', attempts = $2,
-    next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000)
-WHERE n.id = $1
+SET next_attempt_at = greatest(n.next_attempt_at, now() + make_interval(secs => $3::float8 / 1000))
+WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
   AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-  AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
-  AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2)
-       OR (n.notification_status IN ('PENDING', 'FAILED') AND n.attempts = $2 - 1 AND n.dead_lettered_at IS NULL))
+  AND EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+              AND w.publish_status = 'PUBLISH' AND w.deactivated IS NOT TRUE)
 RETURNING n.id;
 
--- name: acquire_next
--- Claim for a manual trigger that did not pick an attempt number: the next one.
-UPDATE notify.ent_notification n
-SET notification_status = 'PROCESSING', attempts = n.attempts + 1,
-    next_attempt_at = now() + make_interval(secs => $2::float8 / 1000)
-WHERE n.id = $1
-  AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-  AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
-  AND n.notification_status IN ('PENDING', 'FAILED') AND n.dead_lettered_at IS NULL
-RETURNING n.attempts;
-
--- name: ensure_deliveries
-INSERT INTO notify.ent_notification_delivery (notification_id, recipient_id)
-SELECT $1, r FROM unnest($2::uuid[]) AS r
-ON CONFLICT DO NOTHING;
-
--- name: list_deliveries
-SELECT recipient_id::text AS recipient_id, status, key_generation, novu_transaction_id, last_error
-FROM notify.ent_notification_delivery WHERE notification_id = $1;
-
 -- name: record_outcomes
--- One statement for a whole batch of recipients; an acknowledged recipient is never downgraded (I2).
-UPDATE notify.ent_notification_delivery d
-SET status = u.status, novu_transaction_id = coalesce(u.novu_transaction_id, d.novu_transaction_id),
-    idempotency_key = u.idempotency_key, key_generation = u.key_generation, attempts = d.attempts + 1,
-    last_http_status = u.http_status, last_error = u.error, updated_at = now()
+-- The outcome of one Novu request, written as soon as it is known; an acknowledged recipient is never downgraded
+-- (I2), so a retry, a crash or a recovered attempt resumes with exactly the recipients Novu has not acknowledged.
+INSERT INTO notify.ent_notification_delivery AS d
+  (notification_id, recipient_id, status, novu_transaction_id, idempotency_key, key_generation, attempts,
+   last_http_status, last_error, updated_at)
+SELECT $1, u.recipient_id, u.status, u.novu_transaction_id, u.idempotency_key, u.key_generation, 1,
+       u.http_status, u.error, now()
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[])
   AS u(recipient_id, status, novu_transaction_id, idempotency_key, key_generation, http_status, error)
-WHERE d.notification_id = $1 AND d.recipient_id = u.recipient_id AND d.status <> 'SENT';
+ON CONFLICT (notification_id, recipient_id) DO UPDATE
+SET status = excluded.status, novu_transaction_id = coalesce(excluded.novu_transaction_id, d.novu_transaction_id),
+    idempotency_key = excluded.idempotency_key, key_generation = excluded.key_generation, attempts = d.attempts + 1,
+    last_http_status = excluded.last_http_status, last_error = excluded.last_error, updated_at = now()
+WHERE d.status <> 'SENT';
 
 -- name: finalize
 -- Ends attempt $2; only the attempt that holds the claim may finalize it.
@@ -153,10 +216,12 @@ WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
 RETURNING n.id;
 
 -- name: release
--- Gives back a claimed row that must not be sent now (unpublished or deactivated meanwhile): PENDING again, so it
--- is sent if it is published again.
+-- Gives back a claimed row that must not be sent now (unpublished, deactivated, rescheduled, or its workflow held):
+-- PENDING again, so it is sent once it may be. An attempt that sent nothing ($4 false) does not count, so
+-- unpublish/republish cycles never use up MAX_ATTEMPTS.
 UPDATE notify.ent_notification n
-SET notification_status = 'PENDING', next_attempt_at = NULL, error_details = $3::jsonb
+SET notification_status = 'PENDING', next_attempt_at = NULL, error_details = $3::jsonb,
+    attempts = CASE WHEN $4::bool THEN n.attempts ELSE n.attempts - 1 END
 WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
 RETURNING n.id;
 

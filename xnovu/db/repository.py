@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +15,7 @@ from xnovu.config import Settings, redact_url
 from xnovu.db.migrate import migrate
 from xnovu.db.queries import q
 from xnovu.errors import ConfigError, DatabaseError
-from xnovu.models import ClaimedNotification, PollKind
+from xnovu.models import ClaimBatch, ClaimedNotification, PollKind
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,10 @@ class NotificationRow:
     workflow_publish_status: str | None
     workflow_deactivated: bool | None
     default_channels: list[str] | None
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One row of the per-recipient delivery ledger."""
-
-    recipient_id: str
-    status: str
-    key_generation: int
-    novu_transaction_id: str | None
-    last_error: str | None
+    acknowledged: frozenset[str] = frozenset()
+    """Recipients the ledger says Novu acknowledged (filled by `acquire`, empty from `load`)."""
+    key_generations: dict[str, int] = field(default_factory=dict)
+    """Idempotency-key generation of each recipient that needs a fresh key (filled by `acquire`)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +89,41 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _notification(row: asyncpg.Record) -> NotificationRow:
+    values = dict(row)
+    values["scheduled_for"] = _aware(values["scheduled_for"])
+    if "acknowledged" in values:
+        values["acknowledged"] = frozenset(values["acknowledged"] or ())
+        generations = values.get("key_generations")
+        values["key_generations"] = dict(generations) if isinstance(generations, dict) else {}
+    return NotificationRow(**values)
+
+
+@dataclass(frozen=True)
+class ClaimLimits:
+    """How much the deployment may have claimed and unfinished at once (back-pressure on the polls).
+
+    A poll that claims more than Novu's token budget can send only makes rows wait, claimed, for their turn;
+    bounded claims keep the backlog in the table, in order, where every row is attempted when it can be sent.
+    """
+
+    max_rows: int
+    """Rows in flight across the deployment (PROCESSING)."""
+    max_tokens: int
+    """Novu tokens those rows will cost (about one per recipient): the budget of a few seconds of sending."""
+
+    def prefix(self, rows_in_flight: int, tokens_in_flight: int, costs: Sequence[int]) -> int:
+        """How many of `costs` (in claim order) fit; at least one when nothing is in flight, so a notification
+        bigger than the whole budget is still sent, alone."""
+        count, tokens = rows_in_flight, tokens_in_flight
+        for i, cost in enumerate(costs):
+            if (count + 1 > self.max_rows or tokens + cost > self.max_tokens) and not (i == 0 and count == 0):
+                return i
+            count += 1
+            tokens += cost
+        return len(costs)
 
 
 def database_url(settings: Settings) -> str:
@@ -160,15 +188,32 @@ class Repository:
         *,
         batch_size: int,
         lease_ms: int,
+        limits: ClaimLimits,
         lookahead_ms: int = 0,
         enterprise_id: str | None = None,
-    ) -> list[ClaimedNotification]:
-        """Claim up to `batch_size` rows for a poll kind (compare-and-set to PROCESSING, SKIP LOCKED)."""
-        args: list[Any] = [batch_size, enterprise_id, lease_ms]
-        if kind is PollKind.SCHEDULED:
-            args.append(lookahead_ms)
-        rows = await self.pool.fetch(q(f"claim_{kind.value}"), *args)
-        return sorted(
+        recoverable: Sequence[int] = (),
+    ) -> ClaimBatch:
+        """Claim up to `batch_size` rows for a poll kind, no more than `limits` lets the deployment have in flight.
+
+        One transaction: claims take turns (advisory lock), read what is in flight, lock candidates in order (SKIP
+        LOCKED between workers), keep the longest prefix that fits, and compare-and-set those to PROCESSING (I4).
+        The failed poll recovers only the PROCESSING rows in `recoverable` (expired, and their attempt is gone).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("claim_lock"))
+            flight = await conn.fetchrow(q("in_flight"))
+            assert flight is not None
+            third = lookahead_ms if kind is PollKind.SCHEDULED else lease_ms
+            args: list[Any] = [batch_size, enterprise_id]
+            if kind is not PollKind.NEW:
+                args.append(third)
+            if kind is PollKind.FAILED:
+                args.append(list(recoverable))
+            candidates = await conn.fetch(q(f"candidates_{kind.value}"), *args)
+            picked = limits.prefix(int(flight["rows"]), int(flight["tokens"]), [int(c["tokens"]) for c in candidates])
+            ids = [c["id"] for c in candidates[:picked]]
+            rows = await conn.fetch(q("claim_rows"), ids, lease_ms) if ids else []
+        claimed = sorted(
             (
                 ClaimedNotification(
                     notification_id=r["id"],
@@ -182,32 +227,39 @@ class Repository:
             ),
             key=lambda c: c.notification_id,
         )
+        return ClaimBatch(rows=claimed, batch_size=batch_size, capacity_limited=picked < len(candidates))
+
+    async def expired_leases(
+        self, *, limit: int, lease_ms: int, enterprise_id: str | None = None
+    ) -> list[tuple[int, int, float]]:
+        """(id, attempt, seconds since the lease ran out) of PROCESSING rows whose lease ran out: candidates for
+        recovery, if their attempt is dead."""
+        rows = await self.pool.fetch(q("expired_leases"), limit, enterprise_id, lease_ms)
+        return [(r["id"], r["attempts"], float(r["expired_for_s"])) for r in rows]
+
+    async def extend_leases(self, attempts: Sequence[tuple[int, int]], lease_ms: int) -> int:
+        """Renew the lease of these (id, attempt) claims; returns how many were still held."""
+        if not attempts:
+            return 0
+        rows = await self.pool.fetch(
+            q("extend_leases"), [i for i, _ in attempts], [a for _, a in attempts], lease_ms
+        )
+        return len(rows)
 
     # -- one notification -------------------------------------------------------------------------------------
 
     async def load(self, notification_id: int) -> NotificationRow | None:
         row = await self.pool.fetchrow(q("load_notification"), notification_id)
-        if row is None:
-            return None
-        values = dict(row)
-        values["scheduled_for"] = _aware(values["scheduled_for"])
-        return NotificationRow(**values)
+        return None if row is None else _notification(row)
 
-    async def acquire(self, notification_id: int, attempt: int, lease_ms: int) -> bool:
-        """Take or confirm the claim for exactly this attempt (I4)."""
-        return await self.pool.fetchval(q("acquire"), notification_id, attempt, lease_ms) is not None
+    async def acquire(self, notification_id: int, attempt: int, lease_ms: int) -> NotificationRow | None:
+        """Take or confirm the claim for exactly this attempt (I4) and load what it needs, or None if not ours."""
+        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms)
+        return None if row is None else _notification(row)
 
-    async def acquire_next(self, notification_id: int, lease_ms: int) -> int | None:
-        """Claim the next attempt; returns its number, or None when the row cannot be claimed now."""
-        value = await self.pool.fetchval(q("acquire_next"), notification_id, lease_ms)
-        return None if value is None else int(value)
-
-    async def deliveries(self, notification_id: int, recipients: Sequence[str]) -> dict[str, Delivery]:
-        """Ledger rows for every recipient, created on first sight."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(q("ensure_deliveries"), notification_id, list(recipients))
-            rows = await conn.fetch(q("list_deliveries"), notification_id)
-        return {r["recipient_id"]: Delivery(**dict(r)) for r in rows}
+    async def fence(self, notification_id: int, attempt: int, lease_ms: int) -> bool:
+        """True while this attempt holds the claim and the row may be sent; renews the lease (I1, I3)."""
+        return await self.pool.fetchval(q("fence"), notification_id, attempt, lease_ms) is not None
 
     async def record_outcomes(self, notification_id: int, updates: Sequence[DeliveryUpdate]) -> None:
         if not updates:
@@ -240,8 +292,12 @@ class Repository:
         )
         return value is not None
 
-    async def release(self, notification_id: int, attempt: int, error_details: dict[str, Any]) -> bool:
-        return await self.pool.fetchval(q("release"), notification_id, attempt, error_details) is not None
+    async def release(
+        self, notification_id: int, attempt: int, error_details: dict[str, Any], *, attempt_ran: bool
+    ) -> bool:
+        """Give a claimed row back as PENDING; an attempt that sent nothing is not counted."""
+        value = await self.pool.fetchval(q("release"), notification_id, attempt, error_details, attempt_ran)
+        return value is not None
 
     # -- operator actions ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ sink a batch (I5):
     transient      timeout, connection error, 408, 409, 429, 5xx: safe to retry later (honour retry_after_s)
     permanent      other 4xx, or 2xx with a status other than "processed": retrying cannot help
     config         401, 402, 403 (or an unusable NOVU_API_URL): every send would fail alike, fail loudly
+    unsent         never sent in this call: the caller's deadline passed or its claim was lost (see SendControl)
+
+Only HTTP and network problems are classified. A failure of the caller's own hooks (the token budget, the claim
+fence, the ledger write: all database calls) is raised as it is, and stops every sibling request of the call, so a
+database timeout is never mistaken for a Novu timeout and no request goes out after the attempt has given up.
 
 Idempotency (NOVU_CONTRACT §7): each request carries a key derived from its events' transaction ids and a
 generation. After an ambiguous outcome (no response, 409 in flight, 502/504 from a gateway) the same key is
@@ -23,7 +28,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -42,6 +47,7 @@ __all__ = [
     "NovuConfigurationError",
     "Outcome",
     "RecipientEvent",
+    "SendControl",
     "classify",
     "idempotency_key_for",
     "plan_chunks",
@@ -50,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["acknowledged", "transient", "permanent", "config"]
+Outcome = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
 ChunkKind = Literal["bulk", "single"]
 
 #: Novu accepts 1..100 events per bulk request.
@@ -137,6 +143,25 @@ class EventOutcome:
     """Generation to store for the next attempt: unchanged after ack or an ambiguous outcome, +1 otherwise."""
     novu_transaction_id: str | None
     """The transactionId Novu echoed, when acknowledged."""
+
+
+@dataclass(frozen=True)
+class SendControl:
+    """How a caller steers one :meth:`NovuClient.trigger` call that may be long (thousands of recipients).
+
+    The hooks run outside the HTTP classification: whatever they raise propagates and cancels the other requests
+    of the call.
+    """
+
+    before_request: Callable[[], Awaitable[bool]] | None = None
+    """Called after the request's tokens are granted and right before it is sent; False means "the claim on this
+    notification is gone (recovered, retracted, unpublished)": the request and every later one are not sent."""
+    on_outcomes: Callable[[Sequence[EventOutcome]], Awaitable[None]] | None = None
+    """Called with each request's outcomes as soon as they are known, so progress is durable request by request
+    (and with the `unsent` outcomes of every request that was not sent)."""
+    deadline: float | None = None
+    """`time.monotonic()` after which no new request starts (those events come back `unsent`); requests already
+    under way finish."""
 
 
 def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
@@ -288,11 +313,23 @@ class _Attempt:
 class _CallState:
     """Shared by the chunks of one `trigger` call."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, control: SendControl) -> None:
         self.slots = asyncio.Semaphore(max(1, concurrency))
+        self.control = control
         # The first request goes alone: with a bad key, one 401 settles the whole call.
         self.first_response = asyncio.Event()
         self.config_error: tuple[int | None, str] | None = None
+        self.stopped: str | None = None
+        """Why no further request may start (the claim was lost); None while sending may go on."""
+
+    def unsent_reason(self) -> str | None:
+        """Why a request that has not started yet must not start, or None."""
+        if self.stopped is not None:
+            return self.stopped
+        deadline = self.control.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            return "not sent in this piece of the attempt (time budget used); the next piece sends it"
+        return None
 
 
 class NovuClient:
@@ -364,11 +401,9 @@ class NovuClient:
             logger.exception("on_response callback failed")
 
     async def _request(
-        self, method: str, path: str, *, content: bytes | None, idempotency_key: str | None, cost: int
+        self, method: str, path: str, *, content: bytes | None, idempotency_key: str | None
     ) -> httpx.Response:
-        """One metered HTTP attempt bounded by `timeout_s` overall; reports to `on_response`."""
-        if self._budget is not None:
-            await self._budget.acquire(cost)
+        """One HTTP attempt bounded by `timeout_s` overall; reports to `on_response`. Tokens are the caller's."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         started = time.perf_counter()
         status: int | None = None
@@ -381,6 +416,23 @@ class NovuClient:
         finally:
             self._report(status, time.perf_counter() - started)
 
+    async def _take_tokens(self, cost: int, deadline: float | None) -> bool:
+        """Wait for `cost` tokens; False if `deadline` passed first (nothing is sent then)."""
+        if self._budget is None:
+            return True
+        if deadline is None:
+            await self._budget.acquire(cost)
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            async with asyncio.timeout(remaining):
+                await self._budget.acquire(cost)
+        except TimeoutError:
+            return False
+        return True
+
     async def trigger(
         self,
         *,
@@ -389,27 +441,30 @@ class NovuClient:
         overrides: Mapping[str, Any] | None,
         events: Sequence[RecipientEvent],
         concurrency: int = 10,
+        control: SendControl | None = None,
     ) -> list[EventOutcome]:
         """Trigger `workflow_key` for every event; one outcome per event, in input order.
 
         Full 100-event chunks go through the bulk endpoint, the rest as single triggers, with up to
-        `concurrency` requests in flight. HTTP and network problems become outcomes, never exceptions.
+        `concurrency` requests in flight. HTTP and network problems become outcomes; an exception from a
+        `control` hook (or the token budget) cancels every other request of the call and propagates.
         """
         if not events:
             return []
-        state = _CallState(concurrency)
+        state = _CallState(concurrency, control or SendControl())
         chunks: list[tuple[ChunkKind, Sequence[RecipientEvent]]] = []
         start = 0
         for kind, size in plan_chunks(len(events)):
             chunks.append((kind, events[start : start + size]))
             start += size
-        results = await asyncio.gather(
-            *(
-                self._run_chunk(i, kind == "bulk", chunk, workflow_key, payload, overrides, state)
+        # A TaskGroup, not gather: when one chunk fails (its ledger write, the fence), the others are cancelled
+        # instead of sending on after the attempt has given up.
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._run_chunk(i, kind == "bulk", chunk, workflow_key, payload, overrides, state))
                 for i, (kind, chunk) in enumerate(chunks)
-            )
-        )
-        return [outcome for chunk_outcomes in results for outcome in chunk_outcomes]
+            ]
+        return [outcome for task in tasks for outcome in task.result()]
 
     def _event_body(
         self,
@@ -439,8 +494,25 @@ class NovuClient:
         state: _CallState,
     ) -> list[EventOutcome]:
         """Send one chunk with quick retries; the chunk's events share one request and one key."""
+        try:
+            return await self._send_chunk(index, bulk, chunk, workflow_key, payload, overrides, state)
+        finally:
+            if index == 0:
+                state.first_response.set()
+
+    async def _send_chunk(
+        self,
+        index: int,
+        bulk: bool,
+        chunk: Sequence[RecipientEvent],
+        workflow_key: str,
+        payload: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        state: _CallState,
+    ) -> list[EventOutcome]:
         generation = max(e.key_generation for e in chunk)
         tx_ids = [e.transaction_id for e in chunk]
+        control = state.control
 
         def outcomes(
             entries: Sequence[_EntryResult], status: int | None, retry_after: float | None, next_gen: int
@@ -461,32 +533,48 @@ class NovuClient:
                 for ev, entry in zip(chunk, entries, strict=True)
             ]
 
+        async def settled(result: list[EventOutcome]) -> list[EventOutcome]:
+            if control.on_outcomes is not None:
+                await control.on_outcomes(result)
+            return result
+
+        async def unsent(reason: str) -> list[EventOutcome]:
+            return await settled(outcomes([_EntryResult("unsent", reason)] * len(chunk), None, None, generation))
+
         try:
             events_json = [self._event_body(workflow_key, payload, overrides, ev) for ev in chunk]
             body: Any = {"events": events_json} if bulk else events_json[0]
             content = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
-            if index == 0:
-                state.first_response.set()
             entry = _EntryResult("permanent", f"payload or overrides cannot be encoded as JSON ({exc})")
-            return outcomes([entry] * len(chunk), None, None, generation)
+            return await settled(outcomes([entry] * len(chunk), None, None, generation))
 
+        cost = BULK_COST if bulk else SINGLE_COST
         attempt_no = 0
-        first_attempt_pending = True
+        last: list[EventOutcome] = []
         while True:
-            if index != 0 and first_attempt_pending:
+            if index != 0 and attempt_no == 0:
                 await state.first_response.wait()
             if state.config_error is not None:
                 status, error = state.config_error
                 return outcomes([_EntryResult("config", error)] * len(chunk), status, None, generation)
-            key = idempotency_key_for(tx_ids, generation)
-            try:
-                async with state.slots:
-                    attempt = await self._attempt(bulk, len(chunk), content, key)
-            finally:
-                if index == 0 and first_attempt_pending:
-                    state.first_response.set()
-                first_attempt_pending = False
+            async with state.slots:
+                # Order matters: tokens first (may wait), then the fence, then the request, so that nothing is
+                # sent on a claim that was lost while this request waited for its turn.
+                reason = state.unsent_reason()
+                if reason is not None and attempt_no == 0:
+                    return await unsent(reason)
+                if reason is None and not await self._take_tokens(cost, control.deadline if attempt_no == 0 else None):
+                    return await unsent(state.unsent_reason() or "not sent: the time budget ran out waiting for tokens")
+                if state.stopped is None and control.before_request is not None and not await control.before_request():
+                    state.stopped = "not sent: this attempt no longer holds the notification's claim"
+                if state.stopped is not None:
+                    # A retry of a request already sent: its first outcome stands (recorded below), nothing more.
+                    return await unsent(state.stopped) if attempt_no == 0 else await settled(last)
+                key = idempotency_key_for(tx_ids, generation)
+                attempt = await self._attempt(bulk, len(chunk), content, key)
+            if index == 0:
+                state.first_response.set()
 
             definite_next = generation if attempt.ambiguous else generation + 1
             cfg = attempt.config
@@ -494,9 +582,10 @@ class NovuClient:
                 if state.config_error is None:
                     state.config_error = (attempt.status, cfg.error or "Novu configuration error")
                     logger.error("Novu configuration error: %s", self._redact(cfg.error or ""))
-                return outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
+                return await settled(outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next))
             if attempt.status == 429 and attempt.retry_after_s is not None and self._budget is not None:
                 self._budget.penalize(attempt.retry_after_s)
+            last = outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
             if attempt.transient and attempt_no < self._quick_retries:
                 delay = attempt.retry_after_s if attempt.retry_after_s is not None else 0.5 * 2**attempt_no
                 delay = min(delay, self._max_retry_sleep_s)
@@ -514,13 +603,13 @@ class NovuClient:
                 generation = definite_next
                 attempt_no += 1
                 continue
-            return outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
+            return await settled(last)
 
     async def _attempt(self, bulk: bool, n: int, content: bytes, key: str) -> _Attempt:
         """Send once and classify, turning every httpx failure into an outcome."""
-        path, cost = (BULK_PATH, BULK_COST) if bulk else (TRIGGER_PATH, SINGLE_COST)
+        path = BULK_PATH if bulk else TRIGGER_PATH
         try:
-            response = await self._request("POST", path, content=content, idempotency_key=key, cost=cost)
+            response = await self._request("POST", path, content=content, idempotency_key=key)
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             error = f"cannot send to Novu at {self._api_url} ({type(exc).__name__}); check NOVU_API_URL"
             return _Attempt(None, [_EntryResult("config", error)] * n, None, ambiguous=True)
@@ -555,10 +644,10 @@ class NovuClient:
 
     async def check_auth(self) -> tuple[bool, str]:
         """Prove the key works with a harmless authenticated call (cancelling a transaction never sent)."""
+        if self._budget is not None:
+            await self._budget.acquire(SINGLE_COST)
         try:
-            response = await self._request(
-                "DELETE", DOCTOR_PROBE_PATH, content=None, idempotency_key=None, cost=SINGLE_COST
-            )
+            response = await self._request("DELETE", DOCTOR_PROBE_PATH, content=None, idempotency_key=None)
         except (httpx.HTTPError, TimeoutError) as exc:
             detail = self._redact(str(exc)) or "no response"
             return False, f"could not reach Novu at {self._api_url} ({type(exc).__name__}: {detail})"

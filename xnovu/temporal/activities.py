@@ -5,22 +5,37 @@ Bound methods of one object built with its dependencies (repository, trigger cor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
-from xnovu.db.repository import Repository
+from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.errors import NovuConfigurationError
 from xnovu.metrics import METRICS
-from xnovu.models import ClaimBatch, MultipleTriggerRequest, PollKind, TriggerRequest, TriggerResult
+from xnovu.models import ClaimBatch, MultipleTriggerRequest, PollKind, TriggerRequest, TriggerResult, child_id
 from xnovu.trigger import NotificationProcessor
 
 #: How long a worker waits before retrying when Novu refuses the key: long enough not to hammer Novu,
 #: short enough that a rotated key takes effect quickly.
 CONFIG_ERROR_RETRY = timedelta(seconds=30)
+#: Concurrent `describe` calls when the failed poll asks Temporal which expired leases still have a live attempt.
+DESCRIBE_CONCURRENCY = 20
+#: A claimed row whose attempt workflow does not exist yet may be between its claim and its start (the poll starts
+#: children right after claiming): it is recovered only once its lease has been over for this long.
+START_GRACE = timedelta(seconds=15)
+#: How often a long batch-trigger activity tells Temporal it is alive.
+HEARTBEAT_EVERY = timedelta(seconds=10)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,7 @@ class PollSettings:
     batch_size: int
     lease_ms: int
     scheduled_lookahead_ms: int
+    limits: ClaimLimits
     enterprise_id: str | None = None
     trigger_concurrency: int = 10
 
@@ -44,34 +60,86 @@ class PollClock:
 class XnovuActivities:
     """Claim, trigger and batch-trigger activities."""
 
-    def __init__(self, repo: Repository, processor: NotificationProcessor, poll: PollSettings) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        processor: NotificationProcessor,
+        poll: PollSettings,
+        *,
+        temporal: Client | None = None,
+    ) -> None:
         self.repo = repo
         self.processor = processor
         self.poll = poll
         self.clock = PollClock()
+        self._temporal = temporal
 
     @activity.defn(name="claim_notifications")
     async def claim_notifications(self, kind: PollKind) -> ClaimBatch:
         """Claim one batch for a poll kind (compare-and-set in Postgres, SKIP LOCKED between workers)."""
-        rows = await self.repo.claim(
+        recoverable = await self._keep_live_leases() if kind is PollKind.FAILED else []
+        batch = await self.repo.claim(
             kind,
             batch_size=self.poll.batch_size,
             lease_ms=self.poll.lease_ms,
+            limits=self.poll.limits,
             lookahead_ms=self.poll.scheduled_lookahead_ms,
             enterprise_id=self.poll.enterprise_id,
+            recoverable=recoverable,
         )
         self.clock.last_poll[kind.value] = time.time()
-        METRICS.poll_batch_size.labels(kind=kind.value).observe(len(rows))
-        if rows:
-            activity.logger.info("claimed batch", extra={"kind": kind.value, "count": len(rows)})
-        return ClaimBatch(rows=rows, batch_size=self.poll.batch_size)
+        METRICS.poll_batch_size.labels(kind=kind.value).observe(len(batch.rows))
+        if batch.rows or batch.capacity_limited:
+            activity.logger.info(
+                "claimed batch",
+                extra={"kind": kind.value, "count": len(batch.rows), "capacity_limited": batch.capacity_limited},
+            )
+        return batch
+
+    async def _keep_live_leases(self) -> list[int]:
+        """Before recovering expired leases, renew those whose attempt Temporal still runs; returns the ids of the
+        rows whose attempt is gone, the only PROCESSING rows the claim may recover.
+
+        The lease means "the attempt is dead", never "the attempt is slow": an attempt waiting for a worker slot or
+        the token budget, or sending for minutes, still has a running workflow, so its row is not re-claimed.
+        Rows whose workflow is closed or terminated, and legacy rows, are left to the claim; a row whose workflow
+        does not exist yet is given START_GRACE first, since a poll starts its children right after claiming them.
+        """
+        expired = await self.repo.expired_leases(
+            limit=self.poll.batch_size, lease_ms=self.poll.lease_ms, enterprise_id=self.poll.enterprise_id
+        )
+        if not expired:
+            return []
+        client = self._temporal or activity.client()
+        gate = asyncio.Semaphore(DESCRIBE_CONCURRENCY)
+
+        async def state(notification_id: int, attempt: int, expired_for_s: float) -> str:
+            async with gate:
+                try:
+                    desc = await client.get_workflow_handle(child_id(notification_id, attempt)).describe()
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise  # unsure: the activity is retried rather than recovering a row that may be live
+                    return "gone" if expired_for_s >= START_GRACE.total_seconds() else "starting"
+                return "live" if desc.status == WorkflowExecutionStatus.RUNNING else "gone"
+
+        states = await asyncio.gather(*(state(*e) for e in expired))
+        live = [(i, a) for (i, a, _), st in zip(expired, states, strict=True) if st == "live"]
+        gone = [i for (i, _, _), st in zip(expired, states, strict=True) if st == "gone"]
+        if live:
+            await self.repo.extend_leases(live, self.poll.lease_ms)
+        if gone:
+            activity.logger.warning("recovering rows whose attempt is gone", extra={"count": len(gone), "ids": gone})
+        return gone
 
     @activity.defn(name="trigger_notification_by_id")
     async def trigger_notification_by_id(self, request: TriggerRequest) -> TriggerResult:
         """One attempt at one notification (see xnovu.trigger)."""
         started = time.perf_counter()
         try:
-            result = await self.processor.process(request.notification_id, request.attempt)
+            result = await self.processor.process(
+                request.notification_id, request.attempt, time_budget_s=request.time_budget_s, piece=request.piece
+            )
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()
             activity.logger.error("Novu refused the API key", extra={"notification_id": request.notification_id})
@@ -87,7 +155,8 @@ class XnovuActivities:
         concurrency = request.concurrency or self.poll.trigger_concurrency
         started = time.perf_counter()
         try:
-            results = await self.processor.process_many(request.notification_ids, concurrency)
+            async with _heartbeating():
+                results = await self.processor.process_many(request.notification_ids, concurrency)
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()
             raise ApplicationError(
@@ -96,3 +165,21 @@ class XnovuActivities:
         for r in results:
             METRICS.observe_result(r, (time.perf_counter() - started) / max(1, len(results)))
         return results
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a long activity runs, so Temporal tells a dead worker from a busy one."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -19,11 +20,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from xnovu import __version__
 from xnovu.config import Settings
 from xnovu.db.budget import PostgresTokenBudget
-from xnovu.db.repository import Repository, connect
+from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
 from xnovu.health import HealthServer
 from xnovu.metrics import METRICS
-from xnovu.novu.client import NovuClient
+from xnovu.novu.client import BULK_COST, NovuClient
 from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
 from xnovu.temporal.activities import PollSettings, XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
@@ -81,16 +82,33 @@ def build_processor(settings: Settings, repo: Repository, novu: NovuClient) -> N
     )
 
 
-def build_activities(settings: Settings, repo: Repository, novu: NovuClient) -> XnovuActivities:
+#: Claims keep in flight at most this many seconds of the Novu token budget (back-pressure; README "Lease,
+#: fencing and back-pressure"), and at most this many batches of rows.
+CLAIM_HORIZON_S = 10
+CLAIM_BATCHES_IN_FLIGHT = 5
+
+
+def claim_limits(settings: Settings) -> ClaimLimits:
+    """What the deployment may have claimed and unfinished at once, from the token budget and the batch size."""
+    return ClaimLimits(
+        max_rows=CLAIM_BATCHES_IN_FLIGHT * settings.poll_batch_size,
+        max_tokens=max(BULK_COST, math.ceil(settings.novu_rate_limit_rps * CLAIM_HORIZON_S)),
+    )
+
+
+def build_activities(
+    settings: Settings, repo: Repository, novu: NovuClient, temporal: Client | None = None
+) -> XnovuActivities:
     poll = PollSettings(
         batch_size=settings.poll_batch_size,
         lease_ms=settings.processing_lease_ms,
+        limits=claim_limits(settings),
         # Look ahead two ticks so a late tick never makes a send late (SPEC §4: at least one interval).
         scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
         enterprise_id=settings.poll_enterprise_id,
         trigger_concurrency=settings.trigger_concurrency,
     )
-    return XnovuActivities(repo, build_processor(settings, repo, novu), poll)
+    return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal)
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
@@ -170,7 +188,7 @@ class WorkerManager:
             raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
         self.client = await _with_retries("Temporal", lambda: connect_temporal(s), self.connect_timeout_s)
         await bootstrap(self.client, s)
-        self.activities = build_activities(s, self.repo, self.novu)
+        self.activities = build_activities(s, self.repo, self.novu, self.client)
         self.worker = build_worker(self.client, s, self.activities)
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
         if self._with_health:

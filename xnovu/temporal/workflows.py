@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         PollResult,
         TriggerRequest,
         TriggerResult,
+        child_id,
     )
     from xnovu.temporal import searchattrs
     from xnovu.temporal.activities import XnovuActivities
@@ -38,8 +39,22 @@ CLAIM_TIMEOUT = timedelta(seconds=30)
 CLAIM_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=5
 )
-#: One trigger attempt: bounded well below the processing lease, so a lease never expires under a live attempt.
-TRIGGER_TIMEOUT = timedelta(minutes=2)
+#: An attempt runs as a sequence of pieces, each a local activity that starts Novu requests for at most
+#: PIECE_BUDGET and then reports IN_PROGRESS; the next piece resumes from the delivery ledger under the same claim.
+#: Why pieces rather than one long activity: an attempt's length depends on the recipients and on the token budget
+#: shared with every other attempt (10 000 recipients at 60 tokens/s take ~3 minutes, 100 000 at 600/s as long),
+#: so no fixed timeout fits; a bounded piece keeps each local activity short, a crash costs at most one piece (its
+#: progress is already in the ledger), and the attempt's workflow stays open, which is what tells the failed poll
+#: that the attempt is alive (README "Lease, fencing and back-pressure").
+PIECE_BUDGET = timedelta(seconds=30)
+#: A piece stops starting requests after PIECE_BUDGET; requests under way finish (each bounded by NOVU_TIMEOUT_MS,
+#: at most 2 minutes, with two quick retries), so this bound is never what ends a healthy piece.
+TRIGGER_TIMEOUT = timedelta(minutes=10)
+#: Pieces per run before continue-as-new, so the history of a very long attempt stays small.
+PIECES_PER_RUN = 100
+#: A poll that found rows but no room in flight (back-pressure) claims again after this, doubling up to the cap.
+CAPACITY_WAIT = timedelta(seconds=1)
+CAPACITY_WAIT_MAX = timedelta(seconds=8)
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -48,12 +63,10 @@ TRIGGER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
-BATCH_TIMEOUT = timedelta(minutes=30)
-
-
-def child_id(notification_id: int, attempt: int) -> str:
-    """The one workflow id an attempt may run under: duplicates are impossible by construction (I4)."""
-    return f"notification-{notification_id}-a{attempt}"
+#: A batch may hold notifications with many recipients: generous overall, and a heartbeat tells a dead worker
+#: from a busy one.
+BATCH_TIMEOUT = timedelta(hours=24)
+BATCH_HEARTBEAT = timedelta(minutes=1)
 
 
 @workflow.defn(name="NotificationTriggerWorkflow")
@@ -62,16 +75,23 @@ class NotificationTriggerWorkflow:
 
     @workflow.run
     async def run(self, inp: NotificationInput) -> TriggerResult:
-        if inp.scheduled_for is not None:
+        if inp.scheduled_for is not None and inp.pieces_before == 0:
             delay = (inp.scheduled_for - workflow.now()).total_seconds()
             if delay > 0:
                 await workflow.sleep(delay)
-        return await workflow.execute_local_activity_method(
-            XnovuActivities.trigger_notification_by_id,
-            TriggerRequest(inp.notification_id, inp.attempt),
-            start_to_close_timeout=TRIGGER_TIMEOUT,
-            retry_policy=TRIGGER_RETRY,
-        )
+        attempt, piece = inp.attempt, inp.pieces_before
+        while True:
+            result = await workflow.execute_local_activity_method(
+                XnovuActivities.trigger_notification_by_id,
+                TriggerRequest(inp.notification_id, attempt, PIECE_BUDGET.total_seconds(), piece),
+                start_to_close_timeout=TRIGGER_TIMEOUT,
+                retry_policy=TRIGGER_RETRY,
+            )
+            if not result.more:
+                return result
+            attempt, piece = result.attempt, piece + 1
+            if piece - inp.pieces_before >= PIECES_PER_RUN:
+                workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece))
 
 
 @workflow.defn(name="TriggerMultipleNotificationsWorkflow")
@@ -84,6 +104,7 @@ class TriggerMultipleNotificationsWorkflow:
             XnovuActivities.trigger_multiple_notifications_by_id,
             request,
             start_to_close_timeout=BATCH_TIMEOUT,
+            heartbeat_timeout=BATCH_HEARTBEAT,
             retry_policy=TRIGGER_RETRY,
         )
 
@@ -108,6 +129,13 @@ class PollNotificationsWorkflow:
         if len(batch.rows) >= batch.batch_size:
             # More rows may be waiting: drain them now, not a tick later, in a fresh run (small history).
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1))
+        if batch.capacity_limited:
+            # Rows are waiting, but as much is in flight as can be sent: claim again as soon as some finish
+            # (backing off while nothing does), rather than a whole tick later.
+            waits = 0 if batch.rows else inp.capacity_waits + 1
+            wait = min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX)
+            await workflow.sleep(wait)
+            workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         return PollResult(
             inp.kind, claimed=len(batch.rows), started=started, already_running=already, batches=inp.batches_before + 1
         )

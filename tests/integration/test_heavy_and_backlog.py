@@ -1,0 +1,294 @@
+"""Loads xnovu exists for, on the real stack: heavy notifications, backlogs deeper than the lease, live leases,
+fencing, held workflows and rows left behind by the original TypeScript worker.
+
+Real Postgres, real Temporal dev server, real HTTP emulator; real time with short intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from tests.support import Env, eventually, processor_for
+from xnovu.db.repository import ClaimLimits
+from xnovu.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
+from xnovu.temporal import workflows
+from xnovu.temporal.connection import connect_temporal
+
+SET_PUBLISH = "UPDATE notify.ent_notification SET publish_status = $2::text::shared_types.publish_status WHERE id = $1"
+
+
+async def _no_duplicates(env: Env, expected: int) -> None:
+    stats = env.stats()
+    pairs = Counter((e["subscriberId"], e["transactionId"]) for e in env.deliveries())
+    assert stats["duplicate_deliveries"] == 0 and max(pairs.values()) == 1, "I2: every recipient at most once"
+    assert stats["deliveries"] == expected
+
+
+async def test_heavy_notification_with_idempotency_off_ends_sent_with_every_recipient_once(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 500 recipients on a budget of 50 tokens/s take ~28 s: far past the lease, in many pieces of 2 s."""
+    monkeypatch.setattr(workflows, "PIECE_BUDGET", timedelta(seconds=2))
+    env.configure_emulator(idempotency=False)
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=1_500)
+    async with env.worker(novu_rate_limit_rps=50, processing_lease_ms=4_000, max_attempts=2) as manager:
+        await eventually(lambda: env.all_in([nid], "SENT", "FAILED"), timeout=90, interval=0.5)
+        assert manager.client is not None
+        handle = manager.client.get_workflow_handle(child_id(nid, 1))
+        result = await handle.result()
+        history = await handle.fetch_history()
+    row = await env.row(nid)
+    assert row["status"] == "SENT" and row["attempts"] == 1, "one attempt, never recovered while it was alive"
+    await _no_duplicates(env, 1_500)
+    pieces = sum(1 for e in history.events if e.HasField("marker_recorded_event_attributes"))
+    assert pieces >= 3, f"the attempt ran in pieces, got {pieces}"
+    # What crosses Temporal and what the row keeps stay small whatever the number of recipients.
+    assert result["outcome"] == "sent" and result["success_count"] == 1_500
+    assert len(result["results"]) <= MAX_RESULT_ENTRIES and len(json.dumps(result)) < 64_000
+    details = row["error_details"]
+    assert details["successCount"] == 1_500 and details["totalRecipients"] == 1_500
+    assert len(details["results"]) <= MAX_RESULT_ENTRIES and len(json.dumps(details)) < 64_000
+    ledger = await env.repo.pool.fetchval(
+        "SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = $1 AND status = 'SENT'", nid
+    )
+    assert ledger == 1_500, "the ledger holds every recipient"
+
+
+async def test_backlog_deeper_than_the_lease_is_sent_in_order_once_without_dead_letters(env: Env) -> None:
+    """150 rows at 4 tokens/s need ~13 s past the budget's burst: longer than the 3 s lease, with 2 attempts max."""
+    env.configure_emulator(idempotency=False)
+    wf = await env.workflow("welcome")
+    ids = await env.insert(wf, 150)
+    async with env.worker(novu_rate_limit_rps=4, processing_lease_ms=3_000, max_attempts=2):
+        await eventually(lambda: env.all_in(ids, "SENT", "FAILED"), timeout=90, interval=0.5)
+    rows = await env.repo.pool.fetch(
+        "SELECT id, notification_status::text AS s, attempts, dead_lettered_at FROM notify.ent_notification"
+    )
+    assert Counter(r["s"] for r in rows) == {"SENT": 150}
+    assert {r["attempts"] for r in rows} == {1}, "every row attempted once: attempts count only attempts that ran"
+    await _no_duplicates(env, 150)
+
+
+async def test_claims_stop_at_what_the_deployment_can_send(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    await env.insert(wf, 5, recipients=40)
+    limits = ClaimLimits(max_rows=100, max_tokens=100)
+    first = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=limits)
+    assert len(first.rows) == 2 and first.capacity_limited, "80 tokens fit in 100, a third row of 40 does not"
+    second = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=limits)
+    assert second.rows == [] and second.capacity_limited, "nothing more while 80 tokens are in flight"
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'SENT' WHERE notification_status = 'PROCESSING'"
+    )
+    third = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=limits)
+    assert len(third.rows) == 2
+
+
+async def test_a_notification_bigger_than_the_whole_budget_is_claimed_alone(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    [big, small] = await env.insert(wf, 2, recipients=300)
+    limits = ClaimLimits(max_rows=100, max_tokens=100)
+    batch = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=limits)
+    assert [c.notification_id for c in batch.rows] == [big] and batch.capacity_limited
+    assert small
+
+
+def test_claim_limits_keep_the_longest_prefix_that_fits() -> None:
+    limits = ClaimLimits(max_rows=3, max_tokens=10)
+    assert limits.prefix(0, 0, [4, 4, 4]) == 2
+    assert limits.prefix(0, 0, [50]) == 1, "alone when nothing is in flight"
+    assert limits.prefix(1, 1, [50]) == 0
+    assert limits.prefix(2, 2, [1, 1]) == 1, "row bound"
+    assert limits.prefix(0, 0, []) == 0
+
+
+async def test_a_live_attempt_keeps_its_claim_past_the_lease_and_a_dead_one_is_recovered(env: Env) -> None:
+    """The lease means "the attempt is dead", never "slow": Temporal says which."""
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    client = await connect_temporal(env.settings)
+    async with env.worker(processing_lease_ms=2_000, poll_interval_ms=3_600_000):
+        # An attempt whose workflow is alive (here: waiting on a long durable timer) but whose lease ran out.
+        await env.execute(
+            "UPDATE notify.ent_notification SET notification_status = 'PROCESSING', attempts = 1, "
+            "next_attempt_at = now() - interval '1 second' WHERE id = $1",
+            nid,
+        )
+        handle = await client.start_workflow(
+            "NotificationTriggerWorkflow",
+            NotificationInput(nid, 1, datetime.now(UTC) + timedelta(minutes=10)),
+            id=child_id(nid, 1),
+            task_queue=env.settings.temporal_task_queue,
+        )
+
+        async def lease_renewed() -> bool:
+            row = await env.row(nid)
+            return row["next_attempt_at"] > datetime.now(UTC) + timedelta(milliseconds=200)
+
+        await eventually(lease_renewed, timeout=15)
+        await asyncio.sleep(2.5)  # several failed-poll ticks of 1 s: still the same attempt
+        row = await env.row(nid)
+        assert row["status"] == "PROCESSING" and row["attempts"] == 1
+        await handle.terminate("operator terminated the attempt")
+        assert (await handle.describe()).status is WorkflowExecutionStatus.TERMINATED
+        await eventually(lambda: env.all_in([nid], "SENT"), timeout=20)
+    row = await env.row(nid)
+    assert row["attempts"] == 2, "recovered as a fresh attempt once its workflow was gone"
+    await _no_duplicates(env, 1)
+
+
+@pytest.mark.parametrize("how", ["recovered", "retracted", "unpublished"])
+async def test_an_attempt_that_lost_its_claim_sends_no_further_request(env: Env, how: str) -> None:
+    """Every Novu request is fenced on the claim: a recovered, retracted or unpublished row stops the old attempt
+    before its next request (one bulk of 100 is in flight when the claim goes)."""
+    env.configure_emulator(latency_ms=700, idempotency=False)
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=300)
+    async with processor_for(env) as processor:
+        processor.request_concurrency = 1
+        task = asyncio.create_task(processor.process(nid))
+        await eventually(lambda: _requests_started(env), timeout=10, interval=0.02)
+        if how == "recovered":  # what a failed poll's claim of attempt 2 does
+            await env.execute("UPDATE notify.ent_notification SET attempts = 2 WHERE id = $1", nid)
+        elif how == "retracted":
+            assert await env.repo.retract(nid, "customer cancelled")
+        else:
+            await env.execute(SET_PUBLISH, nid, "DRAFT")
+        result = await task
+    assert env.stats()["deliveries"] == 100, "only the request already under way"
+    row = await env.row(nid)
+    expected = {"recovered": "PROCESSING", "retracted": "RETRACTED", "unpublished": "PENDING"}[how]
+    assert row["status"] == expected
+    assert result.outcome in (Outcome.SKIPPED, Outcome.REJECTED) and result.success_count == 100
+    sent = await env.repo.pool.fetchval(
+        "SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = $1 AND status = 'SENT'", nid
+    )
+    assert sent == 100, "the request's outcome is in the ledger as soon as it is known"
+
+
+async def _requests_started(env: Env) -> bool:
+    return bool(env.stats()["requests"] >= 1)
+
+
+async def test_a_retry_after_a_crash_resumes_with_the_unacknowledged_recipients(env: Env) -> None:
+    """Outcomes are recorded per request: an attempt cut short (worker crash) leaves what was sent in the ledger,
+    and the retry of the same attempt sends only the rest (the request cut off in flight is replayed by Novu under
+    its unchanged Idempotency-Key)."""
+    env.configure_emulator(latency_ms=300)
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=500)
+    async with processor_for(env) as processor:
+        processor.request_concurrency = 1
+        task = asyncio.create_task(processor.process(nid, 1))
+
+        async def two_recorded() -> bool:
+            n = await env.repo.pool.fetchval(
+                "SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = $1", nid
+            )
+            return bool(n >= 200)
+
+        await eventually(two_recorded, timeout=20, interval=0.05)
+        task.cancel()  # the worker dies mid-attempt
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await processor.process(nid, 1)  # Temporal retries the same attempt
+    assert result.outcome is Outcome.SENT and result.success_count == 500
+    await _no_duplicates(env, 500)
+    # 5 bulks, plus the one cut off and its 409 (still in flight at Novu when retried): a retry that resent the
+    # recorded bulks would make 8 or more.
+    assert env.stats()["requests"] <= 7, "recorded recipients are not resent"
+
+
+@pytest.mark.parametrize(
+    ("change", "restore"),
+    [
+        ("publish_status = 'DRAFT'", "publish_status = 'PUBLISH'"),
+        ("deactivated = true", "deactivated = false"),
+    ],
+)
+async def test_a_draft_or_deactivated_workflow_holds_its_notifications_back(
+    env: Env, change: str, restore: str
+) -> None:
+    wf = await env.workflow("welcome")
+    await env.execute(f"UPDATE notify.ent_notification_workflow SET {change} WHERE id = $1", wf)
+    ids = await env.insert(wf, 3)
+    async with env.worker():
+        await asyncio.sleep(3)  # three ticks of every poll
+        rows = [await env.row(i) for i in ids]
+        assert all(r["status"] == "PENDING" and r["attempts"] == 0 for r in rows), "held back, not claimed"
+        assert all(r["dead_lettered_at"] is None for r in rows) and env.stats()["requests"] == 0
+        await env.execute(f"UPDATE notify.ent_notification_workflow SET {restore} WHERE id = $1", wf)
+        await eventually(lambda: env.all_in(ids, "SENT"), timeout=20)
+
+
+@pytest.mark.parametrize("state", ["DISCARD", "DELETED"])
+async def test_a_discarded_or_deleted_workflow_dead_letters_its_notifications_with_the_reason(
+    env: Env, state: str
+) -> None:
+    wf = await env.workflow("welcome")
+    await env.execute(
+        "UPDATE notify.ent_notification_workflow SET publish_status = $2::text::shared_types.publish_status "
+        "WHERE id = $1",
+        wf,
+        state,
+    )
+    [nid] = await env.insert(wf)
+    async with env.worker():
+        await eventually(lambda: env.all_in([nid], "FAILED"), timeout=20)
+    row = await env.row(nid)
+    assert row["dead_lettered_at"] is not None and state in row["error_details"]["error"]
+    assert env.stats()["requests"] == 0
+
+
+async def test_unpublish_republish_cycles_never_use_up_the_attempts(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    limits = ClaimLimits(max_rows=100, max_tokens=100)
+    async with processor_for(env, max_attempts=2) as processor:
+        for _ in range(5):
+            [claimed] = (await env.repo.claim(PollKind.NEW, batch_size=1, lease_ms=60_000, limits=limits)).rows
+            await env.execute(SET_PUBLISH, nid, "DRAFT")
+            result = await processor.process(nid, claimed.attempt)
+            assert result.outcome is Outcome.REJECTED and result.notification_status == "PENDING"
+            await env.execute(SET_PUBLISH, nid, "PUBLISH")
+        row = await env.row(nid)
+        assert row["attempts"] == 0 and row["status"] == "PENDING"
+        result = await processor.process(nid)
+    assert result.outcome is Outcome.SENT and result.attempt == 1
+
+
+async def test_rows_left_by_the_original_worker_are_taken_over(env: Env) -> None:
+    """The TypeScript worker had no next_attempt_at: its PROCESSING and FAILED rows are picked up, SENT ones never."""
+    wf = await env.workflow("welcome")
+    [stuck, failed, pending, sent, orphan] = await env.insert(wf, 5)
+    await env.execute("ALTER TABLE notify.ent_notification ALTER COLUMN notification_workflow_id DROP NOT NULL")
+    await env.execute("ALTER TABLE notify.ent_notification DISABLE TRIGGER xnovu_touch_updated_at")
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'PROCESSING', "
+        "updated_at = now() - interval '1 hour' WHERE id = $1",
+        stuck,
+    )
+    await env.execute("UPDATE notify.ent_notification SET notification_status = 'FAILED' WHERE id = $1", failed)
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'SENT', updated_at = now() - interval '1 day' "
+        "WHERE id = $1",
+        sent,
+    )
+    await env.execute("UPDATE notify.ent_notification SET notification_workflow_id = NULL WHERE id = $1", orphan)
+    await env.execute("ALTER TABLE notify.ent_notification ENABLE TRIGGER xnovu_touch_updated_at")
+    before_sent = await env.row(sent)
+    async with env.worker(processing_lease_ms=60_000):
+        await eventually(lambda: env.all_in([stuck, failed, pending], "SENT"), timeout=30)
+        await eventually(lambda: env.all_in([orphan], "FAILED"), timeout=10)
+    assert (await env.row(sent)) == before_sent, "a SENT row is never touched"
+    row = await env.row(orphan)
+    assert row["dead_lettered_at"] is not None and "does not exist" in row["error_details"]["error"]
+    assert {(await env.row(i))["attempts"] for i in (stuck, failed, pending)} == {1}
+    await _no_duplicates(env, 3)
