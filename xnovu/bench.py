@@ -84,6 +84,10 @@ class BenchPlan:
     latency_samples: int
     scheduled_rows: int
     backlog_n: int
+    heavy_recipients: int = 10_000
+    """Recipients of the one heavy row sent at the emulator's unlimited rate."""
+    limited_recipients: int = 1_500
+    """Recipients of the one row sent on a budget of LIMITED_RPS tokens/s (floor: limited_recipients / LIMITED_RPS)."""
     start_concurrency: int = 50
     """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
     warmup: int = 20
@@ -98,6 +102,8 @@ QUICK = BenchPlan(
     latency_samples=10,
     scheduled_rows=10,
     backlog_n=1000,
+    heavy_recipients=2_000,
+    limited_recipients=300,
 )
 FULL = BenchPlan(
     ceiling_n=2000,
@@ -109,6 +115,8 @@ FULL = BenchPlan(
     backlog_n=10_000,
 )
 
+#: Token budget of the rate-limited heavy phase (a bulk of 100 recipients costs 100 tokens, so 10 recipients/s).
+LIMITED_RPS = 10.0
 #: Poll interval of all three schedules during the bench (the issue's "1 s poll").
 POLL_INTERVAL_MS = 1000
 #: Scheduled rows are due this far ahead (seconds, uniform), so each one goes through the look-ahead and a timer.
@@ -151,6 +159,12 @@ class BenchResult:
     schedule_error_p99_s: float
     backlog_per_s: float
     rss_mb: float
+    heavy_recipients_per_s: float = 0.0
+    """One row with `heavy_recipients` recipients, commit → SENT, at the emulator's unlimited rate."""
+    limited_send_s: float = 0.0
+    """One row with `limited_recipients` recipients on a budget of LIMITED_RPS tokens/s, commit → SENT."""
+    limited_floor_s: float = 0.0
+    """What the budget allows at best for that row: recipients / LIMITED_RPS."""
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -202,6 +216,12 @@ def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
             r.backlog_per_s >= 0.8 * r.ceiling_per_s,
         ),
         TargetCheck("rss_mb", r.rss_mb, "≤ 200 MB", r.rss_mb <= 200.0),
+        TargetCheck(
+            "limited_send_s",
+            r.limited_send_s,
+            f"≤ 1.1 x floor = {1.1 * r.limited_floor_s:.0f} s",
+            0 < r.limited_send_s <= 1.1 * r.limited_floor_s,
+        ),
     ]
 
 
@@ -570,11 +590,11 @@ class Bench:
 
     # -- the xnovu worker
 
-    async def start_worker(self) -> None:
+    async def start_worker(self, **overrides: Any) -> None:
         """`xnovu worker start` as a subprocess; ready once /health says so (Temporal polled, DB answering)."""
-        self.worker = ChildProcess.spawn(
-            "worker", ["-m", "xnovu", "worker", "start"], settings_env(self.settings), self.base
-        )
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        argv = ["-m", "xnovu", "worker", "start"]
+        self.worker = ChildProcess.spawn("worker", argv, settings_env(settings), self.base)
         self.rss = RssSampler(self.worker.process.pid)
         self._rss_task = asyncio.create_task(self.rss.run(), name="bench-rss")
         await self.worker.wait_healthy(f"http://127.0.0.1:{self.settings.worker_health_port}/health", 90)
@@ -705,8 +725,15 @@ class Bench:
         latency = await self.latency()
         schedule_errors = await self.scheduled()
         backlog = await self.throughput("backlog drain", plan.backlog_n)
+        heavy = await self.throughput(f"heavy: 1 row x {plan.heavy_recipients}", 1, plan.heavy_recipients)
         assert self.rss is not None
         self.rss.sample()
+        rss_peak_mb = self.rss.peak_mb  # the worker below is another process, for a light phase
+        # The same kind of row on Novu's free-tier-like budget: a worker whose NOVU_RATE_LIMIT_RPS is LIMITED_RPS.
+        await self._restart_worker(novu_rate_limit_rps=LIMITED_RPS)
+        limited = await self.throughput(
+            f"heavy on {LIMITED_RPS:g} tokens/s: 1 row x {plan.limited_recipients}", 1, plan.limited_recipients
+        )
         return BenchResult(
             ceiling_per_s=ceiling,
             e2e_per_s=e2e,
@@ -717,8 +744,21 @@ class Bench:
             schedule_error_p50_s=percentile(schedule_errors, 50),
             schedule_error_p99_s=percentile(schedule_errors, 99),
             backlog_per_s=backlog,
-            rss_mb=self.rss.peak_mb,
+            rss_mb=rss_peak_mb,
+            heavy_recipients_per_s=heavy,
+            limited_send_s=plan.limited_recipients / limited,
+            limited_floor_s=plan.limited_recipients / LIMITED_RPS,
         )
+
+    async def _restart_worker(self, **overrides: Any) -> None:
+        """Stop the xnovu worker (gracefully) and start one with other settings."""
+        assert self.worker is not None
+        if self._rss_task is not None:
+            self._rss_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rss_task
+        await asyncio.to_thread(self.worker.stop)
+        await self.start_worker(**overrides)
 
 
 async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: Console) -> BenchResult:

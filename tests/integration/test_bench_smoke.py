@@ -36,6 +36,9 @@ JSON_KEYS = {
     "schedule_error_p99_s",
     "backlog_per_s",
     "rss_mb",
+    "heavy_recipients_per_s",
+    "limited_send_s",
+    "limited_floor_s",
 }
 
 #: Every figure exactly on its target: each rule is inclusive, so this passes everything.
@@ -50,6 +53,9 @@ ON_TARGET = BenchResult(
     schedule_error_p99_s=1.0,
     backlog_per_s=80.0,
     rss_mb=200.0,
+    heavy_recipients_per_s=3000.0,
+    limited_send_s=165.0,
+    limited_floor_s=150.0,
 )
 
 
@@ -93,6 +99,7 @@ def test_figures_exactly_on_target_pass() -> None:
         "schedule_error_p99_s",
         "backlog_per_s",
         "rss_mb",
+        "limited_send_s",
     }
 
 
@@ -106,6 +113,7 @@ def test_figures_exactly_on_target_pass() -> None:
         ({"schedule_error_p99_s": 1.01}, "schedule_error_p99_s"),
         ({"backlog_per_s": 79.9}, "backlog_per_s"),  # < 0.8 x ceiling (100)
         ({"rss_mb": 200.1}, "rss_mb"),
+        ({"limited_send_s": 165.1}, "limited_send_s"),  # > 1.1 x floor (150 s)
     ],
 )
 def test_each_target_misses_just_past_its_limit(change: dict[str, float], missed: str) -> None:
@@ -132,7 +140,7 @@ def test_table_shows_every_figure_with_pass_or_miss() -> None:
     text = buf.getvalue()
     for key in JSON_KEYS:
         assert key in text
-    assert text.count("pass") == 6
+    assert text.count("pass") == 7
     assert text.count("miss") == 1
 
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import random
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,7 @@ from xnovu.novu.client import (
     EventOutcome,
     NovuClient,
     RecipientEvent,
+    SendControl,
     _parse_retry_after,
     classify,
     idempotency_key_for,
@@ -528,3 +531,68 @@ async def test_check_auth_unreachable() -> None:
     async with client_for(rec) as client:
         ok, message = await client.check_auth()
     assert not ok and "could not reach Novu" in message
+
+
+# --- SendControl: fences, per-request outcomes, deadlines, and failures that are not Novu's ----------------------
+
+
+async def test_each_request_reports_its_outcomes_as_soon_as_it_has_them() -> None:
+    recorder = Recorder(novu_ok)
+    seen: list[int] = []
+
+    async def on_outcomes(outcomes: Any) -> None:
+        seen.append(len(outcomes))
+
+    outcomes = await send(client_for(recorder), make_events(203), control=SendControl(on_outcomes=on_outcomes))
+    assert sorted(seen) == [1, 1, 1, 100, 100], "one call per request, 2 bulks and 3 singles"
+    assert all(o.outcome == "acknowledged" for o in outcomes)
+
+
+async def test_a_lost_claim_stops_the_request_and_every_later_one() -> None:
+    recorder = Recorder(novu_ok)
+    answers = iter([True, False])
+
+    async def fence() -> bool:
+        return next(answers, False)
+
+    outcomes = await send(
+        client_for(recorder), make_events(300), concurrency=1, control=SendControl(before_request=fence)
+    )
+    assert len(recorder.requests) == 1, "only the request fenced while the claim was held"
+    assert Counter(o.outcome for o in outcomes) == {"acknowledged": 100, "unsent": 200}
+
+
+async def test_requests_not_started_by_the_deadline_come_back_unsent() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return await novu_ok(request)
+
+    recorder = Recorder(slow)
+    deadline = time.monotonic() + 0.1
+    outcomes = await send(
+        client_for(recorder), make_events(300), concurrency=1, control=SendControl(deadline=deadline)
+    )
+    assert len(recorder.requests) == 1, "the request under way finished; none started after the deadline"
+    assert Counter(o.outcome for o in outcomes) == {"acknowledged": 100, "unsent": 200}
+
+
+async def test_a_database_timeout_in_the_token_budget_is_raised_not_reported_as_a_novu_timeout() -> None:
+    class TimingOutBudget(FakeBudget):
+        async def acquire(self, cost: int) -> None:
+            raise TimeoutError("the budget row did not answer")
+
+    recorder = Recorder(novu_ok)
+    with pytest.raises(TimeoutError):
+        await send(client_for(recorder, budget=TimingOutBudget()), make_events(3))
+    assert recorder.requests == []
+
+
+async def test_a_failing_ledger_write_stops_the_sibling_requests() -> None:
+    async def on_outcomes(outcomes: Any) -> None:
+        raise ConnectionResetError("the database went away")
+
+    recorder = Recorder(novu_ok)
+    with pytest.raises(ConnectionResetError):
+        await send(client_for(recorder), make_events(5), concurrency=1, control=SendControl(on_outcomes=on_outcomes))
+    await asyncio.sleep(0.1)
+    assert len(recorder.requests) == 1, "no request starts after the attempt failed"

@@ -459,11 +459,18 @@ class NovuClient:
             start += size
         # A TaskGroup, not gather: when one chunk fails (its ledger write, the fence), the others are cancelled
         # instead of sending on after the attempt has given up.
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._run_chunk(i, kind == "bulk", chunk, workflow_key, payload, overrides, state))
-                for i, (kind, chunk) in enumerate(chunks)
-            ]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(
+                        self._run_chunk(i, kind == "bulk", chunk, workflow_key, payload, overrides, state)
+                    )
+                    for i, (kind, chunk) in enumerate(chunks)
+                ]
+        except BaseExceptionGroup as failed:
+            # The first failure is the cause (the others are the same database outage seen by siblings): raise it
+            # as itself, so callers classify it (transient database error, configuration) like any other.
+            raise failed.exceptions[0] from None
         return [outcome for task in tasks for outcome in task.result()]
 
     def _event_body(
@@ -496,6 +503,10 @@ class NovuClient:
         """Send one chunk with quick retries; the chunk's events share one request and one key."""
         try:
             return await self._send_chunk(index, bulk, chunk, workflow_key, payload, overrides, state)
+        except BaseException:
+            # Siblings may be woken before the TaskGroup cancels them: they must not start a request.
+            state.stopped = state.stopped or "not sent: the attempt failed"
+            raise
         finally:
             if index == 0:
                 state.first_response.set()
@@ -560,7 +571,8 @@ class NovuClient:
                 return outcomes([_EntryResult("config", error)] * len(chunk), status, None, generation)
             async with state.slots:
                 # Order matters: tokens first (may wait), then the fence, then the request, so that nothing is
-                # sent on a claim that was lost while this request waited for its turn.
+                # sent on a claim that was lost while this request waited for its turn; and the outcome is reported
+                # before the slot is freed, so no sibling starts while a failure to record it is on its way.
                 reason = state.unsent_reason()
                 if reason is not None and attempt_no == 0:
                     return await unsent(reason)
@@ -569,41 +581,39 @@ class NovuClient:
                 if state.stopped is None and control.before_request is not None and not await control.before_request():
                     state.stopped = "not sent: this attempt no longer holds the notification's claim"
                 if state.stopped is not None:
-                    # A retry of a request already sent: its first outcome stands (recorded below), nothing more.
+                    # A retry of a request already sent: its first outcome stands, nothing more is sent.
                     return await unsent(state.stopped) if attempt_no == 0 else await settled(last)
                 key = idempotency_key_for(tx_ids, generation)
                 attempt = await self._attempt(bulk, len(chunk), content, key)
-            if index == 0:
-                state.first_response.set()
-
-            definite_next = generation if attempt.ambiguous else generation + 1
-            cfg = attempt.config
-            if cfg is not None:
-                if state.config_error is None:
-                    state.config_error = (attempt.status, cfg.error or "Novu configuration error")
-                    logger.error("Novu configuration error: %s", self._redact(cfg.error or ""))
-                return await settled(outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next))
-            if attempt.status == 429 and attempt.retry_after_s is not None and self._budget is not None:
-                self._budget.penalize(attempt.retry_after_s)
-            last = outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
-            if attempt.transient and attempt_no < self._quick_retries:
-                delay = attempt.retry_after_s if attempt.retry_after_s is not None else 0.5 * 2**attempt_no
-                delay = min(delay, self._max_retry_sleep_s)
-                logger.warning(
-                    "Novu transient failure, retrying",
-                    extra={
-                        "http_status": attempt.status,
-                        "events": len(chunk),
-                        "retry": attempt_no + 1,
-                        "delay_s": delay,
-                        "same_key": attempt.ambiguous,
-                    },
-                )
-                await asyncio.sleep(delay)
-                generation = definite_next
-                attempt_no += 1
-                continue
-            return await settled(last)
+                if index == 0:
+                    state.first_response.set()
+                definite_next = generation if attempt.ambiguous else generation + 1
+                last = outcomes(attempt.entries, attempt.status, attempt.retry_after_s, definite_next)
+                cfg = attempt.config
+                if cfg is not None:
+                    if state.config_error is None:
+                        state.config_error = (attempt.status, cfg.error or "Novu configuration error")
+                        logger.error("Novu configuration error: %s", self._redact(cfg.error or ""))
+                    return await settled(last)
+                if attempt.status == 429 and attempt.retry_after_s is not None and self._budget is not None:
+                    self._budget.penalize(attempt.retry_after_s)
+                if not (attempt.transient and attempt_no < self._quick_retries):
+                    return await settled(last)
+            delay = attempt.retry_after_s if attempt.retry_after_s is not None else 0.5 * 2**attempt_no
+            delay = min(delay, self._max_retry_sleep_s)
+            logger.warning(
+                "Novu transient failure, retrying",
+                extra={
+                    "http_status": attempt.status,
+                    "events": len(chunk),
+                    "retry": attempt_no + 1,
+                    "delay_s": delay,
+                    "same_key": attempt.ambiguous,
+                },
+            )
+            await asyncio.sleep(delay)
+            generation = definite_next
+            attempt_no += 1
 
     async def _attempt(self, bulk: bool, n: int, content: bytes, key: str) -> _Attempt:
         """Send once and classify, turning every httpx failure into an outcome."""
