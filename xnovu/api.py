@@ -86,16 +86,22 @@ class NotificationClient:
 
     async def async_trigger_notification_by_id(self, notification_id: int) -> TriggerResult:
         """Trigger one notification and wait for the attempt's result."""
+        return (await self.trigger_and_wait(notification_id))[1]
+
+    async def trigger_and_wait(self, notification_id: int) -> tuple[str, TriggerResult]:
+        """Start (or join) the row's attempt once and wait for it: (workflow id, result). A row already sent is
+        reported as skipped, under the workflow id of the attempt that sent it."""
         row = await (await self.repo()).load(notification_id)
         if row is not None and row.status == "SENT":
-            return TriggerResult(
+            return child_id(notification_id, row.attempts), TriggerResult(
                 notification_id,
                 Outcome.SKIPPED,
                 "SENT",
                 reason=f"notification {notification_id} was already sent",
                 attempt=row.attempts,
             )
-        return await self.result_of(notification_id, await self.start_notification(notification_id))
+        handle = await self.start_notification(notification_id)
+        return handle.id, await self.result_of(notification_id, handle)
 
     @staticmethod
     async def result_of(notification_id: int, handle: WorkflowHandle[Any, TriggerResult]) -> TriggerResult:

@@ -330,12 +330,11 @@ def trigger(
 
     async def go() -> tuple[list[str], list[Any]]:
         async with NotificationClient(settings()) as nc:
-            handles = [await nc.start_notification(i) for i in ids]
             if not wait:
-                return [h.id for h in handles], []
-            # The handles just started (or joined): starting again would use up the next attempt.
-            results = [await nc.result_of(i, h) for i, h in zip(ids, handles, strict=True)]
-            return [h.id for h in handles], results
+                return [(await nc.start_notification(i)).id for i in ids], []
+            # One start per id, then its result: starting again would use up the next attempt.
+            done = [await nc.trigger_and_wait(i) for i in ids]
+            return [wid for wid, _ in done], [result for _, result in done]
 
     wids, results = run(go())
     if as_json:

@@ -7,6 +7,7 @@ folder; each output is also checked for the fake secrets of the test stack (I6) 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import asyncpg
@@ -180,6 +181,21 @@ async def test_trigger_wait_json_sends_the_row_and_prints_the_result(env: Env, c
     assert again["workflow_ids"] == [f"notification-{nid}-a1"], "a sent row is joined, not given a new attempt"
     assert repeat["outcome"] == "skipped" and repeat["notification_status"] == "SENT", repeat
     assert env.stats()["deliveries"] == 2 and env.stats()["duplicate_deliveries"] == 0
+
+
+async def test_trigger_wait_starts_each_attempt_once(env: Env, cli: Cli) -> None:
+    """--wait waits for the attempt it started; it never starts another one (which would use up an attempt)."""
+    wf = await env.workflow("welcome")
+    async with env.worker(poll_interval_ms=DAY_MS, failed_poll_interval_ms=DAY_MS, scheduled_poll_interval_ms=DAY_MS):
+        (await cli("schedules", "pause", "--all")).ok()
+        [nid] = await env.insert(wf)
+        env.configure_emulator(error_rate=1.0)
+        res = await cli("trigger", nid, "--wait", "--json", timeout=60)
+    assert res.returncode == 1, "not sent: the command says so"
+    [result] = json.loads(res.stdout)["results"]
+    assert result["outcome"] == "retry" and result["attempt"] == 1, result
+    row = await env.row(nid)
+    assert row["status"] == "FAILED" and row["attempts"] == 1
 
 
 async def test_trigger_of_an_unknown_id_fails_with_does_not_exist(cli: Cli) -> None:
