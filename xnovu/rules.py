@@ -229,6 +229,73 @@ def _check_field(part: str, low: int, high: int, names: dict[str, int]) -> str |
     return None
 
 
+_MACRO_FIELDS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def cron_sets(expression: str) -> list[frozenset[int]]:
+    """The values each of the five fields matches (day of week 7 is 0); the expression must pass check_cron."""
+    text = _MACRO_FIELDS.get(expression.strip().lower(), expression.strip())
+    out: list[frozenset[int]] = []
+    for part, (_, low, high, names) in zip(text.split(), _FIELDS, strict=True):
+        values: set[int] = set()
+        for item in part.split(","):
+            base, _, step_text = item.partition("/")
+            step = int(step_text) if step_text else 1
+            if base in ("*", "?"):
+                first, last = low, high
+            else:
+                bounds = [names[b.upper()] if not b.isdigit() else int(b) for b in base.split("-")]
+                first = bounds[0]
+                # "5/20" means from 5 to the end in steps of 20, as in cron.
+                last = bounds[1] if len(bounds) == 2 else (high if step_text else first)
+            values.update(range(first, last + 1, step))
+        out.append(frozenset(v % 7 for v in values) if low == 0 and high == 7 else frozenset(values))
+    return out
+
+
+def _matches(sets: list[frozenset[int]], wall: datetime) -> bool:
+    """Every field matches (Temporal's calendar semantics); weekday 0 = Sunday as in cron."""
+    minute, hour, dom, month, dow = sets
+    weekday = (wall.weekday() + 1) % 7
+    return wall.minute in minute and wall.hour in hour and wall.day in dom and wall.month in month and weekday in dow
+
+
+def dst_gap_fires(cron: str, timezone: str, start: datetime, days: int = 800) -> list[datetime]:
+    """Fires whose local time does not exist (the clocks jump over it), as the instants just past the jump.
+
+    Temporal skips such a time: a rule at 02:30 Europe/Berlin would not fire at all on the last Sunday of March.
+    Like cron, xnovu fires it once the clocks have jumped (02:30 → 03:30 CEST); the sync adds these instants to
+    the rule's Schedule (a horizon of about two years, recomputed on every sync). Returned in UTC, sorted.
+    """
+    zone = ZoneInfo(timezone)
+    sets = cron_sets(cron)
+    first_day = start.astimezone(zone).date()
+    fires: set[datetime] = set()
+    for offset in range(days):
+        day = first_day.toordinal() + offset
+        midnight = datetime.fromordinal(day).replace(tzinfo=zone)
+        next_midnight = datetime.fromordinal(day + 1).replace(tzinfo=zone)
+        before, after = midnight.utcoffset(), next_midnight.utcoffset()
+        if before is None or after is None or after <= before:
+            continue  # no jump forward this day
+        for minute_of_day in range(24 * 60):
+            wall = midnight.replace(hour=minute_of_day // 60, minute=minute_of_day % 60)
+            instant = wall.astimezone(UTC)
+            if instant.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None):
+                continue  # this wall time exists
+            if _matches(sets, wall) and instant > start:
+                fires.add(instant)
+    return sorted(fires)
+
+
 def check_timezone(name: str) -> str | None:
     """None if `name` is an IANA time zone, else a readable reason."""
     if not name.strip() or name != name.strip():

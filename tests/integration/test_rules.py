@@ -259,7 +259,8 @@ async def test_the_rule_schedule_starts_a_fire_and_a_manual_trigger_for_that_tim
         desc = await eventually(lambda: _recent_action(client, rule_id), timeout=10)
         scheduled = fire_time(desc.scheduled_at)
         assert desc.action.workflow_id == f"xnovu-rule-{rule_id}-fire-{scheduled:%Y-%m-%dT%H:%M:%SZ}"
-        again = await trigger_rule(client, RuleRepository(env.repo), env.settings.temporal_task_queue, rule_id, scheduled)
+        repo = RuleRepository(env.repo)
+        again = await trigger_rule(client, repo, env.settings.temporal_task_queue, rule_id, scheduled)
         assert not again.created and again.notification_id == rows[0]["id"]
     assert len(await rule_rows(env, rule_id)) == 1
 
@@ -378,6 +379,9 @@ async def test_a_rule_at_0230_berlin_fires_once_on_the_day_the_clocks_jump(env: 
     assert local_days == ["2027-03-27", "2027-03-28", "2027-03-29", "2027-03-30"], spring
     assert [t.astimezone(BERLIN).strftime("%H:%M") for t in spring][0::2] == ["02:30", "02:30"]
 
+    assert spring[1] == datetime(2027, 3, 28, 1, 30, tzinfo=UTC), "just after the jump: 03:30 CEST"
+
+    # When the clocks go back, 02:30 happens twice: Temporal fires once.
     autumn = await matching(datetime(2027, 10, 30, 12, tzinfo=UTC), datetime(2027, 11, 1, 12, tzinfo=UTC))
     assert [t.astimezone(BERLIN).date().isoformat() for t in autumn] == ["2027-10-31", "2027-11-01"], autumn
 
@@ -390,7 +394,7 @@ async def test_the_rules_migration_runs_twice_without_touching_existing_rows(env
     rule_id = await add_rule(env, wf)
     [nid] = await env.insert(wf)
     await env.execute("UPDATE notify.ent_notification SET notification_rule_id = $2 WHERE id = $1", nid, rule_id)
-    [(version, sql)] = [(v, s) for v, s in migration_files() if v == "0006_rules"]
+    [sql] = [text for version, text in migration_files() if version == "0006_rules"]
     async with env.repo.pool.acquire() as conn:
         await conn.execute(sql)
         await conn.execute(sql)

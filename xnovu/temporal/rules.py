@@ -17,15 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
     ScheduleDescription,
     ScheduleOverlapPolicy,
     SchedulePolicy,
+    ScheduleRange,
     ScheduleSpec,
     ScheduleState,
     ScheduleUpdate,
@@ -46,6 +49,8 @@ from xnovu.rules import (
     RulePlan,
     RuleState,
     SyncReport,
+    dst_gap_fires,
+    fire_stamp,
     fire_time,
     fire_workflow_id,
     fire_workflow_prefix,
@@ -62,6 +67,8 @@ FIRE_WORKFLOW = "FireRuleWorkflow"
 FIRE_EXECUTION_TIMEOUT = timedelta(hours=1)
 #: The action memo keeps the cron as written: Temporal compiles it into calendars, so describe cannot give it back.
 CRON_MEMO = "xnovu_cron"
+#: The DST-gap fires added to the spec (their instants), compared like the cron.
+DST_MEMO = "xnovu_dst_gap_fires"
 RULE_MEMO = "rule"
 
 
@@ -80,13 +87,38 @@ def rule_schedule_config(settings: Settings) -> RuleScheduleConfig:
     )
 
 
-def desired_rule_schedule(rule: Rule, plan: RulePlan, cfg: RuleScheduleConfig) -> Schedule:
+def dst_calendars(plan: RulePlan, now: datetime) -> tuple[list[ScheduleCalendarSpec], str]:
+    """Calendar entries for fires whose local time the clocks jump over, and their memo text (see dst_gap_fires)."""
+    assert plan.cron is not None
+    zone = ZoneInfo(plan.timezone)
+    fires = dst_gap_fires(plan.cron, plan.timezone, now)
+    calendars = []
+    for instant in fires:
+        wall = instant.astimezone(zone)
+        calendars.append(
+            ScheduleCalendarSpec(
+                second=(ScheduleRange(0),),
+                minute=(ScheduleRange(wall.minute),),
+                hour=(ScheduleRange(wall.hour),),
+                day_of_month=(ScheduleRange(wall.day),),
+                month=(ScheduleRange(wall.month),),
+                year=(ScheduleRange(wall.year),),
+                comment="a fire whose local time the clocks jump over, made just after the jump",
+            )
+        )
+    return calendars, ",".join(fire_stamp(f) for f in fires)
+
+
+def desired_rule_schedule(
+    rule: Rule, plan: RulePlan, cfg: RuleScheduleConfig, now: datetime | None = None
+) -> Schedule:
     """The Schedule of a rule whose cron and timezone are valid; paused with the reason when it must not fire.
 
     BUFFER_ALL: fires missed while Temporal or the workers were down, within the catch-up window, each run once,
     in order (each has its own scheduled time and so its own notification).
     """
     assert plan.cron is not None
+    calendars, dst_memo = dst_calendars(plan, now or datetime.now(UTC))
     return Schedule(
         action=ScheduleActionStartWorkflow(
             FIRE_WORKFLOW,
@@ -94,10 +126,10 @@ def desired_rule_schedule(rule: Rule, plan: RulePlan, cfg: RuleScheduleConfig) -
             id=fire_workflow_prefix(rule.id),
             task_queue=cfg.task_queue,
             execution_timeout=FIRE_EXECUTION_TIMEOUT,
-            memo={RULE_MEMO: rule.name, CRON_MEMO: plan.cron},
+            memo={RULE_MEMO: rule.name, CRON_MEMO: plan.cron, DST_MEMO: dst_memo},
             typed_search_attributes=searchattrs.for_rule(rule.id, rule.enterprise_id),
         ),
-        spec=ScheduleSpec(cron_expressions=[plan.cron], time_zone_name=plan.timezone),
+        spec=ScheduleSpec(cron_expressions=[plan.cron], calendars=calendars, time_zone_name=plan.timezone),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ALL, catchup_window=cfg.catchup_window),
         state=ScheduleState(paused=not plan.active, note=plan.note),
     )
@@ -109,6 +141,7 @@ def _fingerprint(schedule: Schedule, memo: dict[str, Any]) -> tuple[Any, ...]:
     assert isinstance(action, ScheduleActionStartWorkflow)
     return (
         memo.get(CRON_MEMO),
+        memo.get(DST_MEMO),
         memo.get(RULE_MEMO),
         schedule.spec.time_zone_name or "UTC",
         action.workflow,
