@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xnovu.config import Settings, load_settings
@@ -469,20 +470,26 @@ def rules_list(as_json: bool = JSON_OPT) -> None:
     if not infos:
         out.print("no rules in notify.ent_notification_rule")
         return
-    table = Table("rule", "name", "cron", "timezone", "schedule", "next fire", "last fire", "problem")
+    table = Table("rule", "name", "cron (timezone)", "schedule", "next fire", "last fire")
     for i in infos:
         colour = {"active": "green", "paused": "yellow"}.get(i.state, "red" if i.trigger_type == "CRON" else "dim")
         table.add_row(
             str(i.id),
-            i.name,
-            i.cron or "-",
-            i.timezone or "-",
+            escape(i.name),
+            escape(f"{i.cron} ({i.timezone})" if i.cron else i.trigger_type),
             f"[{colour}]{i.state}[/{colour}]",
-            _when(i.next_fire),
-            _when(i.last_fire),
-            i.problem or "",
+            _short_time(i.next_fire),
+            _short_time(i.last_fire),
         )
     out.print(table)
+    # Problems go below the table, one line each: a narrow terminal never cuts a reason short.
+    for i in infos:
+        if i.problem:
+            out.print(f"rule {i.id} ({i.name}): {i.problem}", highlight=False, markup=False)
+
+
+def _short_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%MZ") if value else "-"
 
 
 @rules_app.command("sync")
@@ -498,7 +505,7 @@ def rules_sync(as_json: bool = JSON_OPT) -> None:
         ids = getattr(report, what)
         out.print(f"{what}: {', '.join(f'xnovu-rule-{i}' for i in ids) or 'none'}")
     for rule_id, problem in report.problems.items():
-        out.print(f"[yellow]rule {rule_id}[/yellow]: {problem}")
+        out.print(f"rule {rule_id}: {problem}", highlight=False, markup=False)
 
 
 @rules_app.command("trigger")
