@@ -403,3 +403,13 @@ async def test_the_rules_migration_runs_twice_without_touching_existing_rows(env
     assert (await RuleRepository(env.repo).get(rule_id)) is not None
     await env.execute("DELETE FROM notify.ent_notification_rule WHERE id = $1", rule_id)
     assert (await env.row(nid))["notification_rule_id"] is None, "ON DELETE SET NULL keeps the notification"
+
+
+async def test_the_demo_rule_is_a_valid_every_minute_rule_inserted_once(env: Env) -> None:
+    from xnovu.dev import insert_demo_rule
+    from xnovu.rules import plan_rule
+
+    first = await insert_demo_rule(env.settings)
+    assert await insert_demo_rule(env.settings) == first, "a second `xnovu dev --demo` reuses the rule"
+    rule = await RuleRepository(env.repo).get(first)
+    assert rule is not None and plan_rule(rule).active and plan_rule(rule).cron == "* * * * *"

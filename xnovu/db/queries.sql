@@ -21,6 +21,7 @@ SELECT
   to_regclass('notify.ent_notification') IS NOT NULL AS notifications,
   to_regclass('notify.ent_notification_workflow') IS NOT NULL AS workflows,
   to_regclass('notify.ent_notification_delivery') IS NOT NULL AS deliveries,
+  to_regclass('notify.xnovu_rule_fire') IS NOT NULL AS rules,
   to_regclass('notify.xnovu_schema_migrations') IS NOT NULL AS migrations;
 
 -- name: claim_new

@@ -11,6 +11,7 @@ import asyncpg
 
 from xnovu.db.queries import q
 from xnovu.db.repository import Repository
+from xnovu.errors import DatabaseError
 from xnovu.rules import FireContent, Rule
 
 
@@ -65,6 +66,9 @@ class RuleRepository:
                 content.recipients,
                 content.overrides,
             )
+            if nid is None:
+                # The rule or its workflow went away since it was read: roll the fire back, the retry sees why.
+                raise DatabaseError(f"rule {rule.id} or its workflow was deleted while firing")
             await conn.execute(q("rule_fire_link"), rule.id, scheduled_time, nid)
         return FireOutcome(nid, created=True)
 
