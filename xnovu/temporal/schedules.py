@@ -227,15 +227,10 @@ async def set_paused(
         sid = any_schedule_id(kind)
         handle = client.get_schedule_handle(sid)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        try:
-            if paused:
-                await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
-            else:
-                await handle.unpause(note=note or _resume_note(kind, stamp))
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise XnovuError(f"schedule {sid} does not exist") from None
-            raise
+        if paused:
+            await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
+        else:
+            await handle.unpause(note=note or _resume_note(kind, stamp))
         done.append(sid)
     return done
 
