@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -277,23 +278,34 @@ def dst_gap_fires(cron: str, timezone: str, start: datetime, days: int = 800) ->
     """
     zone = ZoneInfo(timezone)
     sets = cron_sets(cron)
-    first_day = start.astimezone(zone).date()
     fires: set[datetime] = set()
-    for offset in range(days):
-        day = first_day.toordinal() + offset
+    minutes, hours = sorted(sets[0]), sorted(sets[1])
+    for day in _jump_days(timezone, start.astimezone(zone).date().toordinal(), days):
         midnight = datetime.fromordinal(day).replace(tzinfo=zone)
-        next_midnight = datetime.fromordinal(day + 1).replace(tzinfo=zone)
-        before, after = midnight.utcoffset(), next_midnight.utcoffset()
-        if before is None or after is None or after <= before:
-            continue  # no jump forward this day
-        for minute_of_day in range(24 * 60):
-            wall = midnight.replace(hour=minute_of_day // 60, minute=minute_of_day % 60)
-            instant = wall.astimezone(UTC)
-            if instant.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None):
-                continue  # this wall time exists
-            if _matches(sets, wall) and instant > start:
-                fires.add(instant)
+        if not _matches(sets, midnight.replace(hour=hours[0], minute=minutes[0])):
+            continue  # the cron does not fire on this day at all
+        for hour in hours:
+            for minute in minutes:
+                wall = midnight.replace(hour=hour, minute=minute)
+                instant = wall.astimezone(UTC)
+                if instant.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None):
+                    continue  # this wall time exists
+                if instant > start:
+                    fires.add(instant)
     return sorted(fires)
+
+
+@lru_cache(maxsize=256)
+def _jump_days(timezone: str, first_day: int, days: int) -> tuple[int, ...]:
+    """Ordinals of the days in the window on which the clocks jump forward (cached: a sync asks once per rule)."""
+    zone = ZoneInfo(timezone)
+    out = []
+    for day in range(first_day, first_day + days):
+        before = datetime.fromordinal(day).replace(tzinfo=zone).utcoffset()
+        after = datetime.fromordinal(day + 1).replace(tzinfo=zone).utcoffset()
+        if before is not None and after is not None and after > before:
+            out.append(day)
+    return tuple(out)
 
 
 def check_timezone(name: str) -> str | None:

@@ -133,6 +133,12 @@ async def test_a_rule_that_is_not_cron_gets_no_schedule_and_is_listed_as_not_han
     [info] = await list_rules(client, RuleRepository(env.repo))
     assert info.state == "not handled" and info.problem == "not handled: only CRON rules are scheduled"
 
+    cron_rule = await add_rule(env, wf, "was cron")
+    assert (await sync(env, client)).created == [cron_rule]
+    await env.execute("UPDATE notify.ent_notification_rule SET trigger_type = 'EVENT' WHERE id = $1", cron_rule)
+    assert (await sync(env, client)).deleted == [cron_rule], "a rule that stops being CRON loses its Schedule"
+    assert await describe(client, cron_rule) is None
+
 
 # -- edits reach the Schedule after one sync --------------------------------------------------------------------
 
