@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from xnovu.config import Settings, load_settings
@@ -32,14 +33,16 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 worker_app = typer.Typer(help="The worker process.", no_args_is_help=True)
-schedules_app = typer.Typer(help="The three poll schedules.", no_args_is_help=True)
+schedules_app = typer.Typer(help="The poll and rules-sync schedules (and rule schedules).", no_args_is_help=True)
 workflow_app = typer.Typer(help="Inspect a Temporal workflow.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered notifications.", no_args_is_help=True)
+rules_app = typer.Typer(help="Notification rules on a CRON (one Temporal Schedule per rule).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(worker_app, name="worker")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(rules_app, name="rules")
 
 # soft_wrap: a line is never broken at the terminal width (or at 80 columns when piped): one error, one line.
 out = Console(soft_wrap=True)
@@ -222,14 +225,13 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
 
 
 def _kinds(name: str | None, all_: bool) -> list[Any]:
-    from xnovu.models import PollKind
-    from xnovu.temporal.schedules import parse_kind
+    from xnovu.temporal.schedules import SYSTEM_SCHEDULES, parse_schedule
 
     if all_:
-        return list(PollKind)
+        return list(SYSTEM_SCHEDULES)
     if name is None:
-        raise XnovuError("name a schedule (new, failed, scheduled) or pass --all")
-    return [parse_kind(name)]
+        raise XnovuError("name a schedule (new, failed, scheduled, rules-sync, xnovu-rule-ID) or pass --all")
+    return [parse_schedule(name)]
 
 
 def _with_client(fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -268,8 +270,8 @@ def schedules_list(as_json: bool = JSON_OPT) -> None:
 
 @schedules_app.command("pause")
 def schedules_pause(
-    name: str | None = typer.Argument(None, help="new | failed | scheduled (or xnovu-poll-…)"),
-    all_: bool = typer.Option(False, "--all", help="Pause all three."),
+    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | xnovu-rule-ID"),
+    all_: bool = typer.Option(False, "--all", help="Pause the three polls and the rules sync."),
     note: str | None = typer.Option(None, help="Why (shown in the Web UI)."),
 ) -> None:
     """Pause polling: nothing new is claimed until resumed (running children finish)."""
@@ -282,8 +284,8 @@ def schedules_pause(
 
 @schedules_app.command("resume")
 def schedules_resume(
-    name: str | None = typer.Argument(None, help="new | failed | scheduled (or xnovu-poll-…)"),
-    all_: bool = typer.Option(False, "--all", help="Resume all three."),
+    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | xnovu-rule-ID"),
+    all_: bool = typer.Option(False, "--all", help="Resume the three polls and the rules sync."),
 ) -> None:
     """Resume polling; the backlog is drained on the next tick."""
     from xnovu.temporal.schedules import set_paused
@@ -294,13 +296,13 @@ def schedules_resume(
 
 
 @schedules_app.command("trigger")
-def schedules_trigger(name: str = typer.Argument(..., help="new | failed | scheduled")) -> None:
-    """Run one poll now."""
-    from xnovu.temporal.schedules import schedule_id, trigger_now
+def schedules_trigger(name: str = typer.Argument(..., help="new | failed | scheduled | rules-sync")) -> None:
+    """Run one poll (or rules sync) now."""
+    from xnovu.temporal.schedules import any_schedule_id, trigger_now
 
     kind = _kinds(name, False)[0]
     _with_client(lambda c: trigger_now(c, kind))
-    out.print(f"triggered {schedule_id(kind)}")
+    out.print(f"triggered {any_schedule_id(kind)}")
 
 
 # -- notifications ----------------------------------------------------------------------------------------------
@@ -429,6 +431,110 @@ def _with_repo(fn: Callable[[Any], Awaitable[T]]) -> T:
             await repo.close()
 
     return run(go())
+
+
+# -- rules --------------------------------------------------------------------------------------------------------
+
+
+def _with_rules(fn: Callable[[Any, Any, Settings], Awaitable[T]]) -> T:
+    """Run `fn(client, rule_repository, settings)` with both connections open."""
+    from xnovu.db import connect
+    from xnovu.db.rules import RuleRepository
+    from xnovu.temporal.connection import connect_temporal
+
+    async def go() -> T:
+        s = settings()
+        repo = await connect(s)
+        try:
+            client = await connect_temporal(s)
+            return await fn(client, RuleRepository(repo), s)
+        finally:
+            await repo.close()
+
+    return run(go())
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+@rules_app.command("list")
+def rules_list(as_json: bool = JSON_OPT) -> None:
+    """Every rule: cron, timezone, schedule state, next and last fire, and what stops it from firing."""
+    from xnovu.temporal.rules import list_rules
+
+    infos = _with_rules(lambda c, r, s: list_rules(c, r))
+    if as_json:
+        print_json([i.as_dict() for i in infos])
+        return
+    if not infos:
+        out.print("no rules in notify.ent_notification_rule")
+        return
+    table = Table("rule", "name", "cron (timezone)", "schedule", "next fire", "last fire")
+    for i in infos:
+        colour = {"active": "green", "paused": "yellow"}.get(i.state, "red" if i.trigger_type == "CRON" else "dim")
+        table.add_row(
+            str(i.id),
+            escape(i.name),
+            escape(f"{i.cron} ({i.timezone})" if i.cron else i.trigger_type),
+            f"[{colour}]{i.state}[/{colour}]",
+            _short_time(i.next_fire),
+            _short_time(i.last_fire),
+        )
+    out.print(table)
+    # Problems go below the table, one line each: a narrow terminal never cuts a reason short.
+    for i in infos:
+        if i.problem:
+            out.print(f"rule {i.id} ({i.name}): {i.problem}", highlight=False, markup=False)
+
+
+def _short_time(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%MZ") if value else "-"
+
+
+@rules_app.command("sync")
+def rules_sync(as_json: bool = JSON_OPT) -> None:
+    """Reconcile the rule Schedules with the rules table now (what xnovu-rules-sync does on every tick)."""
+    from xnovu.temporal.rules import reconcile, rule_schedule_config
+
+    report = _with_rules(lambda c, r, s: reconcile(c, r, rule_schedule_config(s)))
+    if as_json:
+        print_json(report)
+        return
+    for what in ("created", "updated", "paused", "resumed", "deleted", "unchanged"):
+        ids = getattr(report, what)
+        out.print(f"{what}: {', '.join(f'xnovu-rule-{i}' for i in ids) or 'none'}")
+    for rule_id, problem in report.problems.items():
+        out.print(f"rule {rule_id}: {problem}", highlight=False, markup=False)
+
+
+@rules_app.command("trigger")
+def rules_trigger(
+    rule_id: int = typer.Argument(..., help="Rule id."),
+    at: str | None = typer.Option(None, "--at", help="Fire for this time (ISO 8601) instead of the current minute."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Fire a rule now; a second fire for the same minute (or --at time) finds the first one's notification."""
+    from datetime import datetime
+
+    from xnovu.temporal.rules import trigger_rule
+
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise XnovuError(f"--at {at!r} is not an ISO 8601 time such as 2026-03-01T09:00:00Z") from None
+    result = _with_rules(lambda c, r, s: trigger_rule(c, r, s.temporal_task_queue, rule_id, when))
+    if as_json:
+        print_json(result)
+    elif result.notification_id is None:
+        out.print(f"rule {rule_id} did not fire for {_when(result.scheduled_time)}: {result.reason}")
+    else:
+        made = "inserted" if result.created else "already inserted by an earlier fire:"
+        out.print(f"rule {rule_id} fire {_when(result.scheduled_time)}: {made} notification {result.notification_id}")
+    if result.notification_id is None:
+        raise typer.Exit(1)
 
 
 # -- doctor / emulator ---------------------------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     poll_batch_size: int = Field(100, ge=1, le=1000)
     poll_enterprise_id: str | None = None
 
+    # Rules (README "Rules"): the xnovu-rules-sync interval and how late a missed fire may still be made up.
+    rules_sync_interval_ms: int = Field(60_000, ge=1, le=86_400_000)
+    rules_catchup_window_ms: int = Field(300_000, ge=10_000, le=7 * 86_400_000)
+
     # Processing
     trigger_concurrency: int = Field(10, ge=1, le=1000)
     max_attempts: int = Field(5, ge=1, le=100)
@@ -199,11 +203,12 @@ class Settings(BaseSettings):
         return 100
 
     def interval_seconds(self, kind: str) -> int:
-        """Schedule interval for a poll kind, rounded up to whole seconds, at least 1 s (SPEC §4)."""
+        """Schedule interval for a poll kind (or "rules-sync"), rounded up to whole seconds, at least 1 s."""
         ms = {
             "new": self.poll_interval_ms,
             "failed": self.failed_poll_interval_ms,
             "scheduled": self.scheduled_poll_interval_ms,
+            "rules-sync": self.rules_sync_interval_ms,
         }[kind]
         return max(1, math.ceil(ms / 1000))
 

@@ -28,10 +28,11 @@ from xnovu.db.repository import (
     notification_states,
     upsert_workflow,
 )
+from xnovu.db.rules import NewRule, insert_rule
 from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, port_in_use, wait_for_port
 from xnovu.errors import XnovuError
 from xnovu.models import PollKind
-from xnovu.temporal.schedules import trigger_now
+from xnovu.temporal.schedules import RULES_SYNC_ID, trigger_now
 from xnovu.temporal.worker import WorkerManager
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,24 @@ async def insert_demo(settings: Settings) -> list[int]:
         await repo.close()
 
 
+async def insert_demo_rule(settings: Settings) -> int:
+    """A CRON rule that fires every minute (README "Rules"); a second `dev --demo` reuses it."""
+    repo = await connect(settings)
+    try:
+        wf = await upsert_workflow(repo, DEMO_WORKFLOW, name="xnovu demo", channels=("IN_APP", "EMAIL"))
+        return await insert_rule(
+            repo,
+            NewRule(
+                "Demo: every minute",
+                wf,
+                {"cron": "* * * * *", "timezone": "Europe/Berlin"},
+                {"recipients": [str(uuid.uuid4())], "payload": {"title": "A rule fired", "source": "xnovu demo"}},
+            ),
+        )
+    finally:
+        await repo.close()
+
+
 async def watch_demo(settings: Settings, ids: list[int], console: Console, timeout_s: float = 90.0) -> None:
     """Print the demo rows until every sendable one is SENT."""
     repo = await connect(settings)
@@ -168,6 +187,11 @@ async def run_dev(settings: Settings, *, state_dir: Path, demo: bool, console: C
             assert manager.client is not None
             await trigger_now(manager.client, PollKind.NEW)
             await watch_demo(s, ids, console)
+            rule_id = await insert_demo_rule(s)
+            await trigger_now(manager.client, RULES_SYNC_ID)
+            console.print(
+                f"demo rule {rule_id} fires every minute (Schedule xnovu-rule-{rule_id}); see `xnovu rules list`"
+            )
         console.print("Press Ctrl-C to stop.")
         waiter = asyncio.create_task(stop.wait())
         worker = asyncio.create_task(manager.wait())

@@ -84,6 +84,14 @@ async def status_report(manager: WorkerManager) -> dict[str, Any]:
         METRICS.dead_letter_total.set(dead)
     except Exception as exc:
         report["counts"] = {"error": type(exc).__name__}
+    try:
+        assert manager.repo is not None
+        from xnovu.db.rules import RuleRepository
+
+        # README "Rules": how many CRON rules fire, and every rule that cannot, with the reason.
+        report["rules"] = await asyncio.wait_for(RuleRepository(manager.repo).status(), PROBE_TIMEOUT_S)
+    except Exception as exc:
+        report["rules"] = {"error": type(exc).__name__}
     if manager.activities is not None:
         report["last_poll"] = {
             kind: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -16,7 +16,7 @@ from tests.e2e.conftest import Cli
 from tests.support import DB_PASSWORD, Env, eventually
 from xnovu.devstack import free_port
 
-SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled"]
+SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
 DAY_MS = 86_400_000
 
 
@@ -123,12 +123,18 @@ async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
     (await cli("bootstrap")).ok()
     listed = await cli.json("schedules", "list")
     assert [s["id"] for s in listed] == SCHEDULE_IDS
-    assert all(s["interval_s"] == 1 and s["note"] for s in listed), listed
+    assert all(s["note"] for s in listed), listed
+    assert [s["interval_s"] for s in listed] == [1, 1, 1, 60], listed
     assert not any(s["paused"] for s in listed)
 
     assert "xnovu-poll-new" in (await cli("schedules", "pause", "new")).ok().stdout
     (await cli("bootstrap")).ok()  # bootstrap keeps the paused state (SPEC §4)
-    assert await paused(cli) == {"xnovu-poll-new": True, "xnovu-poll-failed": False, "xnovu-poll-scheduled": False}
+    assert await paused(cli) == {
+        "xnovu-poll-new": True,
+        "xnovu-poll-failed": False,
+        "xnovu-poll-scheduled": False,
+        "xnovu-rules-sync": False,
+    }
 
     resumed, bogus, nameless, triggered = await asyncio.gather(
         cli("schedules", "resume", "--all"),

@@ -69,6 +69,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "retry_backoff_base_ms": 60_000,
     "retry_backoff_max_ms": 3_600_000,
     "processing_lease_ms": 900_000,
+    "rules_sync_interval_ms": 60_000,
+    "rules_catchup_window_ms": 300_000,
     "database_url": None,
     "database_statement_cache_size": None,
     "next_public_supabase_url": None,
@@ -110,6 +112,8 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("RETRY_BACKOFF_BASE_MS", "1000", "retry_backoff_base_ms", 1000),
     ("RETRY_BACKOFF_MAX_MS", "120000", "retry_backoff_max_ms", 120000),
     ("PROCESSING_LEASE_MS", "60000", "processing_lease_ms", 60_000),
+    ("RULES_SYNC_INTERVAL_MS", "15000", "rules_sync_interval_ms", 15_000),
+    ("RULES_CATCHUP_WINDOW_MS", "3600000", "rules_catchup_window_ms", 3_600_000),
     ("WORKER_HEALTH_HOST", "127.0.0.1", "worker_health_host", "127.0.0.1"),
     ("WORKER_HEALTH_PORT", "9100", "worker_health_port", 9100),
     ("WORKER_LOG_LEVEL", "debug", "worker_log_level", "debug"),
@@ -232,6 +236,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("NOVU_RATE_LIMIT_RPS", "0"),
     ("TEMPORAL_NAMESPACE", ""),
     ("DATABASE_STATEMENT_CACHE_SIZE", "-1"),
+    ("RULES_SYNC_INTERVAL_MS", "0"),
+    ("RULES_CATCHUP_WINDOW_MS", "1000"),
 ]
 
 

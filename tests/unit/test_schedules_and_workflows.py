@@ -208,7 +208,12 @@ def test_search_attributes_omit_unknown_values(workflow_key: str | None, enterpr
 
 
 def test_search_attribute_names_are_the_spec_names() -> None:
-    assert {k.name for k in searchattrs.ALL_KEYS} == {"XnovuNotificationId", "XnovuWorkflowKey", "XnovuEnterpriseId"}
+    assert {k.name for k in searchattrs.ALL_KEYS} == {
+        "XnovuNotificationId",
+        "XnovuWorkflowKey",
+        "XnovuEnterpriseId",
+        "XnovuRuleId",
+    }
 
 
 # -- queries.sql ---------------------------------------------------------------------------------------------

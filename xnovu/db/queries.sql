@@ -21,6 +21,7 @@ SELECT
   to_regclass('notify.ent_notification') IS NOT NULL AS notifications,
   to_regclass('notify.ent_notification_workflow') IS NOT NULL AS workflows,
   to_regclass('notify.ent_notification_delivery') IS NOT NULL AS deliveries,
+  to_regclass('notify.xnovu_rule_fire') IS NOT NULL AS rules,
   to_regclass('notify.xnovu_schema_migrations') IS NOT NULL AS migrations;
 
 -- name: claim_lock
@@ -296,3 +297,95 @@ RETURNING GREATEST(0, LEAST(cur.avail, $4::float8)) AS granted, cur.avail AS ava
 UPDATE notify.xnovu_rate_budget
 SET tokens = LEAST(tokens, -$2::float8 * $3::float8), updated_at = clock_timestamp()
 WHERE name = $1;
+
+-- Rules (README "Rules"): trigger_type and statuses are compared as text so an existing schema that typed them
+-- differently (text, another enum) works unchanged.
+
+-- name: rules_all
+SELECT r.id, r.name, r.publish_status::text AS publish_status, r.deactivated, r.trigger_type::text AS trigger_type,
+  r.trigger_config, r.rule_payload, r.enterprise_id::text AS enterprise_id, r.business_id::text AS business_id,
+  r.notification_workflow_id AS workflow_id, w.workflow_key,
+  w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated
+FROM notify.ent_notification_rule r
+LEFT JOIN notify.ent_notification_workflow w ON w.id = r.notification_workflow_id
+ORDER BY r.id;
+
+-- name: rule_one
+SELECT r.id, r.name, r.publish_status::text AS publish_status, r.deactivated, r.trigger_type::text AS trigger_type,
+  r.trigger_config, r.rule_payload, r.enterprise_id::text AS enterprise_id, r.business_id::text AS business_id,
+  r.notification_workflow_id AS workflow_id, w.workflow_key,
+  w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated
+FROM notify.ent_notification_rule r
+LEFT JOIN notify.ent_notification_workflow w ON w.id = r.notification_workflow_id
+WHERE r.id = $1;
+
+-- name: rule_fire_claim
+-- The dedup key of a fire; the caller's transaction inserts the notification only when this returns a row.
+INSERT INTO notify.xnovu_rule_fire (rule_id, scheduled_time) VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+RETURNING rule_id;
+
+-- name: rule_fire_existing
+SELECT notification_id FROM notify.xnovu_rule_fire WHERE rule_id = $1 AND scheduled_time = $2;
+
+-- name: rule_fire_insert_notification
+-- One PENDING, published notification built from rule $1: workflow, enterprise, business and channels from the
+-- rule and its workflow; name $2, payload $3, recipients $4, overrides $5 from the (validated) rule payload.
+INSERT INTO notify.ent_notification
+  (name, publish_status, notification_workflow_id, payload, recipients, channels, overrides,
+   enterprise_id, business_id, notification_rule_id)
+SELECT $2, 'PUBLISH', r.notification_workflow_id, $3::jsonb, $4::uuid[], w.default_channels, $5::jsonb,
+  r.enterprise_id, r.business_id, r.id
+FROM notify.ent_notification_rule r
+JOIN notify.ent_notification_workflow w ON w.id = r.notification_workflow_id
+WHERE r.id = $1
+RETURNING id;
+
+-- name: rule_fire_link
+UPDATE notify.xnovu_rule_fire SET notification_id = $3 WHERE rule_id = $1 AND scheduled_time = $2;
+
+-- name: rule_sync_record
+-- The outcome of one sync for many rules at once (one element per rule).
+INSERT INTO notify.xnovu_rule_sync (rule_id, schedule_state, problem, synced_at)
+SELECT u.rule_id, u.state, u.problem, now()
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(rule_id, state, problem)
+ON CONFLICT (rule_id) DO UPDATE
+SET schedule_state = excluded.schedule_state, problem = excluded.problem, synced_at = excluded.synced_at;
+
+-- name: rule_sync_known
+SELECT rule_id FROM notify.xnovu_rule_sync;
+
+-- name: rule_sync_forget
+DELETE FROM notify.xnovu_rule_sync WHERE rule_id = ANY($1::bigint[]);
+
+-- name: rules_sync_states
+SELECT s.rule_id, s.schedule_state, s.problem, s.synced_at,
+  (SELECT max(f.scheduled_time) FROM notify.xnovu_rule_fire f WHERE f.rule_id = s.rule_id) AS last_fire
+FROM notify.xnovu_rule_sync s;
+
+-- name: rules_status
+SELECT
+  (SELECT count(*) FROM notify.ent_notification_rule WHERE trigger_type::text = 'CRON') AS cron_rules,
+  (SELECT count(*) FROM notify.xnovu_rule_sync WHERE schedule_state = 'active') AS active,
+  (SELECT count(*) FROM notify.xnovu_rule_sync WHERE schedule_state = 'paused') AS paused,
+  (SELECT max(synced_at) FROM notify.xnovu_rule_sync) AS last_sync;
+
+-- name: rules_problems
+SELECT s.rule_id, r.name, s.problem FROM notify.xnovu_rule_sync s
+JOIN notify.ent_notification_rule r ON r.id = s.rule_id
+WHERE s.problem IS NOT NULL ORDER BY s.rule_id LIMIT $1;
+
+-- name: insert_rule
+-- Used by `xnovu dev --demo` and the tests: a rule, unless one with that name (and enterprise) exists.
+WITH existing AS (
+  SELECT id FROM notify.ent_notification_rule WHERE name = $1 AND enterprise_id IS NOT DISTINCT FROM $7::uuid
+), inserted AS (
+  INSERT INTO notify.ent_notification_rule
+    (name, notification_workflow_id, trigger_type, trigger_config, rule_payload, publish_status, enterprise_id,
+     business_id)
+  SELECT $1, $2, $3::text::shared_types.notification_trigger_type, $4::jsonb, $5::jsonb,
+    $6::text::shared_types.publish_status, $7::uuid, $8::uuid
+  WHERE NOT EXISTS (SELECT 1 FROM existing)
+  RETURNING id
+)
+SELECT id FROM inserted UNION ALL SELECT id FROM existing;

@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from xnovu.config import Settings
 from xnovu.errors import TemporalUnavailableError
 from xnovu.temporal import searchattrs
-from xnovu.temporal.schedules import ensure_schedules
+from xnovu.temporal.schedules import ensure_schedules, run_rules_sync_at_start
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float 
 
 
 async def ensure_search_attributes(client: Client, settings: Settings) -> list[str]:
-    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId if missing; returns those added."""
+    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId / XnovuRuleId if missing."""
     ns = settings.temporal_namespace
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=ns))
     known = set(existing.custom_attributes) | set(existing.system_attributes)
@@ -101,6 +101,8 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
             try:
                 report.search_attributes = await ensure_search_attributes(client, settings)
                 report.schedules = await ensure_schedules(client, settings)
+                # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
+                await run_rules_sync_at_start(client)
                 break
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:

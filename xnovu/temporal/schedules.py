@@ -1,4 +1,7 @@
-"""The three poll schedules (SPEC §4): one Temporal Schedule per poll kind, singletons inside Temporal."""
+"""xnovu's own schedules: one per poll kind, plus `xnovu-rules-sync` (README "Rules"); singletons inside Temporal.
+
+Pause, resume and trigger also accept a rule's Schedule (`xnovu-rule-{id}`, kept by xnovu.temporal.rules).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from xnovu.config import Settings
 from xnovu.errors import XnovuError
 from xnovu.models import PollInput, PollKind
+from xnovu.rules import parse_rule_schedule_id
 from xnovu.temporal.workflows import PollNotificationsWorkflow
 
 NOTES = {
@@ -34,9 +38,30 @@ NOTES = {
 #: A tick missed while the server or workers were down is caught up within this window, not a year later.
 CATCHUP_WINDOW = timedelta(minutes=1)
 
+RULES_SYNC_ID = "xnovu-rules-sync"
+RULES_SYNC_NOTE = "Keeps one Schedule xnovu-rule-{id} per published, active CRON rule in step with the rules table."
+#: A schedule xnovu owns: a poll kind or the rules sync.
+ScheduleName = PollKind | str
+
 
 def schedule_id(kind: PollKind) -> str:
     return f"xnovu-poll-{kind.value}"
+
+
+def parse_schedule(name: str) -> ScheduleName:
+    """A poll kind, `xnovu-rules-sync` (or `rules-sync`), or a rule Schedule `xnovu-rule-{id}`."""
+    if name in (RULES_SYNC_ID, "rules-sync"):
+        return RULES_SYNC_ID
+    if parse_rule_schedule_id(name) is not None:
+        return name
+    try:
+        return parse_kind(name)
+    except XnovuError as exc:
+        raise XnovuError(f"{exc}, {RULES_SYNC_ID} or a rule's xnovu-rule-ID") from None
+
+
+def any_schedule_id(name: ScheduleName) -> str:
+    return schedule_id(name) if isinstance(name, PollKind) else name
 
 
 def parse_kind(name: str) -> PollKind:
@@ -65,6 +90,32 @@ def desired_schedule(settings: Settings, kind: PollKind, state: ScheduleState | 
     )
 
 
+def desired_rules_sync_schedule(settings: Settings, state: ScheduleState | None = None) -> Schedule:
+    """`xnovu-rules-sync`: every RULES_SYNC_INTERVAL_MS, never two syncs at once."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "SyncRulesWorkflow",
+            id=RULES_SYNC_ID,
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(hours=1),
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.interval_seconds("rules-sync")))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE, catchup_window=CATCHUP_WINDOW),
+        state=state or ScheduleState(note=RULES_SYNC_NOTE),
+    )
+
+
+def _desired(settings: Settings, name: ScheduleName, state: ScheduleState | None = None) -> Schedule:
+    if isinstance(name, PollKind):
+        return desired_schedule(settings, name, state)
+    return desired_rules_sync_schedule(settings, state)
+
+
+SYSTEM_SCHEDULES: tuple[ScheduleName, ...] = (*PollKind, RULES_SYNC_ID)
+
+
 def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
     """What bootstrap manages: interval, workflow, task queue, overlap and catch-up (not state)."""
     action = schedule.action
@@ -85,9 +136,9 @@ async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]
     Returns schedule id → "created" | "updated" | "unchanged". Running it twice changes nothing.
     """
     outcome: dict[str, str] = {}
-    for kind in PollKind:
-        sid = schedule_id(kind)
-        desired = desired_schedule(settings, kind)
+    for kind in SYSTEM_SCHEDULES:
+        sid = any_schedule_id(kind)
+        desired = _desired(settings, kind)
         try:
             await client.create_schedule(sid, desired)
             outcome[sid] = "created"
@@ -100,8 +151,8 @@ async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]
             outcome[sid] = "unchanged"
             continue
 
-        def keep_state(update: ScheduleUpdateInput, kind: PollKind = kind) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=desired_schedule(settings, kind, update.description.schedule.state))
+        def keep_state(update: ScheduleUpdateInput, kind: ScheduleName = kind) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=_desired(settings, kind, update.description.schedule.state))
 
         await handle.update(keep_state)
         outcome[sid] = "updated"
@@ -134,9 +185,9 @@ class ScheduleInfo:
 
 async def describe_schedules(client: Client) -> list[ScheduleInfo]:
     out: list[ScheduleInfo] = []
-    for kind in PollKind:
+    for kind in SYSTEM_SCHEDULES:
         try:
-            d = await client.get_schedule_handle(schedule_id(kind)).describe()
+            d = await client.get_schedule_handle(any_schedule_id(kind)).describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 continue
@@ -156,20 +207,43 @@ async def describe_schedules(client: Client) -> list[ScheduleInfo]:
     return out
 
 
-async def set_paused(client: Client, kinds: list[PollKind], paused: bool, note: str | None = None) -> list[str]:
-    """Pause or resume; the note records who/why (shown in the Web UI and `schedules list`)."""
+def _resume_note(name: ScheduleName, stamp: str) -> str:
+    if isinstance(name, PollKind):
+        return NOTES[name]
+    if name == RULES_SYNC_ID:
+        return RULES_SYNC_NOTE
+    return f"resumed with `xnovu schedules resume` at {stamp}"
+
+
+async def set_paused(
+    client: Client, kinds: list[PollKind] | list[ScheduleName], paused: bool, note: str | None = None
+) -> list[str]:
+    """Pause or resume; the note records who/why (shown in the Web UI and `schedules list`).
+
+    An operator's pause of a rule Schedule is kept by the rules sync (its note is not the sync's own).
+    """
     done = []
     for kind in kinds:
-        handle = client.get_schedule_handle(schedule_id(kind))
+        sid = any_schedule_id(kind)
+        handle = client.get_schedule_handle(sid)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         if paused:
             await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
         else:
-            await handle.unpause(note=note or NOTES[kind])
-        done.append(schedule_id(kind))
+            await handle.unpause(note=note or _resume_note(kind, stamp))
+        done.append(sid)
     return done
 
 
-async def trigger_now(client: Client, kind: PollKind) -> None:
-    """Run one poll now (BUFFER_ONE: it waits for a running one instead of overlapping)."""
-    await client.get_schedule_handle(schedule_id(kind)).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+async def trigger_now(client: Client, kind: ScheduleName) -> None:
+    """Run one poll (or sync, or rule fire) now (BUFFER_ONE: it waits for a running one instead of overlapping)."""
+    await client.get_schedule_handle(any_schedule_id(kind)).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+
+
+async def run_rules_sync_at_start(client: Client) -> bool:
+    """Bootstrap runs one rules sync right away unless the sync schedule is paused; True if triggered."""
+    handle = client.get_schedule_handle(RULES_SYNC_ID)
+    if (await handle.describe()).schedule.state.paused:
+        return False
+    await handle.trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+    return True

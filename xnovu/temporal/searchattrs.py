@@ -7,8 +7,12 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 NOTIFICATION_ID = SearchAttributeKey.for_int("XnovuNotificationId")
 WORKFLOW_KEY = SearchAttributeKey.for_keyword("XnovuWorkflowKey")
 ENTERPRISE_ID = SearchAttributeKey.for_keyword("XnovuEnterpriseId")
+#: Set on every FireRuleWorkflow (README "Rules"): find all fires of a rule with `XnovuRuleId = 7`.
+RULE_ID = SearchAttributeKey.for_int("XnovuRuleId")
+#: Set by Temporal on workflows a Schedule starts: the fire's nominal (scheduled) time.
+SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
-ALL_KEYS = (NOTIFICATION_ID, WORKFLOW_KEY, ENTERPRISE_ID)
+ALL_KEYS = (NOTIFICATION_ID, WORKFLOW_KEY, ENTERPRISE_ID, RULE_ID)
 
 
 def for_notification(
@@ -20,6 +24,14 @@ def for_notification(
     ]
     if workflow_key:
         pairs.append(SearchAttributePair(WORKFLOW_KEY, workflow_key))
+    if enterprise_id:
+        pairs.append(SearchAttributePair(ENTERPRISE_ID, enterprise_id))
+    return TypedSearchAttributes(pairs)
+
+
+def for_rule(rule_id: int, enterprise_id: str | None) -> TypedSearchAttributes:
+    """The attributes of a rule's fire workflows."""
+    pairs: list[SearchAttributePair[int] | SearchAttributePair[str]] = [SearchAttributePair(RULE_ID, rule_id)]
     if enterprise_id:
         pairs.append(SearchAttributePair(ENTERPRISE_ID, enterprise_id))
     return TypedSearchAttributes(pairs)

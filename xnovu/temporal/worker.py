@@ -21,6 +21,7 @@ from xnovu import __version__
 from xnovu.config import Settings
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
+from xnovu.db.rules import RuleRepository
 from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
 from xnovu.health import HealthServer
 from xnovu.metrics import METRICS
@@ -29,6 +30,9 @@ from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
 from xnovu.temporal.activities import PollSettings, XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
+from xnovu.temporal.rule_activities import RuleActivities
+from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
+from xnovu.temporal.rules import rule_schedule_config
 from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.trigger import NotificationProcessor
 
@@ -130,14 +134,23 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_worker(client: Client, settings: Settings, activities: XnovuActivities) -> Worker:
+def build_rule_activities(settings: Settings, repo: Repository, client: Client) -> RuleActivities:
+    return RuleActivities(RuleRepository(repo), client, rule_schedule_config(settings))
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: XnovuActivities, rules: RuleActivities | None = None
+) -> Worker:
+    """The worker; with `rules`, it also runs the rules sync and rule fires (README "Rules")."""
+    rule_activities: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
     return Worker(
         client,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, *RULE_WORKFLOWS],
         activities=[
             activities.claim_notifications,
             activities.trigger_notification_by_id,
             activities.trigger_multiple_notifications_by_id,
+            *rule_activities,
         ],
         **worker_options(settings),
     )
@@ -170,6 +183,7 @@ class WorkerManager:
         self.novu: NovuClient | None = None
         self.budget: TokenBudget | None = None
         self.activities: XnovuActivities | None = None
+        self.rule_activities: RuleActivities | None = None
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
@@ -189,7 +203,8 @@ class WorkerManager:
         self.client = await _with_retries("Temporal", lambda: connect_temporal(s), self.connect_timeout_s)
         await bootstrap(self.client, s)
         self.activities = build_activities(s, self.repo, self.novu, self.client)
-        self.worker = build_worker(self.client, s, self.activities)
+        self.rule_activities = build_rule_activities(s, self.repo, self.client)
+        self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
         if self._with_health:
             self._health = HealthServer(self)
