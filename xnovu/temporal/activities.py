@@ -61,6 +61,7 @@ class XnovuActivities:
             enterprise_id=self.poll.enterprise_id,
         )
         self.clock.last_poll[kind.value] = time.time()
+        METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
         METRICS.poll_batch_size.labels(kind=kind.value).observe(len(rows))
         if rows:
             activity.logger.info("claimed batch", extra={"kind": kind.value, "count": len(rows)})
