@@ -122,3 +122,20 @@ class OtlpReceiver:
         while current.parent_id and current.parent_id in by_id:
             current = by_id[current.parent_id]
             yield current
+
+
+def tracing_to(receiver: OtlpReceiver, service_name: str = "xnovu-test") -> Any:
+    """An OtelTracing exporting over real OTLP/HTTP to `receiver` (its own provider: never the global one)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from xnovu.tracing import ExporterState, OtelTracing
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces"), schedule_delay_millis=200)
+    )
+    state = ExporterState(enabled=True, endpoint=receiver.url, protocol="http/protobuf", service_name=service_name)
+    return OtelTracing(provider, state)

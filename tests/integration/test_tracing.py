@@ -11,17 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from tests.otlp import OtlpReceiver, Span
+from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, eventually
 from xnovu.api import NotificationClient
 from xnovu.health import status_report
 from xnovu.temporal.worker import WorkerManager
-from xnovu.tracing import ExporterState, OtelTracing
+from xnovu.tracing import OtelTracing
 
 SECRETS = (NOVU_SECRET, DB_PASSWORD)
 #: No schedule fires during the test: the manual trigger is the only way in.
@@ -45,11 +41,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 def tracing(receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> Iterator[OtelTracing]:
     # An operator asking for every request header must still not get the Novu key (it is redacted).
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
-    provider = TracerProvider(resource=Resource.create({"service.name": "xnovu-test"}))
-    exporter = OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
-    state = ExporterState(enabled=True, endpoint=receiver.url, protocol="http/protobuf", service_name="xnovu-test")
-    t = OtelTracing(provider, state)
+    t: OtelTracing = tracing_to(receiver)
     try:
         yield t
     finally:
