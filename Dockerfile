@@ -19,9 +19,10 @@ WORKDIR /src
 # README* is a glob so the build still works before a README exists (pyproject names it).
 COPY pyproject.toml README* ./
 COPY xnovu ./xnovu
+# With the `otel` extra: traces are exported whenever OTEL_EXPORTER_OTLP_ENDPOINT is set (README "Observability").
 RUN pip install --upgrade pip setuptools wheel \
  && pip wheel --no-deps --wheel-dir /wheels . \
- && pip install /wheels/*.whl \
+ && pip install "$(ls /wheels/xnovu-*.whl)[otel]" \
  && xnovu --help >/dev/null
 
 # ---- runtime: slim image with only the venv, running as an unprivileged user ----

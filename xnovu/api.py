@@ -25,21 +25,34 @@ from xnovu.temporal.workflows import (
     NotificationTriggerWorkflow,
     TriggerMultipleNotificationsWorkflow,
 )
+from xnovu.tracing import Tracing
 
 
 class NotificationClient:
     """Starts notification workflows with the same deterministic ids the polls use, so a manual trigger racing
-    a poll joins the same workflow instead of sending twice (I4)."""
+    a poll joins the same workflow instead of sending twice (I4).
 
-    def __init__(self, settings: Settings, *, client: Client | None = None, repo: Repository | None = None) -> None:
+    With `tracing` on, the client carries Temporal's tracing interceptor, so a manual trigger's trace continues into
+    the notification's workflow, its activity and its Novu requests (README "Observability").
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: Client | None = None,
+        repo: Repository | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing = tracing or Tracing.off()
         self._client = client
         self._repo = repo
         self._owns_repo = repo is None
 
     async def client(self) -> Client:
         if self._client is None:
-            self._client = await connect_temporal(self.settings)
+            self._client = await connect_temporal(self.settings, interceptors=self.tracing.temporal_interceptors())
         return self._client
 
     async def repo(self) -> Repository:
@@ -62,6 +75,10 @@ class NotificationClient:
 
     async def start_notification(self, notification_id: int) -> WorkflowHandle[Any, TriggerResult]:
         """Start (or join) the workflow of the row's next attempt; returns its handle."""
+        with self.tracing.span("xnovu.start_notification", {"xnovu.notification_id": notification_id}):
+            return await self._start_notification(notification_id)
+
+    async def _start_notification(self, notification_id: int) -> WorkflowHandle[Any, TriggerResult]:
         row = await (await self.repo()).load(notification_id)
         if row is None:
             raise NotificationNotFoundError(f"notification {notification_id} does not exist")

@@ -23,6 +23,7 @@ from rich.table import Table
 from xnovu.config import Settings, load_settings
 from xnovu.errors import XnovuError
 from xnovu.logs import configure_logging
+from xnovu.tracing import Tracing
 
 T = TypeVar("T")
 
@@ -63,6 +64,14 @@ def settings() -> Settings:
             secrets.append(password)
     configure_logging(s.worker_log_level, s.worker_log_format, secrets)
     return s
+
+
+def tracing() -> Tracing:
+    """The one decision whether traces are exported: OTEL_* from the environment (or `.env`); off when unset."""
+    from xnovu.tracing import load_otel_dotenv, tracing_from_environ
+
+    load_otel_dotenv()
+    return tracing_from_environ()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -157,7 +166,11 @@ def worker_start(
         pid = lifecycle.start_detached(s)
         out.print(f"worker started in the background, pid {pid} (log: {lifecycle.log_file(s)})")
         return
-    run(lifecycle.run_foreground(s))
+    traces = tracing()
+    try:
+        run(lifecycle.run_foreground(s, traces))
+    finally:
+        traces.shutdown()
 
 
 @worker_app.command("stop")
@@ -211,7 +224,8 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
         out.print(f"[{colour}]{health.get('status', 'unreachable')}[/{colour}] {health.get('reason', '')}")
         if status:
             table = Table("field", "value")
-            for key in ("version", "uptime_s", "namespace", "task_queue", "counts", "dead_lettered", "last_poll"):
+            keys = ("version", "uptime_s", "namespace", "task_queue", "counts", "dead_lettered", "last_poll")
+            for key in (*keys, "novu_token_budget", "tracing"):
                 if key in status:
                     table.add_row(key, json.dumps(status[key]) if not isinstance(status[key], str) else status[key])
             for sched in status.get("schedules", []) if isinstance(status.get("schedules"), list) else []:
@@ -330,15 +344,21 @@ def trigger(
     """Trigger notifications now through Temporal (same workflow ids as the polls: never a double send)."""
     from xnovu.api import NotificationClient
 
+    s = settings()
+    traces = tracing()
+
     async def go() -> tuple[list[str], list[Any]]:
-        async with NotificationClient(settings()) as nc:
+        async with NotificationClient(s, tracing=traces) as nc:
             if not wait:
                 return [(await nc.start_notification(i)).id for i in ids], []
             # One start per id, then its result: starting again would use up the next attempt.
             done = [await nc.trigger_and_wait(i) for i in ids]
             return [wid for wid, _ in done], [result for _, result in done]
 
-    wids, results = run(go())
+    try:
+        wids, results = run(go())
+    finally:
+        traces.shutdown()  # flush before the CLI leaves without finalisation
     if as_json:
         print_json({"workflow_ids": wids, "results": results})
     elif results:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: A probe answers within this, whatever hangs behind it.
 PROBE_TIMEOUT_S = 2.0
+#: Scrapes closer together than this reuse the last database sample (several Prometheus replicas, a dashboard).
+SAMPLE_MIN_INTERVAL_S = 5.0
 
 
 class _QuietServer(uvicorn.Server):
@@ -99,7 +101,42 @@ async def status_report(manager: WorkerManager) -> dict[str, Any]:
         }
     if manager.budget is not None:
         report["novu_token_budget"] = manager.budget.snapshot()
+    report["tracing"] = manager.tracing.state.as_dict()
     return report
+
+
+async def sample_gauges(manager: WorkerManager) -> None:
+    """Refresh the gauges that describe the database, at most every SAMPLE_MIN_INTERVAL_S, within the probe timeout.
+
+    A failed sample leaves the last values (and their timestamp, `xnovu_db_gauges_sampled_timestamp_seconds`), so a
+    database outage shows as a stale sample and a failing /health, not as a gap in every panel.
+    """
+    METRICS.worker_running.set(1 if manager.running else 0)
+    now = time.time()
+    if manager.repo is None or now - manager.gauges_sampled_at < SAMPLE_MIN_INTERVAL_S:
+        return
+    manager.gauges_sampled_at = now
+    from xnovu.db.budget import EVENTS_BUCKET
+
+    snapshot = manager.budget.snapshot() if manager.budget is not None else None
+    rate = snapshot["rate_per_s"] if snapshot else manager.settings.novu_rate_limit_rps
+    capacity = snapshot["capacity"] if snapshot else max(rate, 100.0)
+    try:
+        sample = await asyncio.wait_for(
+            manager.repo.observability_sample(EVENTS_BUCKET, rate, capacity), PROBE_TIMEOUT_S
+        )
+    except Exception as exc:
+        log.warning("could not sample the database gauges", extra={"error": type(exc).__name__})
+        return
+    METRICS.dead_letter_total.set(sample["dead_lettered"] or 0)
+    METRICS.leases_expired.set(sample["leases_expired"] or 0)
+    METRICS.lease_overrun.set(sample["lease_overrun_s"] or 0)
+    METRICS.budget_rate.set(rate)
+    METRICS.budget_capacity.set(capacity)
+    # Before the first Novu request there is no budget row: the bucket is full.
+    tokens = sample["budget_tokens"]
+    METRICS.budget_tokens.set(capacity if tokens is None else tokens)
+    METRICS.sampled_at.set(now)
 
 
 def create_app(manager: WorkerManager) -> Starlette:
@@ -111,6 +148,7 @@ def create_app(manager: WorkerManager) -> Starlette:
         return JSONResponse(await status_report(manager))
 
     async def metrics(_: Request) -> Response:
+        await sample_gauges(manager)
         return Response(generate_latest(METRICS.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

@@ -18,15 +18,16 @@ from typing import Any
 
 from xnovu.config import Settings
 from xnovu.errors import XnovuError
+from xnovu.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 
-async def run_foreground(settings: Settings) -> None:
+async def run_foreground(settings: Settings, tracing: Tracing | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT: stop polling, let in-flight work finish, close, return (exit 0)."""
     from xnovu.temporal.worker import WorkerManager
 
-    manager = WorkerManager(settings)
+    manager = WorkerManager(settings, tracing=tracing)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

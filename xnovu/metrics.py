@@ -1,10 +1,15 @@
-"""Prometheus metrics of one worker process, on a registry of their own (served at /metrics)."""
+"""Prometheus metrics of one worker process, on a registry of their own (served at /metrics).
+
+Every name here is what `ops/grafana/xnovu.json` and `ops/prometheus/alerts.yml` query (a test scrapes a live worker
+and checks them). Gauges that describe the database (dead-letter rows, expired leases, the shared token budget) are
+sampled when /metrics is scraped, at most every few seconds, in one round trip (README "Observability").
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from xnovu.models import TriggerResult
+from xnovu.models import Outcome, PollKind, TriggerResult
 
 
 class Metrics:
@@ -48,6 +53,54 @@ class Metrics:
         self.novu_configuration_errors = Counter(
             "xnovu_novu_configuration_errors", "Novu refused the API key (401/403/402)", registry=self.registry
         )
+        self.build_info = Gauge("xnovu_build_info", "Always 1; the xnovu version", ["version"], registry=self.registry)
+        self.worker_running = Gauge(
+            "xnovu_worker_running", "1 while the Temporal worker polls its task queue", registry=self.registry
+        )
+        self.last_poll = Gauge(
+            "xnovu_last_poll_timestamp_seconds",
+            "Unix time this worker last ran a claim per poll kind (its start time until the first)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.poll_interval = Gauge(
+            "xnovu_poll_interval_seconds",
+            "Configured schedule interval per poll kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.leases_expired = Gauge(
+            "xnovu_processing_leases_expired",
+            "PROCESSING rows whose lease (PROCESSING_LEASE_MS) has run out: their worker died or hangs",
+            registry=self.registry,
+        )
+        self.lease_overrun = Gauge(
+            "xnovu_processing_lease_overrun_seconds",
+            "How long ago the oldest expired PROCESSING lease ran out (0 when none)",
+            registry=self.registry,
+        )
+        self.budget_tokens = Gauge(
+            "xnovu_novu_token_budget_tokens",
+            "Tokens in the deployment-wide Novu budget now (negative while every worker waits out a 429)",
+            registry=self.registry,
+        )
+        self.budget_capacity = Gauge(
+            "xnovu_novu_token_budget_capacity", "Size of the shared Novu token bucket", registry=self.registry
+        )
+        self.budget_rate = Gauge(
+            "xnovu_novu_token_budget_rate", "Refill rate of the shared Novu token bucket (NOVU_RATE_LIMIT_RPS)",
+            registry=self.registry,
+        )
+        self.sampled_at = Gauge(
+            "xnovu_db_gauges_sampled_timestamp_seconds",
+            "Unix time the database gauges were last sampled",
+            registry=self.registry,
+        )
+        # Known label values exist from the start, so rate() and the dashboard see a 0 rather than no series.
+        for outcome in Outcome:
+            self.processed.labels(outcome=outcome.value)
+        for kind in PollKind:
+            self.poll_batch_size.labels(kind=kind.value)
 
     def observe_result(self, result: TriggerResult, seconds: float) -> None:
         self.processed.labels(outcome=result.outcome.value).inc()

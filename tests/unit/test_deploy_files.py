@@ -364,3 +364,42 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     }
     for required in (".env", ".venv", ".git", ".xnovu"):
         assert required in patterns, f".dockerignore must exclude {required}"
+
+
+# --- observability profile -----------------------------------------------------------------------------------
+
+OBSERVABILITY_SERVICES = ("prometheus", "grafana", "jaeger")
+
+
+def test_observability_services_are_off_by_default_behind_a_profile(services: Services) -> None:
+    for name in OBSERVABILITY_SERVICES:
+        assert services[name].get("profiles") == ["observability"], f"{name} must only start with the profile"
+    for name in REQUIRED_SERVICES:
+        assert not services[name].get("profiles"), f"{name} must start without a profile"
+
+
+def test_observability_services_publish_on_loopback_only(services: Services) -> None:
+    for name in OBSERVABILITY_SERVICES:
+        for port in services[name].get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond this host"
+
+
+def test_prometheus_and_grafana_mount_the_provisioned_files_that_exist(services: Services) -> None:
+    mounts = {
+        name: {str(v).split(":")[1]: str(v).split(":")[0] for v in services[name]["volumes"] if str(v).startswith(".")}
+        for name in ("prometheus", "grafana")
+    }
+    assert mounts["prometheus"]["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
+    assert mounts["prometheus"]["/etc/prometheus/alerts.yml"] == "./prometheus/alerts.yml"
+    assert mounts["grafana"]["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    assert mounts["grafana"]["/var/lib/grafana/dashboards/xnovu.json"] == "./grafana/xnovu.json"
+    for service in mounts.values():
+        for host in service.values():
+            assert (COMPOSE_PATH.parent / host).exists(), host
+    config = " ".join(services["prometheus"]["command"])
+    assert "--config.file=/etc/prometheus/prometheus.yml" in config
+
+
+def test_dockerfile_installs_the_otel_extra(dockerfile_instructions: Instructions) -> None:
+    runs = " ".join(args for keyword, args in dockerfile_instructions if keyword == "RUN")
+    assert re.search(r"pip install \"\$\(ls /wheels/xnovu-\*\.whl\)\[otel\]\"", runs), runs

@@ -252,6 +252,22 @@ SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notifi
 -- name: dead_letter_count
 SELECT count(*) FROM notify.ent_notification WHERE dead_lettered_at IS NOT NULL AND notification_status = 'FAILED';
 
+-- name: observability_sample
+-- The database gauges of /metrics in one round trip (README "Observability"): dead-letter rows, PROCESSING rows
+-- whose lease ran out (and how long ago the oldest did), and the shared Novu budget refilled to now
+-- ($1 bucket name, $2 rate, $3 capacity; NULL before the first request creates the row).
+SELECT
+  (SELECT count(*) FROM notify.ent_notification
+    WHERE dead_lettered_at IS NOT NULL AND notification_status = 'FAILED') AS dead_lettered,
+  l.expired AS leases_expired,
+  coalesce(EXTRACT(EPOCH FROM now() - l.oldest)::float8, 0) AS lease_overrun_s,
+  (SELECT LEAST($3::float8, b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at) * $2::float8)
+    FROM notify.xnovu_rate_budget b WHERE b.name = $1) AS budget_tokens
+FROM (
+  SELECT count(*) AS expired, min(next_attempt_at) AS oldest FROM notify.ent_notification
+  WHERE notification_status = 'PROCESSING' AND dead_lettered_at IS NULL AND next_attempt_at < now()
+) l;
+
 -- name: ping
 SELECT 1;
 

@@ -316,6 +316,18 @@ class Repository:
     async def dead_letter_count(self) -> int:
         return int(await self.pool.fetchval(q("dead_letter_count")))
 
+    async def observability_sample(self, budget_name: str, rate: float, capacity: float) -> dict[str, float | None]:
+        """The database gauges of /metrics (dead letters, expired leases, shared token budget) in one query."""
+        row = await self.pool.fetchrow(q("observability_sample"), budget_name, rate, capacity)
+        assert row is not None
+        tokens = row["budget_tokens"]
+        return {
+            "dead_lettered": float(row["dead_lettered"]),
+            "leases_expired": float(row["leases_expired"]),
+            "lease_overrun_s": float(row["lease_overrun_s"]),
+            "budget_tokens": None if tokens is None else float(tokens),
+        }
+
 
 @dataclass(frozen=True)
 class NewNotification:

@@ -39,6 +39,7 @@ import httpx
 
 from xnovu.errors import NovuConfigurationError
 from xnovu.novu.ratelimit import TokenBudget
+from xnovu.tracing import Tracing
 
 __all__ = [
     "BULK_MAX_EVENTS",
@@ -347,8 +348,10 @@ class NovuClient:
         quick_retries: int = 2,
         max_retry_sleep_s: float = 5.0,
         on_response: Callable[[int | None, float], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._api_url = api_url.rstrip("/")
+        self._tracing = tracing or Tracing.off()
         self._secret = secret_key
         self._timeout_s = timeout_s
         self._budget = budget
@@ -369,6 +372,9 @@ class NovuClient:
             transport=transport,
             follow_redirects=False,
         )
+        # One client span per HTTP request (URL, method, status; headers only if an operator opts in, and then
+        # with Authorization redacted: see xnovu.tracing).
+        self._tracing.instrument_httpx(self._http)
 
     def __repr__(self) -> str:
         return f"NovuClient(api_url={self._api_url!r})"
@@ -584,7 +590,7 @@ class NovuClient:
                     # A retry of a request already sent: its first outcome stands, nothing more is sent.
                     return await unsent(state.stopped) if attempt_no == 0 else await settled(last)
                 key = idempotency_key_for(tx_ids, generation)
-                attempt = await self._attempt(bulk, len(chunk), content, key)
+                attempt = await self._attempt(bulk, len(chunk), content, key, tx_ids)
                 if index == 0:
                     state.first_response.set()
                 definite_next = generation if attempt.ambiguous else generation + 1
@@ -615,7 +621,26 @@ class NovuClient:
             generation = definite_next
             attempt_no += 1
 
-    async def _attempt(self, bulk: bool, n: int, content: bytes, key: str) -> _Attempt:
+    async def _attempt(self, bulk: bool, n: int, content: bytes, key: str, tx_ids: Sequence[str] = ()) -> _Attempt:
+        """One traced attempt: the httpx span sits inside a span with what only xnovu knows about the request.
+
+        Attributes are identifiers and counts, never a payload value: the recipients count, the transactionId of a
+        single trigger, the HTTP status and the outcome.
+        """
+        attributes: dict[str, Any] = {"xnovu.novu.bulk": bulk, "xnovu.novu.recipients": n}
+        if not bulk and len(tx_ids) == 1:
+            attributes["xnovu.novu.transaction_id"] = tx_ids[0]
+        with self._tracing.span("novu.trigger_bulk" if bulk else "novu.trigger", attributes) as span:
+            attempt = await self._attempt_once(bulk, n, content, key)
+            if attempt.status is not None:
+                span.set_attribute("http.response.status_code", attempt.status)
+            outcomes = sorted({e.outcome for e in attempt.entries})
+            span.set_attribute("xnovu.novu.outcome", ",".join(outcomes))
+            acked = sum(1 for e in attempt.entries if e.outcome == "acknowledged")
+            span.set_attribute("xnovu.novu.acknowledged", acked)
+            return attempt
+
+    async def _attempt_once(self, bulk: bool, n: int, content: bytes, key: str) -> _Attempt:
         """Send once and classify, turning every httpx failure into an outcome."""
         path = BULK_PATH if bulk else TRIGGER_PATH
         try:

@@ -88,6 +88,7 @@ class XnovuActivities:
             recoverable=recoverable,
         )
         self.clock.last_poll[kind.value] = time.time()
+        METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
         METRICS.poll_batch_size.labels(kind=kind.value).observe(len(batch.rows))
         if batch.rows or batch.capacity_limited:
             activity.logger.info(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
-from temporalio.client import Client, TLSConfig
+from temporalio.client import Client, Interceptor, TLSConfig
 from temporalio.service import RPCError
 
 from xnovu.config import Settings
@@ -26,8 +27,13 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     return settings.temporal_api_key is not None
 
 
-async def connect_temporal(settings: Settings, *, namespace: str | None = None) -> Client:
-    """A client for TEMPORAL_NAMESPACE (or `namespace`), or a one-line error saying what to check."""
+async def connect_temporal(
+    settings: Settings, *, namespace: str | None = None, interceptors: Sequence[Interceptor] = ()
+) -> Client:
+    """A client for TEMPORAL_NAMESPACE (or `namespace`), or a one-line error saying what to check.
+
+    `interceptors` (the tracing interceptor, see xnovu.tracing) also apply to every worker built on the client.
+    """
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     try:
         return await Client.connect(
@@ -36,6 +42,7 @@ async def connect_temporal(settings: Settings, *, namespace: str | None = None) 
             api_key=api_key,
             tls=tls_config(settings),
             connect_timeout=timedelta(seconds=10),
+            interceptors=interceptors,
         )
     except (RPCError, RuntimeError, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

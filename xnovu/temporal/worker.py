@@ -34,6 +34,7 @@ from xnovu.temporal.rule_activities import RuleActivities
 from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
 from xnovu.temporal.rules import rule_schedule_config
 from xnovu.temporal.workflows import WORKFLOWS
+from xnovu.tracing import Tracing
 from xnovu.trigger import NotificationProcessor
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,16 @@ SANDBOX = SandboxedWorkflowRunner(
         "uvicorn",
         "anyio",
         "rich",
+        # Temporal's TracingInterceptor runs inside the sandbox; its context must be the one the worker sees.
+        "opentelemetry",
     )
 )
 
 
-def novu_client(settings: Settings, budget: TokenBudget | None = None) -> NovuClient:
-    """The Novu client with this process's token budget and metrics hook."""
+def novu_client(
+    settings: Settings, budget: TokenBudget | None = None, tracing: Tracing | None = None
+) -> NovuClient:
+    """The Novu client with this process's token budget, metrics hook and (when on) tracing."""
     if settings.novu_secret_key is None:
         raise ConfigError("NOVU_SECRET_KEY: not set; set it to your Novu secret key (or run `xnovu dev`)")
     return NovuClient(
@@ -72,6 +77,7 @@ def novu_client(settings: Settings, budget: TokenBudget | None = None) -> NovuCl
         timeout_s=settings.novu_timeout_ms / 1000,
         budget=budget or LocalTokenBucket(settings.novu_rate_limit_rps),
         on_response=METRICS.observe_novu,
+        tracing=tracing,
     )
 
 
@@ -174,8 +180,18 @@ async def _with_retries(what: str, connect_once: Callable[[], Awaitable[T]], tim
 class WorkerManager:
     """Starts and stops the worker, its connections and the health server, in the right order."""
 
-    def __init__(self, settings: Settings, *, health: bool = True, connect_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        health: bool = True,
+        connect_timeout_s: float = 60.0,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
+        #: Decided by the entry point (xnovu.tracing.tracing_from_environ), which also shuts it down.
+        self.tracing = tracing or Tracing.off()
+        self.gauges_sampled_at = 0.0
         self.connect_timeout_s = connect_timeout_s
         self.started_at = time.time()
         self.repo: Repository | None = None
@@ -194,18 +210,23 @@ class WorkerManager:
         s = self.settings
         if s.novu_secret_key is None:
             novu_client(s)  # raises the readable ConfigError before anything is opened
+        self.tracing.instrument_asyncpg()
         self.repo = await _with_retries("Postgres", lambda: connect(s), self.connect_timeout_s)
         self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
-        self.novu = novu_client(s, self.budget)
+        self.novu = novu_client(s, self.budget, self.tracing)
         present = await self.repo.schema_present()
         if not all(present.values()):
             raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
-        self.client = await _with_retries("Temporal", lambda: connect_temporal(s), self.connect_timeout_s)
+        interceptors = self.tracing.temporal_interceptors()
+        self.client = await _with_retries(
+            "Temporal", lambda: connect_temporal(s, interceptors=interceptors), self.connect_timeout_s
+        )
         await bootstrap(self.client, s)
         self.activities = build_activities(s, self.repo, self.novu, self.client)
         self.rule_activities = build_rule_activities(s, self.repo, self.client)
         self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
+        self._init_gauges()
         if self._with_health:
             self._health = HealthServer(self)
             await self._health.start()
@@ -213,6 +234,15 @@ class WorkerManager:
             "worker started",
             extra={"version": __version__, "task_queue": s.temporal_task_queue, "namespace": s.temporal_namespace},
         )
+
+    def _init_gauges(self) -> None:
+        """Series the alert rules need from the first scrape: intervals, build info, poll clocks at start time."""
+        from xnovu.models import PollKind
+
+        METRICS.build_info.labels(version=__version__).set(1)
+        for kind in PollKind:
+            METRICS.poll_interval.labels(kind=kind.value).set(self.settings.interval_seconds(kind.value))
+            METRICS.last_poll.labels(kind=kind.value).set(self.started_at)
 
     @property
     def running(self) -> bool:
