@@ -91,6 +91,8 @@ async def status_report(manager: WorkerManager) -> dict[str, Any]:
         }
     if manager.budget is not None:
         report["novu_token_budget"] = manager.budget.snapshot()
+    if manager.wakeup is not None:
+        report["wakeup"] = manager.wakeup.status()
     return report
 
 

@@ -28,6 +28,7 @@ from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
 from xnovu.temporal.activities import PollSettings, XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
+from xnovu.temporal.wakeup import WakeupListener
 from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.trigger import NotificationProcessor
 
@@ -153,6 +154,7 @@ class WorkerManager:
         self.budget: TokenBudget | None = None
         self.activities: XnovuActivities | None = None
         self.worker: Worker | None = None
+        self.wakeup: WakeupListener | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
         self._with_health = health
@@ -173,6 +175,9 @@ class WorkerManager:
         self.activities = build_activities(s, self.repo, self.novu)
         self.worker = build_worker(self.client, s, self.activities)
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
+        # After bootstrap: the schedules a wake-up triggers exist by now.
+        self.wakeup = WakeupListener(s, self.client)
+        await self.wakeup.start()
         if self._with_health:
             self._health = HealthServer(self)
             await self._health.start()
@@ -192,6 +197,8 @@ class WorkerManager:
 
     async def stop(self) -> None:
         """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
+        if self.wakeup is not None:
+            await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
         if self.worker is not None and self.running:
             await self.worker.shutdown()
         if self._worker_task is not None:
