@@ -12,7 +12,12 @@ no-op activity, started directly by a client. The pipeline is then measured thro
     latency      commit of one row while idle → Novu receipt (emulator)     latency_p50_s, latency_p99_s
     scheduled    |Novu receipt - scheduled_for| for rows 5-15 s ahead       schedule_error_p50_s, _p99_s
     backlog      commit of a large batch → last SENT                        backlog_per_s
+    wake-ups     as latency, but POLL_INTERVAL_MS=10000 and wake-ups on;    wakeup_latency_p50_s, _p99_s,
+                 then rows in separate commits → xnovu-poll-new runs        wakeup_runs_per_1000_commits
     (all)        peak RSS of the xnovu worker process and its children     rss_mb
+
+The phases before "wake-ups" run with WAKEUP_ENABLED=false, so `latency_*` stays the polled latency at a 1 s
+interval and the wake-up figures stand next to it.
 
 Both workers run as subprocesses with the same Temporal slot/cache settings, so neither shares the GIL with the
 bench, the emulator or each other, and the worker's memory can be sampled. Each run brings up a fresh stack in a
@@ -84,6 +89,8 @@ class BenchPlan:
     latency_samples: int
     scheduled_rows: int
     backlog_n: int
+    wakeup_commits: int = 1000
+    """Rows inserted one commit each while wake-ups are on: how many poll runs do they start?"""
     start_concurrency: int = 50
     """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
     warmup: int = 20
@@ -98,6 +105,7 @@ QUICK = BenchPlan(
     latency_samples=10,
     scheduled_rows=10,
     backlog_n=1000,
+    wakeup_commits=200,
 )
 FULL = BenchPlan(
     ceiling_n=2000,
@@ -111,6 +119,8 @@ FULL = BenchPlan(
 
 #: Poll interval of all three schedules during the bench (the issue's "1 s poll").
 POLL_INTERVAL_MS = 1000
+#: xnovu-poll-new's interval in the wake-up phase: the default, so only a wake-up makes delivery fast.
+WAKEUP_POLL_INTERVAL_MS = 10_000
 #: Scheduled rows are due this far ahead (seconds, uniform), so each one goes through the look-ahead and a timer.
 SCHEDULE_AHEAD_S = (5.0, 15.0)
 #: A phase that makes no progress for this long has failed (a stuck worker, a dead server): say so, do not hang.
@@ -151,6 +161,10 @@ class BenchResult:
     schedule_error_p99_s: float
     backlog_per_s: float
     rss_mb: float
+    wakeup_latency_p50_s: float = 0.0
+    wakeup_latency_p99_s: float = 0.0
+    wakeup_runs_per_1000_commits: float = 0.0
+    """xnovu-poll-new runs started while the rows were committed and sent, interval ticks included."""
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -202,13 +216,21 @@ def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
             r.backlog_per_s >= 0.8 * r.ceiling_per_s,
         ),
         TargetCheck("rss_mb", r.rss_mb, "≤ 200 MB", r.rss_mb <= 200.0),
+        TargetCheck("wakeup_latency_p50_s", r.wakeup_latency_p50_s, "≤ 0.25 s", r.wakeup_latency_p50_s <= 0.25),
+        TargetCheck("wakeup_latency_p99_s", r.wakeup_latency_p99_s, "≤ 1 s", r.wakeup_latency_p99_s <= 1.0),
+        TargetCheck(
+            "wakeup_runs_per_1000_commits",
+            r.wakeup_runs_per_1000_commits,
+            "≤ 5",
+            r.wakeup_runs_per_1000_commits <= 5,
+        ),
     ]
 
 
 def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
     """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
     checks = {c.metric: c for c in evaluate_targets(r)}
-    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": ""}
+    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": "", "_commits": ""}
     table = Table(
         "metric",
         "figure",
@@ -437,6 +459,8 @@ class Bench:
                 "worker_health_port": free_port(),
                 "worker_pid_file": base / "worker.pid",
                 "temporal_namespace_retention_days": 1,
+                # The polled figures are measured without wake-ups; the wake-up phase turns them on.
+                "wakeup_enabled": False,
             }
         )
         self.ceiling_queue = f"xnovu-bench-ceiling-{tag}"
@@ -570,10 +594,11 @@ class Bench:
 
     # -- the xnovu worker
 
-    async def start_worker(self) -> None:
+    async def start_worker(self, **changes: Any) -> None:
         """`xnovu worker start` as a subprocess; ready once /health says so (Temporal polled, DB answering)."""
+        settings = self.settings.model_copy(update=changes) if changes else self.settings
         self.worker = ChildProcess.spawn(
-            "worker", ["-m", "xnovu", "worker", "start"], settings_env(self.settings), self.base
+            "worker", ["-m", "xnovu", "worker", "start"], settings_env(settings), self.base
         )
         self.rss = RssSampler(self.worker.process.pid)
         self._rss_task = asyncio.create_task(self.rss.run(), name="bench-rss")
@@ -648,10 +673,10 @@ class Bench:
                 )
             await asyncio.sleep(EVENT_POLL_S)
 
-    async def latency(self) -> list[float]:
+    async def latency(self, name: str = "latency: commit → Novu") -> list[float]:
         """Commit → Novu receipt of one row at a time while idle, after a random 0-1 s gap (any point of a tick)."""
         n = self.plan.latency_samples
-        phase = self._phase("latency: commit → Novu", n)
+        phase = self._phase(name, n)
         await self._emulator_post("/emulator/reset", {})  # keeps each GET /emulator/events small
         samples: list[float] = []
         for i in range(n):
@@ -687,6 +712,46 @@ class Bench:
             await asyncio.sleep(WAIT_POLL_S)
         return errors
 
+    async def _poll_new_runs(self) -> tuple[int, int]:
+        """(runs started so far, runs in progress) of the xnovu-poll-new schedule."""
+        from xnovu.models import PollKind
+        from xnovu.temporal.schedules import schedule_id
+
+        assert self.client is not None
+        d = await self.client.get_schedule_handle(schedule_id(PollKind.NEW)).describe()
+        return d.info.num_actions, len(d.info.running_actions)
+
+    async def _poll_new_idle(self) -> int:
+        """Runs started so far, once none is in progress (a buffered trigger has started and finished)."""
+        deadline = time.monotonic() + STALL_S
+        while True:
+            taken, running = await self._poll_new_runs()
+            if not running or time.monotonic() > deadline:
+                return taken
+            await asyncio.sleep(WAIT_POLL_S)
+
+    async def wakeups(self) -> tuple[list[float], float]:
+        """A fresh worker with wake-ups on and the default 10 s interval: idle latency, then runs per commit."""
+        assert self.worker is not None
+        await asyncio.to_thread(self.worker.stop)
+        if self._rss_task is not None:
+            self._rss_task.cancel()  # rss_mb is the first worker's; the new one gets its own sampler
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rss_task
+        await self.start_worker(poll_interval_ms=WAKEUP_POLL_INTERVAL_MS, wakeup_enabled=True)
+        await self._poll_new_idle()  # the start-up catch-up wake-up is not what we measure
+        samples = await self.latency("wake-ups: commit → Novu")
+        n = self.plan.wakeup_commits
+        phase = self._phase("wake-ups: one commit per row", n)
+        before = await self._poll_new_idle()
+        ids: list[int] = []
+        committed = time.time()
+        for _ in range(n):
+            ids += (await self.insert(1))[0]
+        await self.wait_sent(ids, committed, phase)
+        runs = await self._poll_new_idle() - before
+        return samples, runs * 1000 / n
+
     async def run(self, stack_pids: Sequence[int] = ()) -> BenchResult:
         """All phases in order: ceiling first (nothing else on the server), then the pipeline from light to heavy.
 
@@ -707,6 +772,8 @@ class Bench:
         backlog = await self.throughput("backlog drain", plan.backlog_n)
         assert self.rss is not None
         self.rss.sample()
+        rss_mb = self.rss.peak_mb
+        wake_latency, wake_runs = await self.wakeups()
         return BenchResult(
             ceiling_per_s=ceiling,
             e2e_per_s=e2e,
@@ -717,7 +784,10 @@ class Bench:
             schedule_error_p50_s=percentile(schedule_errors, 50),
             schedule_error_p99_s=percentile(schedule_errors, 99),
             backlog_per_s=backlog,
-            rss_mb=self.rss.peak_mb,
+            rss_mb=rss_mb,
+            wakeup_latency_p50_s=percentile(wake_latency, 50),
+            wakeup_latency_p99_s=percentile(wake_latency, 99),
+            wakeup_runs_per_1000_commits=wake_runs,
         )
 
 
