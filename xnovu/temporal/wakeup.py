@@ -227,6 +227,7 @@ class WakeupListener:
         self._last_fire[kind] = time.monotonic()
         sid = schedule_id(kind)
         try:
+            # Temporal runs a triggered action even on a paused schedule, so the pause is checked here.
             if await self._is_paused(kind):
                 self.skipped_paused += 1
                 log.debug("wake-up skipped: schedule paused", extra={"schedule_id": sid})
