@@ -12,7 +12,12 @@ no-op activity, started directly by a client. The pipeline is then measured thro
     latency      commit of one row while idle → Novu receipt (emulator)     latency_p50_s, latency_p99_s
     scheduled    |Novu receipt - scheduled_for| for rows 5-15 s ahead       schedule_error_p50_s, _p99_s
     backlog      commit of a large batch → last SENT                        backlog_per_s
+    wake-ups     as latency, but POLL_INTERVAL_MS=10000 and wake-ups on;    wakeup_latency_p50_s, _p99_s,
+                 then rows in separate commits → xnovu-poll-new runs        wakeup_runs_per_1000_commits
     (all)        peak RSS of the xnovu worker process and its children     rss_mb
+
+The phases before "wake-ups" run with WAKEUP_ENABLED=false, so `latency_*` stays the polled latency at a 1 s
+interval and the wake-up figures stand next to it.
 
 Both workers run as subprocesses with the same Temporal slot/cache settings, so neither shares the GIL with the
 bench, the emulator or each other, and the worker's memory can be sampled. Each run brings up a fresh stack in a
@@ -88,6 +93,9 @@ class BenchPlan:
     """Recipients of the one heavy row sent at the emulator's unlimited rate."""
     limited_recipients: int = 1_500
     """Recipients of the one row sent on a budget of LIMITED_RPS tokens/s (floor: limited_recipients / LIMITED_RPS)."""
+    wakeup_commits: int = 1000
+    """Rows inserted one commit each while wake-ups are on: how many poll runs do they start? (Runs do not grow
+    with the number of commits but with how long they keep coming, so the figure is taken at the issue's 1 000.)"""
     start_concurrency: int = 50
     """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
     warmup: int = 20
@@ -119,6 +127,8 @@ FULL = BenchPlan(
 LIMITED_RPS = 10.0
 #: Poll interval of all three schedules during the bench (the issue's "1 s poll").
 POLL_INTERVAL_MS = 1000
+#: xnovu-poll-new's interval in the wake-up phase: the default, so only a wake-up makes delivery fast.
+WAKEUP_POLL_INTERVAL_MS = 10_000
 #: Scheduled rows are due this far ahead (seconds, uniform), so each one goes through the look-ahead and a timer.
 SCHEDULE_AHEAD_S = (5.0, 15.0)
 #: A phase that makes no progress for this long has failed (a stuck worker, a dead server): say so, do not hang.
@@ -165,6 +175,10 @@ class BenchResult:
     """One row with `limited_recipients` recipients on a budget of LIMITED_RPS tokens/s, commit → SENT."""
     limited_floor_s: float = 0.0
     """What the budget allows at best for that row: recipients / LIMITED_RPS."""
+    wakeup_latency_p50_s: float = 0.0
+    wakeup_latency_p99_s: float = 0.0
+    wakeup_runs_per_1000_commits: float = 0.0
+    """xnovu-poll-new runs started by wake-ups while the rows were committed and sent (ticks held off)."""
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -222,13 +236,21 @@ def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
             f"≤ 1.1 x floor = {1.1 * r.limited_floor_s:.0f} s",
             0 < r.limited_send_s <= 1.1 * r.limited_floor_s,
         ),
+        TargetCheck("wakeup_latency_p50_s", r.wakeup_latency_p50_s, "≤ 0.25 s", r.wakeup_latency_p50_s <= 0.25),
+        TargetCheck("wakeup_latency_p99_s", r.wakeup_latency_p99_s, "≤ 1 s", r.wakeup_latency_p99_s <= 1.0),
+        TargetCheck(
+            "wakeup_runs_per_1000_commits",
+            r.wakeup_runs_per_1000_commits,
+            "≤ 5",
+            r.wakeup_runs_per_1000_commits <= 5,
+        ),
     ]
 
 
 def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
     """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
     checks = {c.metric: c for c in evaluate_targets(r)}
-    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": ""}
+    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": "", "_commits": ""}
     table = Table(
         "metric",
         "figure",
@@ -457,6 +479,8 @@ class Bench:
                 "worker_health_port": free_port(),
                 "worker_pid_file": base / "worker.pid",
                 "temporal_namespace_retention_days": 1,
+                # The polled figures are measured without wake-ups; the wake-up phase turns them on.
+                "wakeup_enabled": False,
             }
         )
         self.ceiling_queue = f"xnovu-bench-ceiling-{tag}"
@@ -668,10 +692,10 @@ class Bench:
                 )
             await asyncio.sleep(EVENT_POLL_S)
 
-    async def latency(self) -> list[float]:
+    async def latency(self, name: str = "latency: commit → Novu") -> list[float]:
         """Commit → Novu receipt of one row at a time while idle, after a random 0-1 s gap (any point of a tick)."""
         n = self.plan.latency_samples
-        phase = self._phase("latency: commit → Novu", n)
+        phase = self._phase(name, n)
         await self._emulator_post("/emulator/reset", {})  # keeps each GET /emulator/events small
         samples: list[float] = []
         for i in range(n):
@@ -707,6 +731,45 @@ class Bench:
             await asyncio.sleep(WAIT_POLL_S)
         return errors
 
+    async def _poll_new_runs(self) -> tuple[int, int]:
+        """(runs started so far, runs in progress) of the xnovu-poll-new schedule."""
+        from xnovu.models import PollKind
+        from xnovu.temporal.schedules import schedule_id
+
+        assert self.client is not None
+        d = await self.client.get_schedule_handle(schedule_id(PollKind.NEW)).describe()
+        return d.info.num_actions, len(d.info.running_actions)
+
+    async def _poll_new_idle(self) -> int:
+        """Runs started so far, once none is in progress (a buffered trigger has started and finished)."""
+        deadline = time.monotonic() + STALL_S
+        while True:
+            taken, running = await self._poll_new_runs()
+            if not running or time.monotonic() > deadline:
+                return taken
+            await asyncio.sleep(WAIT_POLL_S)
+
+    async def wakeups(self) -> tuple[list[float], float]:
+        """A fresh worker with wake-ups on and the default 10 s interval: idle latency, then runs per commit."""
+        await self._restart_worker(poll_interval_ms=WAKEUP_POLL_INTERVAL_MS, wakeup_enabled=True)
+        await self._poll_new_idle()  # the start-up catch-up wake-up is not what we measure
+        samples = await self.latency("wake-ups: commit → Novu")
+        # Hold the interval ticks off so that every run counted below was started by a wake-up.
+        from xnovu.temporal.schedules import ensure_schedules
+
+        assert self.client is not None
+        await ensure_schedules(self.client, self.settings.model_copy(update={"poll_interval_ms": 3_600_000}))
+        n = self.plan.wakeup_commits
+        phase = self._phase("wake-ups: one commit per row", n)
+        before = await self._poll_new_idle()
+        ids: list[int] = []
+        committed = time.time()
+        for _ in range(n):
+            ids += (await self.insert(1))[0]
+        await self.wait_sent(ids, committed, phase)
+        runs = await self._poll_new_idle() - before
+        return samples, runs * 1000 / n
+
     async def run(self, stack_pids: Sequence[int] = ()) -> BenchResult:
         """All phases in order: ceiling first (nothing else on the server), then the pipeline from light to heavy.
 
@@ -734,6 +797,7 @@ class Bench:
         limited = await self.throughput(
             f"heavy on {LIMITED_RPS:g} tokens/s: 1 row x {plan.limited_recipients}", 1, plan.limited_recipients
         )
+        wake_latency, wake_runs = await self.wakeups()
         return BenchResult(
             ceiling_per_s=ceiling,
             e2e_per_s=e2e,
@@ -748,6 +812,9 @@ class Bench:
             heavy_recipients_per_s=heavy,
             limited_send_s=plan.limited_recipients / limited,
             limited_floor_s=plan.limited_recipients / LIMITED_RPS,
+            wakeup_latency_p50_s=percentile(wake_latency, 50),
+            wakeup_latency_p99_s=percentile(wake_latency, 99),
+            wakeup_runs_per_1000_commits=wake_runs,
         )
 
     async def _restart_worker(self, **overrides: Any) -> None:

@@ -230,6 +230,10 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
                     table.add_row(key, json.dumps(status[key]) if not isinstance(status[key], str) else status[key])
             for sched in status.get("schedules", []) if isinstance(status.get("schedules"), list) else []:
                 table.add_row(sched["id"], "paused" if sched["paused"] else "active")
+            wake = status.get("wakeup")
+            if isinstance(wake, dict):
+                reason = f" ({wake['reason']})" if wake.get("reason") else ""
+                table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
             out.print(table)
     if not healthy:
         raise typer.Exit(1)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # Rules (README "Rules"): the xnovu-rules-sync interval and how late a missed fire may still be made up.
     rules_sync_interval_ms: int = Field(60_000, ge=1, le=86_400_000)
     rules_catchup_window_ms: int = Field(300_000, ge=10_000, le=7 * 86_400_000)
+    # Wake-ups: a commit that makes rows PENDING triggers the poll schedule at once (README "Wake-ups")
+    wakeup_enabled: bool = True
+    wakeup_debounce_ms: int = Field(100, ge=0, le=60_000)
 
     # Processing
     trigger_concurrency: int = Field(10, ge=1, le=1000)
@@ -194,13 +197,24 @@ class Settings(BaseSettings):
         """asyncpg's prepared-statement cache; 0 behind a transaction pooler (Supabase port 6543, pgbouncer)."""
         if self.database_statement_cache_size is not None:
             return self.database_statement_cache_size
+        return 0 if self.transaction_pooler else 100
+
+    @property
+    def transaction_pooler(self) -> bool:
+        """DATABASE_URL goes through a transaction pooler (port 6543 as Supabase's, or `pgbouncer=true`).
+
+        Such a pooler hands each transaction to any server connection: prepared statements and LISTEN do not
+        survive it, so the statement cache and wake-ups are off behind one.
+        """
         if self.database_url is None:
-            return 100
+            return False
         url = self.database_url.get_secret_value()
         parts = urlsplit(url)
-        if parts.port == 6543 or "pgbouncer=true" in parts.query or "pooler.supabase.com:6543" in url:
-            return 0
-        return 100
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return port == 6543 or "pgbouncer=true" in parts.query.lower()
 
     def interval_seconds(self, kind: str) -> int:
         """Schedule interval for a poll kind (or "rules-sync"), rounded up to whole seconds, at least 1 s."""

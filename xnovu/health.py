@@ -102,6 +102,8 @@ async def status_report(manager: WorkerManager) -> dict[str, Any]:
     if manager.budget is not None:
         report["novu_token_budget"] = manager.budget.snapshot()
     report["tracing"] = manager.tracing.state.as_dict()
+    if manager.wakeup is not None:
+        report["wakeup"] = manager.wakeup.status()
     return report
 
 

@@ -39,6 +39,9 @@ JSON_KEYS = {
     "heavy_recipients_per_s",
     "limited_send_s",
     "limited_floor_s",
+    "wakeup_latency_p50_s",
+    "wakeup_latency_p99_s",
+    "wakeup_runs_per_1000_commits",
 }
 
 #: Every figure exactly on its target: each rule is inclusive, so this passes everything.
@@ -56,6 +59,9 @@ ON_TARGET = BenchResult(
     heavy_recipients_per_s=3000.0,
     limited_send_s=165.0,
     limited_floor_s=150.0,
+    wakeup_latency_p50_s=0.25,
+    wakeup_latency_p99_s=1.0,
+    wakeup_runs_per_1000_commits=5.0,
 )
 
 
@@ -100,6 +106,9 @@ def test_figures_exactly_on_target_pass() -> None:
         "backlog_per_s",
         "rss_mb",
         "limited_send_s",
+        "wakeup_latency_p50_s",
+        "wakeup_latency_p99_s",
+        "wakeup_runs_per_1000_commits",
     }
 
 
@@ -114,6 +123,9 @@ def test_figures_exactly_on_target_pass() -> None:
         ({"backlog_per_s": 79.9}, "backlog_per_s"),  # < 0.8 x ceiling (100)
         ({"rss_mb": 200.1}, "rss_mb"),
         ({"limited_send_s": 165.1}, "limited_send_s"),  # > 1.1 x floor (150 s)
+        ({"wakeup_latency_p50_s": 0.251}, "wakeup_latency_p50_s"),
+        ({"wakeup_latency_p99_s": 1.01}, "wakeup_latency_p99_s"),
+        ({"wakeup_runs_per_1000_commits": 5.1}, "wakeup_runs_per_1000_commits"),
     ],
 )
 def test_each_target_misses_just_past_its_limit(change: dict[str, float], missed: str) -> None:
@@ -140,7 +152,7 @@ def test_table_shows_every_figure_with_pass_or_miss() -> None:
     text = buf.getvalue()
     for key in JSON_KEYS:
         assert key in text
-    assert text.count("pass") == 7
+    assert text.count("pass") == 10
     assert text.count("miss") == 1
 
 
@@ -186,3 +198,5 @@ async def test_quick_bench_runs_end_to_end_and_prints_one_json_object() -> None:
     assert 0 < result.latency_p50_s <= result.latency_p99_s
     assert 0 <= result.schedule_error_p50_s <= result.schedule_error_p99_s
     assert result.rss_mb > 10
+    assert 0 < result.wakeup_latency_p50_s <= result.wakeup_latency_p99_s
+    assert result.wakeup_runs_per_1000_commits > 0

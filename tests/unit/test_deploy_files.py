@@ -60,6 +60,7 @@ SPEC_SETTINGS = frozenset(
         "WORKER_LOG_FORMAT",
         "WORKER_PID_FILE",
         "DATABASE_STATEMENT_CACHE_SIZE",
+        "WAKEUP_ENABLED",
     }
 )
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -127,10 +127,19 @@ class ClaimLimits:
 
 
 def database_url(settings: Settings) -> str:
-    """The configured DATABASE_URL, or a readable error saying how to set it."""
+    """The configured DATABASE_URL to connect with, or a readable error saying how to set it.
+
+    `pgbouncer=true` is a hint for clients (it marks a transaction pooler), not a server setting: asyncpg would
+    send it as one and the server would refuse the connection, so it is dropped here.
+    """
     if settings.database_url is None:
         raise ConfigError("DATABASE_URL: not set; set it to your Postgres/Supabase URL, or run `xnovu dev`")
-    return settings.database_url.get_secret_value()
+    url = settings.database_url.get_secret_value()
+    parts = urlsplit(url)
+    if "pgbouncer" not in parts.query.lower():
+        return url
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "pgbouncer"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 async def connect(settings: Settings, *, min_size: int = 1) -> Repository:

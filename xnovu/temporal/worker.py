@@ -33,6 +33,7 @@ from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.rule_activities import RuleActivities
 from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
 from xnovu.temporal.rules import rule_schedule_config
+from xnovu.temporal.wakeup import WakeupListener
 from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.tracing import Tracing
 from xnovu.trigger import NotificationProcessor
@@ -201,6 +202,7 @@ class WorkerManager:
         self.activities: XnovuActivities | None = None
         self.rule_activities: RuleActivities | None = None
         self.worker: Worker | None = None
+        self.wakeup: WakeupListener | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
         self._with_health = health
@@ -227,6 +229,9 @@ class WorkerManager:
         self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
         self._init_gauges()
+        # After bootstrap: the schedules a wake-up triggers exist by now.
+        self.wakeup = WakeupListener(s, self.client)
+        await self.wakeup.start()
         if self._with_health:
             self._health = HealthServer(self)
             await self._health.start()
@@ -255,6 +260,8 @@ class WorkerManager:
 
     async def stop(self) -> None:
         """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
+        if self.wakeup is not None:
+            await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
         if self.worker is not None and self.running:
             await self.worker.shutdown()
         if self._worker_task is not None:

@@ -1,0 +1,289 @@
+"""Wake-ups: a commit that makes rows PENDING triggers the poll schedule, so delivery does not wait for a tick.
+
+Real Postgres (the migration's statement triggers, a real LISTEN connection), real Temporal dev server (the
+schedules' own trigger and paused state), real HTTP emulator. Poll intervals of an hour make sure that only a
+wake-up can explain a quick delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from tests.support import DB_PASSWORD, Env, eventually
+from xnovu.db.repository import database_url
+from xnovu.health import status_report
+from xnovu.models import PollKind
+from xnovu.temporal.schedules import schedule_id, set_paused
+from xnovu.temporal.wakeup import CHANNEL, WakeupListener
+from xnovu.temporal.worker import WorkerManager
+
+HOUR_MS = 3_600_000
+#: Every schedule ticks hourly: a notification SENT within seconds was woken, not polled.
+NO_TICKS = {"poll_interval_ms": HOUR_MS, "failed_poll_interval_ms": HOUR_MS, "scheduled_poll_interval_ms": HOUR_MS}
+
+
+@asynccontextmanager
+async def listening(env: Env) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
+    """A raw LISTEN connection on the wake-up channel, collecting payloads in order."""
+    conn = await asyncpg.connect(database_url(env.settings))
+    received: list[str] = []
+    await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: received.append(payload))
+    try:
+        yield conn, received
+    finally:
+        await conn.close()
+
+
+async def notifications_of(env: Env, received: list[str], statement: str, *args: Any) -> list[str]:
+    """What one statement notified: a marker notified after it arrives last (NOTIFY keeps commit order)."""
+    before = len(received)
+    await env.execute(statement, *args)
+    await env.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+    await eventually(lambda: _has_marker(received, before), timeout=10, interval=0.02)
+    return received[before:-1]
+
+
+async def _has_marker(received: list[str], before: int) -> bool:
+    return "marker" in received[before:]
+
+
+def listener(manager: WorkerManager) -> WakeupListener:
+    assert manager.wakeup is not None
+    return manager.wakeup
+
+
+async def schedule_actions(manager: WorkerManager, kind: PollKind = PollKind.NEW) -> tuple[int, int]:
+    """(actions taken so far, actions running now) of one poll schedule, as Temporal reports them."""
+    assert manager.client is not None
+    d = await manager.client.get_schedule_handle(schedule_id(kind)).describe()
+    return d.info.num_actions, len(d.info.running_actions)
+
+
+async def settled(manager: WorkerManager) -> bool:
+    """Listening, the start-up catch-up wake-ups sent and their poll runs finished: a quiet baseline."""
+    w = listener(manager)
+    if w.state != "connected" or w.pending:
+        return False
+    for kind in (PollKind.NEW, PollKind.SCHEDULED):
+        taken, running = await schedule_actions(manager, kind)
+        if taken < 1 or running:
+            return False
+    return True
+
+
+async def test_one_statement_sends_one_wakeup_whatever_the_number_of_rows(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with listening(env) as (_, received):
+        got = await notifications_of(
+            env,
+            received,
+            "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients)"
+            " SELECT 'n' || i, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()] FROM generate_series(1, 100) i",
+            wf,
+        )
+        assert got == ["new"], "100 rows inserted by one statement: one notification, not one per row"
+
+        got = await notifications_of(
+            env,
+            received,
+            "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients,"
+            " scheduled_for) SELECT 's' || i, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()],"
+            " now() + interval '1 minute' FROM generate_series(1, 50) i",
+            wf,
+        )
+        assert got == ["scheduled"], "future send times wake the scheduled poll"
+
+        got = await notifications_of(
+            env, received, "UPDATE notify.ent_notification SET publish_status = 'DRAFT' WHERE name LIKE 'n%'"
+        )
+        assert got == [], "unpublishing makes nothing sendable"
+        got = await notifications_of(
+            env, received, "UPDATE notify.ent_notification SET publish_status = 'PUBLISH' WHERE name LIKE 'n%'"
+        )
+        assert got == ["new"], "republishing 100 PENDING rows: one notification"
+
+        # What xnovu itself does to rows: claims (PENDING -> PROCESSING), gives one back (PROCESSING -> PENDING,
+        # it must not be sent now), dead-letters: none of it wakes anyone, or a held row would loop.
+        got = await notifications_of(
+            env, received, "UPDATE notify.ent_notification SET notification_status = 'PROCESSING' WHERE name LIKE 'n%'"
+        )
+        assert got == []
+        got = await notifications_of(
+            env, received, "UPDATE notify.ent_notification SET notification_status = 'PENDING' WHERE name = 'n1'"
+        )
+        assert got == [], "a row given back by a claim does not wake the poll"
+        got = await notifications_of(
+            env,
+            received,
+            "UPDATE notify.ent_notification SET notification_status = 'FAILED', dead_lettered_at = now()"
+            " WHERE name LIKE 'n%'",
+        )
+        assert got == []
+
+        ids = [r["id"] for r in await env.repo.pool.fetch("SELECT id FROM notify.ent_notification")]
+        before = len(received)
+        assert len(await env.repo.dlq_requeue(ids)) == 100
+        await eventually(lambda: _count(received, before, 1), timeout=10, interval=0.02)
+        assert received[before:] == ["new"], "requeueing 100 dead-lettered rows: one notification"
+
+        got = await notifications_of(
+            env,
+            received,
+            "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id,"
+            " payload, recipients) VALUES ('d', 'DRAFT', $1, '{}'::jsonb, ARRAY[gen_random_uuid()])",
+            wf,
+        )
+        assert got == [], "a DRAFT notification is not sendable"
+
+
+async def _count(received: list[str], before: int, n: int) -> bool:
+    return len(received) - before >= n
+
+
+async def test_an_insert_is_sent_long_before_the_next_tick(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as manager:
+        await eventually(lambda: settled(manager), timeout=30)
+        heard, (taken, _) = listener(manager).notifications_received, await schedule_actions(manager)
+        committed = time.monotonic()
+        [nid] = await env.insert(wf)
+        await eventually(lambda: env.all_in([nid], "SENT"), timeout=10, interval=0.05)
+        elapsed = time.monotonic() - committed
+        assert listener(manager).notifications_received > heard
+        assert (await schedule_actions(manager))[0] > taken, "the run is an action of the xnovu-poll-new schedule"
+        status = await status_report(manager)
+    assert elapsed < 5, f"commit -> SENT took {elapsed:.2f} s with hourly ticks"
+    assert status["wakeup"]["state"] == "connected" and status["wakeup"]["wakeups_sent"] >= 1
+    assert status["wakeup"]["last_wakeup_at"] is not None
+
+
+async def test_a_scheduled_insert_wakes_the_scheduled_poll_and_is_sent_on_time(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as manager:
+        await eventually(lambda: settled(manager), timeout=30)
+        due = datetime.now(UTC) + timedelta(seconds=3)
+        [nid] = await env.insert(wf, scheduled_for=due)
+        await eventually(lambda: env.all_in([nid], "SENT"), timeout=15, interval=0.05)
+    [event] = env.deliveries()
+    received = datetime.fromisoformat(str(event["receivedAt"]).replace("Z", "+00:00"))
+    assert abs((received - due).total_seconds()) <= 1.0
+
+
+async def test_a_paused_schedule_is_never_started_by_a_wakeup(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as manager:
+        await eventually(lambda: settled(manager), timeout=30)
+        assert manager.client is not None
+        await set_paused(manager.client, [PollKind.NEW], True, "maintenance")
+        w = listener(manager)
+        # Past the brief cache of the paused state (the documented residual race), without sleeping blindly.
+        await eventually(lambda: _expired(w), timeout=5, interval=0.05)
+        taken, _ = await schedule_actions(manager)
+        heard, skipped = w.notifications_received, w.skipped_paused
+        ids = [(await env.insert(wf))[0] for _ in range(5)]
+        await eventually(lambda: _heard_and_skipped(w, heard + 5, skipped + 1), timeout=10)
+        await eventually(lambda: _idle(w), timeout=5)
+        assert await schedule_actions(manager) == (taken, 0), "no run of the paused schedule was started"
+        assert await env.all_in(ids, "PENDING")
+        await set_paused(manager.client, [PollKind.NEW], False)
+        await eventually(lambda: _expired(w), timeout=5, interval=0.05)
+        [late] = await env.insert(wf)
+        await eventually(lambda: env.all_in([*ids, late], "SENT"), timeout=15)
+
+
+async def _expired(w: WakeupListener) -> bool:
+    return w.paused_cache_expired(PollKind.NEW)
+
+
+async def _heard_and_skipped(w: WakeupListener, heard: int, skipped: int) -> bool:
+    return w.notifications_received >= heard and w.skipped_paused >= skipped
+
+
+async def _idle(w: WakeupListener) -> bool:
+    return not w.pending
+
+
+async def test_behind_a_transaction_pooler_wakeups_are_off_and_interval_polling_still_delivers(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = database_url(env.settings)
+    pooled = SecretStr(url + ("&" if "?" in url else "?") + "pgbouncer=true")
+    wf = await env.workflow("welcome")
+    with caplog.at_level(logging.INFO, logger="xnovu"):
+        async with env.worker(database_url=pooled, poll_interval_ms=1_000) as manager:
+            assert manager.settings.transaction_pooler and manager.settings.statement_cache_size == 0
+            status = (await status_report(manager))["wakeup"]
+            assert status["enabled"] is False and status["state"] == "off"
+            assert "transaction pooler" in status["reason"]
+            [nid] = await env.insert(wf)
+            await eventually(lambda: env.all_in([nid], "SENT"), timeout=15)
+            assert listener(manager).notifications_received == 0
+    off = [r for r in caplog.records if r.getMessage().startswith("wake-ups are off")]
+    assert len(off) == 1, "said once in the log"
+    assert "transaction pooler" in off[0].__dict__["reason"]
+    assert all(DB_PASSWORD not in r.getMessage() for r in caplog.records)
+
+
+async def test_wakeups_can_be_switched_off(env: Env) -> None:
+    async with env.worker(wakeup_enabled=False) as manager:
+        status = (await status_report(manager))["wakeup"]
+    assert status == {**status, "enabled": False, "state": "off", "reason": "WAKEUP_ENABLED is false"}
+
+
+async def test_a_killed_listen_connection_reconnects_and_wakes_again(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as manager:
+        await eventually(lambda: settled(manager), timeout=30)
+        w = listener(manager)
+        first_pid = w.backend_pid
+        assert first_pid is not None
+        assert await env.repo.pool.fetchval("SELECT pg_terminate_backend($1)", first_pid)
+        await eventually(lambda: _reconnected(w, first_pid), timeout=20)
+        await eventually(lambda: settled(manager), timeout=30)
+        heard = w.notifications_received
+        [nid] = await env.insert(wf)
+        await eventually(lambda: env.all_in([nid], "SENT"), timeout=10, interval=0.05)
+        assert w.notifications_received > heard, "the new LISTEN connection heard the commit"
+    assert w.reconnects >= 1
+
+
+async def _reconnected(w: WakeupListener, old_pid: int) -> bool:
+    return w.state == "connected" and w.backend_pid not in (None, old_pid)
+
+
+async def test_many_separate_commits_start_only_a_handful_of_poll_runs(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as manager:
+        await eventually(lambda: settled(manager), timeout=30)
+        taken, _ = await schedule_actions(manager)
+        ids: list[int] = []
+        for _ in range(200):
+            ids += await env.insert(wf)
+        await eventually(lambda: env.all_in(ids, "SENT"), timeout=60)
+        await eventually(lambda: settled(manager), timeout=30)
+        runs = (await schedule_actions(manager))[0] - taken
+        heard = listener(manager).notifications_received
+    assert heard >= 200
+    assert 1 <= runs <= 15, f"200 commits started {runs} poll runs"
+    assert env.stats()["deliveries"] == 200 and env.stats()["duplicate_deliveries"] == 0
+
+
+async def test_a_wakeup_storm_from_two_workers_never_delivers_twice(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    async with env.worker(**NO_TICKS) as a, env.worker(**NO_TICKS) as b:
+        await eventually(lambda: settled(a), timeout=30)
+        await eventually(lambda: settled(b), timeout=30)
+        ids = await asyncio.gather(*(env.insert(wf) for _ in range(20)))
+        flat = [i for chunk in ids for i in chunk]
+        await eventually(lambda: env.all_in(flat, "SENT"), timeout=30)
+    assert env.stats()["deliveries"] == 20 and env.stats()["duplicate_deliveries"] == 0

@@ -1,0 +1,105 @@
+"""Wake-up settings: defaults, one-line errors, when wake-ups are off, and the pooler hint kept off the wire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from xnovu.config import Settings, load_settings
+from xnovu.db.repository import database_url
+from xnovu.errors import ConfigError
+from xnovu.temporal.wakeup import off_reason
+
+DB_PASSWORD = "pg-password-NEVER-SHOWN-91c2"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable of the developer's shell and no stray `.env` may leak into a test."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def test_wakeups_are_on_by_default_with_a_short_debounce() -> None:
+    s = load_settings()
+    assert s.wakeup_enabled is True and s.wakeup_debounce_ms == 100
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("TRUE", True), ("yes", True)])
+def test_wakeup_enabled_reads_the_usual_booleans(monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool) -> None:
+    monkeypatch.setenv("WAKEUP_ENABLED", raw)
+    assert load_settings().wakeup_enabled is expected
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("WAKEUP_ENABLED", "sometimes"),
+        ("WAKEUP_DEBOUNCE_MS", "-1"),
+        ("WAKEUP_DEBOUNCE_MS", "600000"),
+        ("WAKEUP_DEBOUNCE_MS", "fast"),
+    ],
+)
+def test_a_bad_wakeup_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, raw: str
+) -> None:
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{var}: ") and "\n" not in message and repr(raw) in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://postgres.abcd:{DB_PASSWORD}@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
+        f"postgresql://app:{DB_PASSWORD}@db.internal:6432/app?sslmode=require&pgbouncer=true",
+        f"postgresql://app:{DB_PASSWORD}@db.internal:5432/app?PgBouncer=TRUE",
+    ],
+)
+def test_behind_a_transaction_pooler_wakeups_are_off_and_say_why(url: str) -> None:
+    s = settings(database_url=url)
+    assert s.transaction_pooler
+    reason = off_reason(s)
+    assert reason is not None and "transaction pooler" in reason and DB_PASSWORD not in reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://postgres:{DB_PASSWORD}@db.abcd.supabase.co:5432/postgres",
+        f"postgresql://postgres.abcd:{DB_PASSWORD}@aws-0-eu-central-1.pooler.supabase.com:5432/postgres",
+    ],
+)
+def test_a_direct_or_session_mode_connection_can_listen(url: str) -> None:
+    assert off_reason(settings(database_url=url)) is None
+
+
+def test_a_statement_cache_of_zero_alone_does_not_switch_wakeups_off() -> None:
+    """DATABASE_STATEMENT_CACHE_SIZE=0 is also chosen for other reasons; only the URL says "transaction pooler"."""
+    s = settings(database_url="postgresql://app@db:5432/app", database_statement_cache_size=0)
+    assert s.statement_cache_size == 0 and off_reason(s) is None
+
+
+def test_wakeup_enabled_false_switches_them_off() -> None:
+    assert off_reason(settings(wakeup_enabled=False)) == "WAKEUP_ENABLED is false"
+
+
+def test_the_pgbouncer_hint_is_not_sent_to_the_server_and_the_rest_of_the_url_is_kept() -> None:
+    url = f"postgresql://app:{DB_PASSWORD}@db.internal:6432/app?sslmode=require&pgbouncer=true&application_name=x"
+    connect_to = urlsplit(database_url(settings(database_url=url)))
+    assert parse_qs(connect_to.query) == {"sslmode": ["require"], "application_name": ["x"]}
+    assert connect_to.password == DB_PASSWORD and connect_to.port == 6432 and connect_to.path == "/app"
+
+
+def test_a_url_without_the_hint_is_used_unchanged() -> None:
+    url = f"postgresql://app:{DB_PASSWORD}@db.internal:5432/app?sslmode=require"
+    assert database_url(settings(database_url=url)) == url

@@ -1,0 +1,261 @@
+"""Wake-ups: a commit that makes notifications PENDING triggers the poll schedule now, not at its next tick.
+
+    INSERT/UPDATE ─▶ statement trigger (migration 0005) ─▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled')
+        ─▶ every worker's one LISTEN connection ─▶ WakeupListener (throttled per kind)
+        ─▶ paused? (describe, cached briefly) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
+
+The run is still an action of the Schedule (visible in the Web UI), and BUFFER_ONE collapses triggers from many
+workers and many commits into at most one run after the one in progress. The schedules keep their intervals as the
+safety net: a lost notification, a dropped connection or a transaction pooler only costs latency, never a send.
+
+Residual race (README "Wake-ups"): the paused state is cached for `PAUSED_CACHE_S`, so a schedule paused less than
+that before a wake-up can still see one triggered run start; later wake-ups see it paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import asyncpg
+from temporalio.client import Client, ScheduleOverlapPolicy
+
+from xnovu.config import Settings
+from xnovu.db.queries import q
+from xnovu.db.repository import database_url
+from xnovu.models import PollKind
+from xnovu.temporal.schedules import schedule_id
+
+log = logging.getLogger(__name__)
+
+#: The channel the triggers of migration 0005 notify on; payload = the poll kind.
+CHANNEL = "xnovu_wakeup"
+#: Shown in pg_stat_activity, so operators (and tests) can tell the LISTEN connection apart.
+APPLICATION_NAME = "xnovu-wakeup"
+#: Kinds a notification may name; anything else on the channel is ignored.
+WAKE_KINDS = {PollKind.NEW.value: PollKind.NEW, PollKind.SCHEDULED.value: PollKind.SCHEDULED}
+#: How long a schedule's paused state is trusted before asking Temporal again (bounds the residual race).
+PAUSED_CACHE_S = 1.0
+#: An idle LISTEN connection is pinged this often: a half-open TCP connection never reports that it is gone.
+KEEPALIVE_S = 15.0
+PING_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 10.0
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 30.0
+RPC_TIMEOUT = timedelta(seconds=5)
+
+State = Literal["off", "connecting", "connected", "reconnecting"]
+
+
+def off_reason(settings: Settings) -> str | None:
+    """Why wake-ups cannot run with these settings, or None when they can."""
+    if not settings.wakeup_enabled:
+        return "WAKEUP_ENABLED is false"
+    if settings.transaction_pooler:
+        return (
+            "DATABASE_URL goes through a transaction pooler (port 6543 or pgbouncer=true), which cannot LISTEN; "
+            "use a direct or session-mode connection for sub-second delivery"
+        )
+    return None
+
+
+@dataclass
+class _Paused:
+    paused: bool
+    checked_at: float
+
+
+class WakeupListener:
+    """One dedicated LISTEN connection per worker (not from the pool) that triggers the poll schedules.
+
+    Per kind, the first notification triggers at once and later ones within WAKEUP_DEBOUNCE_MS are folded into
+    one trailing trigger, so a stream of commits costs at most one trigger per window per worker.
+    """
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+        self.debounce_s = settings.wakeup_debounce_ms / 1000
+        reason = off_reason(settings)
+        self.enabled = reason is None
+        self.state: State = "off" if reason else "connecting"
+        self.reason: str | None = reason
+        self.backend_pid: int | None = None
+        self.notifications_received = 0
+        self.wakeups_sent = 0
+        self.skipped_paused = 0
+        self.errors = 0
+        self.reconnects = 0
+        self.last_wakeup_at: float | None = None
+        self._pending: set[PollKind] = set()
+        self._last_fire: dict[PollKind, float] = {}
+        self._paused: dict[PollKind, _Paused] = {}
+        self._fires: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A trigger is waiting for its window or in flight."""
+        return bool(self._pending) or any(not t.done() for t in self._fires)
+
+    async def start(self) -> None:
+        """Start listening in the background; says once in the log when wake-ups are off, and why."""
+        if not self.enabled:
+            log.warning(
+                "wake-ups are off; new notifications wait for the next poll tick",
+                extra={"reason": self.reason, "poll_interval_ms": self.settings.poll_interval_ms},
+            )
+            return
+        self._task = asyncio.create_task(self._run(), name="wakeup-listener")
+
+    async def stop(self) -> None:
+        """Close the LISTEN connection and drop triggers not yet sent (the schedules' ticks cover them)."""
+        tasks = [t for t in (self._task, *self._fires) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+        if self.enabled:
+            self.state = "off"
+            self.reason = "the worker is stopping"
+
+    def status(self) -> dict[str, Any]:
+        """The `wakeup` section of /status."""
+        last = self.last_wakeup_at
+        return {
+            "enabled": self.enabled,
+            "state": self.state,
+            "reason": self.reason,
+            "debounce_ms": self.settings.wakeup_debounce_ms,
+            "notifications_received": self.notifications_received,
+            "wakeups_sent": self.wakeups_sent,
+            "skipped_paused": self.skipped_paused,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "last_wakeup_at": datetime.fromtimestamp(last, UTC).isoformat() if last is not None else None,
+        }
+
+    # -- the connection ---------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Listen until stopped; after any loss, reconnect with capped exponential backoff and jitter."""
+        url = database_url(self.settings)
+        delay = RECONNECT_MIN_S
+        connected_before = False
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    url,
+                    timeout=CONNECT_TIMEOUT_S,
+                    statement_cache_size=0,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notification)
+                self.backend_pid = conn.get_server_pid()
+                if connected_before:
+                    self.reconnects += 1
+                connected_before = True
+                self.state, self.reason = "connected", None
+                delay = RECONNECT_MIN_S
+                log.info("wake-ups listening", extra={"channel": CHANNEL, "backend_pid": self.backend_pid})
+                # Commits made while nobody listened were never heard: one wake-up per kind catches up on them.
+                for kind in WAKE_KINDS.values():
+                    self._request(kind)
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), KEEPALIVE_S)
+                    if not lost.is_set():
+                        await asyncio.wait_for(conn.fetchval(q("ping")), PING_TIMEOUT_S)
+                reason = "the LISTEN connection was closed by the server"
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {self._clean(exc)}"
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            self.state, self.reason = "reconnecting", reason
+            wait = delay * random.uniform(0.8, 1.2)
+            log.warning(
+                "wake-up connection lost; polling at the schedules' intervals until it is back",
+                extra={"reason": reason, "retry_in_s": round(wait, 2)},
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _clean(self, exc: BaseException) -> str:
+        """The first line of an error, without the database password (I6)."""
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        password = urlsplit(database_url(self.settings)).password
+        return text.replace(password, "***") if password else text
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        kind = WAKE_KINDS.get(payload)
+        if kind is None:
+            log.debug("ignored a notification on the wake-up channel", extra={"payload": payload[:40]})
+            return
+        self.notifications_received += 1
+        self._request(kind)
+
+    # -- throttled triggers -----------------------------------------------------------------------------------
+
+    def _request(self, kind: PollKind) -> None:
+        """Ask for one trigger of `kind`: now if none was sent within the window, else at the window's end."""
+        if kind in self._pending:
+            return  # a trigger is already queued and will see this commit
+        self._pending.add(kind)
+        due = self._last_fire.get(kind, float("-inf")) + self.debounce_s
+        task = asyncio.create_task(self._fire(kind, max(0.0, due - time.monotonic())), name=f"wakeup-{kind.value}")
+        self._fires.add(task)
+        task.add_done_callback(self._fires.discard)
+
+    async def _fire(self, kind: PollKind, delay_s: float) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        # From here on, a new notification queues another trigger: this one may run before its commit is visible.
+        self._pending.discard(kind)
+        self._last_fire[kind] = time.monotonic()
+        sid = schedule_id(kind)
+        try:
+            # Temporal runs a triggered action even on a paused schedule, so the pause is checked here.
+            if await self._is_paused(kind):
+                self.skipped_paused += 1
+                log.debug("wake-up skipped: schedule paused", extra={"schedule_id": sid})
+                return
+            await self.client.get_schedule_handle(sid).trigger(
+                overlap=ScheduleOverlapPolicy.BUFFER_ONE, rpc_timeout=RPC_TIMEOUT
+            )
+        except Exception as exc:
+            # Temporal unreachable or the schedule missing: the next tick picks the rows up.
+            self.errors += 1
+            log.warning("wake-up trigger failed", extra={"schedule_id": sid, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        self.wakeups_sent += 1
+        self.last_wakeup_at = time.time()
+        log.debug("wake-up sent", extra={"schedule_id": sid})
+
+    async def _is_paused(self, kind: PollKind) -> bool:
+        """The schedule's paused state, asked of Temporal at most once per PAUSED_CACHE_S."""
+        cached = self._paused.get(kind)
+        now = time.monotonic()
+        if cached is not None and now - cached.checked_at < PAUSED_CACHE_S:
+            return cached.paused
+        desc = await self.client.get_schedule_handle(schedule_id(kind)).describe(rpc_timeout=RPC_TIMEOUT)
+        paused = desc.schedule.state.paused
+        self._paused[kind] = _Paused(paused, time.monotonic())
+        return paused
+
+    def paused_cache_expired(self, kind: PollKind) -> bool:
+        """Whether the next wake-up of `kind` asks Temporal afresh (tests wait on this instead of sleeping)."""
+        cached = self._paused.get(kind)
+        return cached is None or time.monotonic() - cached.checked_at >= PAUSED_CACHE_S
