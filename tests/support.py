@@ -188,6 +188,31 @@ async def new_database(stack: Stack, name: str) -> str:
     return stack.database_url(name)
 
 
+async def empty_database(stack: Stack, name: str) -> str:
+    """A database with nothing of xnovu in it (not cloned from the migrated template), e.g. to load a foreign schema."""
+    conn = await asyncpg.connect(stack.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return stack.database_url(name)
+
+
+#: The original xnovu Supabase schema, as a live database has it before xnovu's migrations ran.
+ORIGINAL_SCHEMA = Path(__file__).parent / "fixtures" / "original_schema.sql"
+
+
+async def original_database(stack: Stack) -> str:
+    """A fresh database holding the original xnovu schema (no xnovu migration applied); returns its URL."""
+    url = await empty_database(stack, f"orig{next(stack.counter)}_{uuid.uuid4().hex[:6]}")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(ORIGINAL_SCHEMA.read_text(encoding="utf-8"))
+    finally:
+        await conn.close()
+    return url
+
+
 def test_settings(stack: Stack, database_url: str, **overrides: Any) -> Settings:
     """Fast intervals, a fresh namespace and task queue; nothing read from the developer's .env."""
     tag = uuid.uuid4().hex[:8]

@@ -8,7 +8,25 @@ CREATE TABLE IF NOT EXISTS notify.xnovu_schema_migrations (
 );
 
 -- name: migrations_lock
+-- Held for one migration transaction: a transaction-level lock, because a session-level one cannot be held across
+-- statements behind a transaction pooler (pgbouncer hands each transaction to any server connection).
 SELECT pg_advisory_xact_lock(7426913580021);
+
+-- name: migrations_lock_timeout
+-- DDL waiting for a lock queues every later insert behind it; give up after $1 (e.g. '250ms') and retry instead.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: migrations_index_state
+-- An index of a no-transaction migration: does it exist, is it valid, is some session building it right now?
+SELECT i.indisvalid AS valid,
+       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+               WHERE p.index_relid = i.indexrelid AND p.pid <> pg_backend_pid()) AS building
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2;
+
+-- name: migrations_drop_invalid_index
+-- The statement that drops an index an interrupted concurrent build left INVALID (identifiers quoted by Postgres).
+SELECT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', $1::text, $2::text);
 
 -- name: migrations_applied
 SELECT version FROM notify.xnovu_schema_migrations ORDER BY version;
