@@ -9,10 +9,11 @@ Built to run against a live database (README, Operations: "What `xnovu db migrat
 - A file whose first line is `-- xnovu:no-transaction` runs outside a transaction, one statement at a time
   (statements end with `;` at the end of a line): that is where `CREATE INDEX CONCURRENTLY` lives, which builds an
   index while the table keeps taking writes. An index an interrupted build left INVALID is dropped and rebuilt.
-- Concurrent `migrate` runs (several replicas starting at once) are serialised per transaction by an advisory lock.
-  It is transaction-scoped on purpose: a session-level lock cannot be held across statements behind a transaction
-  pooler such as pgbouncer, where migrate must work too. The no-transaction statements are idempotent and an index
-  that another session is still building is waited for, never dropped, so they are safe without it.
+- Concurrent `migrate` runs (several replicas starting at once) are serialised by an advisory lock. Behind a
+  transaction pooler such as pgbouncer a session-level lock cannot be held across statements (each transaction may
+  run on another server connection), so `Repository.migrate` holds it in a transaction on a second connection for
+  the whole run; on a single direct connection it is a session-level lock. Each statement is idempotent besides, and
+  an index some other session is still building is waited for, never dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ LOCK_TIMEOUT = "250ms"
 
 #: How long migrate keeps retrying a migration that cannot get its locks before it says which one and why.
 LOCK_PATIENCE_S = 600.0
+
+#: How often a `migrate` run waiting for another one tries the run lock again.
+RUN_LOCK_POLL_S = 0.2
 
 #: A concurrent index build reads the whole table; the pool's per-statement timeout must not cancel it half way.
 INDEX_BUILD_TIMEOUT_S = 24 * 3600.0
@@ -90,12 +94,40 @@ def migration_files() -> list[tuple[str, str]]:
 
 
 async def migrate(
-    conn: asyncpg.Connection, *, lock_timeout: str = LOCK_TIMEOUT, patience_s: float = LOCK_PATIENCE_S
+    conn: asyncpg.Connection,
+    lock_conn: asyncpg.Connection | None = None,
+    *,
+    lock_timeout: str = LOCK_TIMEOUT,
+    patience_s: float = LOCK_PATIENCE_S,
 ) -> list[str]:
     """Apply every migration not yet recorded; returns the versions this run applied.
 
-    `conn` must not be inside a transaction (no-transaction migrations need autocommit).
+    Concurrent runs are serialised by an advisory lock: held by a transaction on `lock_conn` when given (works
+    through a transaction pooler), else at session level on `conn` (a direct connection). `conn` must not be inside
+    a transaction: no-transaction migrations need autocommit.
     """
+    if lock_conn is not None:
+        while True:
+            holder = lock_conn.transaction()
+            await holder.start()
+            if await lock_conn.fetchval(q("migrations_run_try_lock")):
+                await lock_conn.execute(q("migrations_close_portal"))
+                break
+            await holder.rollback()  # ends this transaction, so an index build of the running migrate never waits on it
+            await asyncio.sleep(RUN_LOCK_POLL_S)
+        try:
+            return await _migrate(conn, lock_timeout, patience_s)
+        finally:
+            await holder.commit()
+    while not await conn.fetchval(q("migrations_session_try_lock")):
+        await asyncio.sleep(RUN_LOCK_POLL_S)
+    try:
+        return await _migrate(conn, lock_timeout, patience_s)
+    finally:
+        await conn.execute(q("migrations_session_unlock"))
+
+
+async def _migrate(conn: asyncpg.Connection, lock_timeout: str, patience_s: float) -> list[str]:
     async with conn.transaction():
         await conn.execute(q("migrations_lock"))
         await conn.execute("CREATE SCHEMA IF NOT EXISTS notify")
