@@ -8,7 +8,44 @@ CREATE TABLE IF NOT EXISTS notify.xnovu_schema_migrations (
 );
 
 -- name: migrations_lock
+-- Held for one migration transaction: a transaction-level lock, because a session-level one cannot be held across
+-- statements behind a transaction pooler (pgbouncer hands each transaction to any server connection).
 SELECT pg_advisory_xact_lock(7426913580021);
+
+-- name: migrations_run_try_lock
+-- Serialises whole `migrate` runs (several replicas starting at once). Taken in a transaction that a second
+-- connection keeps open for the run: behind a transaction pooler that pins one server connection, where a
+-- session-level lock could not be held. Tried, never waited for: a statement waiting for a lock holds a snapshot,
+-- and CREATE INDEX CONCURRENTLY waits for every older snapshot, so a waiting run would stall the running one.
+SELECT pg_try_advisory_xact_lock(7426913580022);
+
+-- name: migrations_close_portal
+-- Run (simple protocol) right after the lock was taken: the extended-protocol portal of the try keeps its snapshot,
+-- hence an xmin, until the next command, and CREATE INDEX CONCURRENTLY would wait for that transaction forever.
+SELECT 1;
+
+-- name: migrations_session_try_lock
+-- The same, for a run on a single direct connection (the embedded dev database, tests): a session-level lock.
+SELECT pg_try_advisory_lock(7426913580022);
+
+-- name: migrations_session_unlock
+SELECT pg_advisory_unlock(7426913580022);
+
+-- name: migrations_lock_timeout
+-- DDL waiting for a lock queues every later insert behind it; give up after $1 (e.g. '250ms') and retry instead.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: migrations_index_state
+-- An index of a no-transaction migration: does it exist, is it valid, is some session building it right now?
+SELECT i.indisvalid AS valid,
+       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
+               WHERE p.index_relid = i.indexrelid AND p.pid <> pg_backend_pid()) AS building
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2;
+
+-- name: migrations_drop_invalid_index
+-- The statement that drops an index an interrupted concurrent build left INVALID (identifiers quoted by Postgres).
+SELECT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I', $1::text, $2::text);
 
 -- name: migrations_applied
 SELECT version FROM notify.xnovu_schema_migrations ORDER BY version;

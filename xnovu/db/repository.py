@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -134,12 +134,26 @@ def database_url(settings: Settings) -> str:
     """
     if settings.database_url is None:
         raise ConfigError("DATABASE_URL: not set; set it to your Postgres/Supabase URL, or run `xnovu dev`")
-    url = settings.database_url.get_secret_value()
+    return server_url(settings.database_url.get_secret_value())
+
+
+#: Query parameters of DATABASE_URL that are meant for xnovu, not for the server (README, Operations: poolers).
+_CLIENT_ONLY_PARAMS = frozenset({"pgbouncer"})
+
+
+def server_url(url: str) -> str:
+    """`url` without the parameters only xnovu reads, e.g. `pgbouncer=true` (the form Supabase documents for its
+    transaction pooler).
+
+    asyncpg sends every query parameter it does not know as a startup parameter, and both pgbouncer ("unsupported
+    startup parameter: pgbouncer") and Postgres refuse one they do not know. The flag keeps its meaning for xnovu:
+    `Settings.statement_cache_size` reads it from the unstripped URL. Every other parameter is kept byte for byte.
+    """
     parts = urlsplit(url)
-    if "pgbouncer" not in parts.query.lower():
+    if not parts.query:
         return url
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "pgbouncer"]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [p for p in parts.query.split("&") if unquote(p.partition("=")[0]).lower() not in _CLIENT_ONLY_PARAMS]
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 async def connect(settings: Settings, *, min_size: int = 1) -> Repository:
@@ -179,8 +193,12 @@ class Repository:
         await self.pool.close()
 
     async def migrate(self) -> list[str]:
+        """Apply missing migrations; the run lock is held on a second connection so it works behind a pooler."""
         async with self.pool.acquire() as conn:
-            return await migrate(conn)
+            if self.pool.get_max_size() < 2:
+                return await migrate(conn)
+            async with self.pool.acquire() as lock_conn:
+                return await migrate(conn, lock_conn)
 
     async def ping(self) -> None:
         await self.pool.fetchval(q("ping"))
