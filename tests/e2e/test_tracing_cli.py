@@ -27,7 +27,13 @@ async def test_cli_trigger_exports_a_trace_that_the_worker_continues(
     env: Env, cli: Cli, receiver: OtlpReceiver
 ) -> None:
     wf = await env.workflow("welcome")
-    quiet = {"poll_interval_ms": DAY_MS, "failed_poll_interval_ms": DAY_MS, "scheduled_poll_interval_ms": DAY_MS}
+    # Only the CLI may send this row: no tick and no wake-up races it.
+    quiet = {
+        "poll_interval_ms": DAY_MS,
+        "failed_poll_interval_ms": DAY_MS,
+        "scheduled_poll_interval_ms": DAY_MS,
+        "wakeup_enabled": False,
+    }
     tracing = tracing_to(receiver, "xnovu-worker-test")
     manager = WorkerManager(env.settings.model_copy(update=quiet), tracing=tracing)
     await manager.start()

@@ -153,8 +153,14 @@ async def test_pause_holds_every_poll_and_resume_catches_up(env: Env) -> None:
     wf = await env.workflow("welcome")
     async with env.worker() as manager:
         assert manager.client is not None
-        await set_paused(manager.client, list(PollKind), True, "maintenance")
-        await asyncio.sleep(1.5)  # let a tick that was already running finish
+        client = manager.client
+        await set_paused(client, list(PollKind), True, "maintenance")
+
+        async def no_poll_running() -> bool:  # a run started before the pause may still claim: let it finish
+            query = "WorkflowType = 'PollNotificationsWorkflow' AND ExecutionStatus = 'Running'"
+            return not [wf async for wf in client.list_workflows(query)]
+
+        await eventually(no_poll_running, timeout=20)
         ids = await env.insert(wf, 5)
         await asyncio.sleep(3)
         assert await env.all_in(ids, "PENDING") and env.deliveries() == []

@@ -2,14 +2,15 @@
 
     INSERT/UPDATE ─▶ statement trigger (migration 0005) ─▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled')
         ─▶ every worker's one LISTEN connection ─▶ WakeupListener (throttled per kind)
-        ─▶ paused? (describe, cached briefly) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
+        ─▶ paused? (describe) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
 
 The run is still an action of the Schedule (visible in the Web UI), and BUFFER_ONE collapses triggers from many
 workers and many commits into at most one run after the one in progress. The schedules keep their intervals as the
 safety net: a lost notification, a dropped connection or a transaction pooler only costs latency, never a send.
 
-Residual race (README "Wake-ups"): the paused state is cached for `PAUSED_CACHE_S`, so a schedule paused less than
-that before a wake-up can still see one triggered run start; later wake-ups see it paused.
+Temporal runs a triggered action even on a paused schedule, so every trigger is preceded by a fresh `describe` (at
+most one per debounce window per kind and worker). The residual race is the few milliseconds between that describe
+and the trigger: a pause that lands exactly there lets that one run start (README "Wake-ups").
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -41,8 +41,6 @@ CHANNEL = "xnovu_wakeup"
 APPLICATION_NAME = "xnovu-wakeup"
 #: Kinds a notification may name; anything else on the channel is ignored.
 WAKE_KINDS = {PollKind.NEW.value: PollKind.NEW, PollKind.SCHEDULED.value: PollKind.SCHEDULED}
-#: How long a schedule's paused state is trusted before asking Temporal again (bounds the residual race).
-PAUSED_CACHE_S = 1.0
 #: An idle LISTEN connection is pinged this often: a half-open TCP connection never reports that it is gone.
 KEEPALIVE_S = 15.0
 PING_TIMEOUT_S = 5.0
@@ -64,12 +62,6 @@ def off_reason(settings: Settings) -> str | None:
             "use a direct or session-mode connection for sub-second delivery"
         )
     return None
-
-
-@dataclass
-class _Paused:
-    paused: bool
-    checked_at: float
 
 
 class WakeupListener:
@@ -96,7 +88,6 @@ class WakeupListener:
         self.last_wakeup_at: float | None = None
         self._pending: set[PollKind] = set()
         self._last_fire: dict[PollKind, float] = {}
-        self._paused: dict[PollKind, _Paused] = {}
         self._fires: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -245,17 +236,7 @@ class WakeupListener:
         log.debug("wake-up sent", extra={"schedule_id": sid})
 
     async def _is_paused(self, kind: PollKind) -> bool:
-        """The schedule's paused state, asked of Temporal at most once per PAUSED_CACHE_S."""
-        cached = self._paused.get(kind)
-        now = time.monotonic()
-        if cached is not None and now - cached.checked_at < PAUSED_CACHE_S:
-            return cached.paused
+        """The schedule's paused state, asked of Temporal right before each trigger (never cached: a pause made a
+        moment ago must hold)."""
         desc = await self.client.get_schedule_handle(schedule_id(kind)).describe(rpc_timeout=RPC_TIMEOUT)
-        paused = desc.schedule.state.paused
-        self._paused[kind] = _Paused(paused, time.monotonic())
-        return paused
-
-    def paused_cache_expired(self, kind: PollKind) -> bool:
-        """Whether the next wake-up of `kind` asks Temporal afresh (tests wait on this instead of sleeping)."""
-        cached = self._paused.get(kind)
-        return cached is None or time.monotonic() - cached.checked_at >= PAUSED_CACHE_S
+        return bool(desc.schedule.state.paused)
