@@ -98,11 +98,14 @@ class Metrics:
         )
         # Known label values exist from the start, so rate() and the dashboard see a 0 rather than no series.
         for outcome in Outcome:
-            self.processed.labels(outcome=outcome.value)
+            if outcome is not Outcome.IN_PROGRESS:
+                self.processed.labels(outcome=outcome.value)
         for kind in PollKind:
             self.poll_batch_size.labels(kind=kind.value)
 
     def observe_result(self, result: TriggerResult, seconds: float) -> None:
+        if result.outcome is Outcome.IN_PROGRESS:
+            return  # one piece of a long attempt: the attempt is counted (and timed) when it ends
         self.processed.labels(outcome=result.outcome.value).inc()
         self.trigger_seconds.observe(seconds)
         if result.outcome.value == "dead_lettered":
