@@ -64,5 +64,5 @@ async def test_fault_scenario(fault_stack: Any, key: str) -> None:
     assert result.lost == 0, report
     assert result.duplicates == 0 and result.duplicate_events == 0, report
     assert result.stuck == 0, report
-    assert result.sent + result.failed == N, report
+    assert result.sent + result.failed == result.n, report
     assert result.ok, report
