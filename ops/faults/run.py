@@ -110,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the xnovu fault scenarios on a fresh embedded stack.")
     parser.add_argument("--n", type=int, default=1000, help="rows per scenario (default 1000)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
-    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated scenario keys (default a,b,c,d,e)")
+    parser.add_argument("--only", default=None, help="comma-separated scenario keys (default: every scenario)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per scenario (default 180)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, databases)")
     args = parser.parse_args(argv)
 
     sc = load_scenarios()
-    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    keys = [k.strip() for k in (args.only or ",".join(sc.SCENARIOS)).split(",") if k.strip()]
     unknown = [k for k in keys if k not in sc.SCENARIOS]
     if unknown or args.n < 1:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(sc.SCENARIOS)}" if unknown else "--n >= 1")
