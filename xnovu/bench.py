@@ -153,6 +153,12 @@ SELECT count(*) FILTER (WHERE notification_status = 'SENT') AS sent,
        min(error_details ->> 'error') AS error
 FROM notify.ent_notification WHERE id = ANY($1::bigint[])
 """
+# Recipients Novu acknowledged for a few heavy rows: their progress, when a row alone takes minutes.
+RECIPIENT_PROGRESS_SQL = """
+SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = ANY($1::bigint[]) AND status = 'SENT'
+"""
+#: Phases of at most this many rows also count acknowledged recipients as progress (cheap for a few rows).
+HEAVY_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -654,7 +660,10 @@ class Bench:
                 return max(1e-3, last.timestamp() - committed)
             self.worker.check()
             error = f" (e.g. {row['error']})" if row["error"] else ""
-            phase.tick(sent, f"{sent}/{len(ids)} SENT, {failed} FAILED{error}; worker log: {self.worker.log_file}")
+            progress = sent
+            if len(ids) <= HEAVY_ROWS:
+                progress += int(await self.repo.pool.fetchval(RECIPIENT_PROGRESS_SQL, ids))
+            phase.tick(progress, f"{sent}/{len(ids)} SENT, {failed} FAILED{error}; worker log: {self.worker.log_file}")
             await asyncio.sleep(WAIT_POLL_S)
 
     async def throughput(self, name: str, count: int, recipients: int = 1) -> float:

@@ -292,3 +292,28 @@ async def test_rows_left_by_the_original_worker_are_taken_over(env: Env) -> None
     assert row["dead_lettered_at"] is not None and "does not exist" in row["error_details"]["error"]
     assert {(await env.row(i))["attempts"] for i in (stuck, failed, pending)} == {1}
     await _no_duplicates(env, 3)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("recipients", "rps"),
+    [
+        pytest.param(10_000, 600, id="10k-at-600"),
+        pytest.param(10_000, 60, id="10k-at-60", marks=pytest.mark.slow),
+        pytest.param(100_000, 600, id="100k-at-600", marks=pytest.mark.slow),
+    ],
+)
+async def test_notifications_of_any_size_end_sent_within_the_budget(env: Env, recipients: int, rps: int) -> None:
+    """The issue's sizes: 10 000 recipients at 600 tokens/s in CI (~17 s); 10 000 at 60/s (~170 s) and 100 000 at
+    600/s (~170 s) with `pytest -m slow`. The default 30 s pieces and a 10 s lease."""
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=recipients)
+    floor_s = recipients / rps
+    async with env.worker(novu_rate_limit_rps=rps, processing_lease_ms=10_000):
+        started = asyncio.get_running_loop().time()
+        await eventually(lambda: env.all_in([nid], "SENT", "FAILED"), timeout=floor_s * 1.5 + 60, interval=1)
+        took = asyncio.get_running_loop().time() - started
+    row = await env.row(nid)
+    print(f"{recipients} recipients at {rps} tokens/s: {took:.1f} s (floor {floor_s:.1f} s)")
+    assert row["status"] == "SENT" and row["attempts"] == 1
+    await _no_duplicates(env, recipients)
