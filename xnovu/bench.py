@@ -554,9 +554,11 @@ class Bench:
         if reply.status_code != 200:
             raise XnovuError(f"emulator {path} answered {reply.status_code}: {reply.text[:200]}")
 
-    def _phase(self, name: str, total: int) -> Phase:
+    def _phase(self, name: str, total: int, work: int | None = None) -> Phase:
+        """A phase of `total` rows; its time limit grows with `work` (recipients, when rows carry many)."""
         task = self.progress.add_task(name, total=total)
-        return Phase(name, total, task, deadline=time.monotonic() + PHASE_BASE_S + total / PHASE_MIN_RATE)
+        limit = PHASE_BASE_S + (total if work is None else work) / PHASE_MIN_RATE
+        return Phase(name, total, task, deadline=time.monotonic() + limit)
 
     # -- ceiling
 
@@ -668,7 +670,7 @@ class Bench:
 
     async def throughput(self, name: str, count: int, recipients: int = 1) -> float:
         """Rows (x recipients) per second from one committed batch to the last SENT."""
-        phase = self._phase(name, count)
+        phase = self._phase(name, count, work=count * recipients)
         ids, _, committed = await self.insert(count, recipients=recipients)
         elapsed = await self.wait_sent(ids, committed, phase)
         return count * recipients / elapsed
