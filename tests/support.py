@@ -17,11 +17,11 @@ import asyncpg
 import httpx
 
 from xnovu.config import Settings
+from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer
-from xnovu.novu.emulator import EmulatorServer
-from xnovu.temporal.worker import WorkerManager, build_processor, novu_client
-from xnovu.trigger import NotificationProcessor
+from xnovu.devtools.emulator import EmulatorServer
+from xnovu.devtools.stack import EmbeddedPostgres, TemporalDevServer
+from xnovu.worker.manager import WorkerManager, build_processor, novu_client
 
 T = TypeVar("T")
 
@@ -155,7 +155,7 @@ def start_stack(base: Path) -> Stack:
 
 
 def _free_port() -> int:
-    from xnovu.devstack import free_port
+    from xnovu.devtools.stack import free_port
 
     return free_port()
 

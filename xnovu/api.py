@@ -16,9 +16,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from xnovu.config import Settings, load_settings
+from xnovu.core.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult, child_id
 from xnovu.db.repository import Repository, connect
 from xnovu.errors import NotificationNotFoundError
-from xnovu.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult, child_id
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (

@@ -105,7 +105,7 @@ def dev(
     state_dir: Path = typer.Option(Path(".xnovu"), help="Where embedded Postgres and Temporal keep their data."),
 ) -> None:
     """Run everything locally: embedded Postgres, Temporal dev server + Web UI, Novu emulator and the worker."""
-    from xnovu.dev import run_dev
+    from xnovu.devtools.dev import run_dev
 
     s = settings()
     run(run_dev(s, state_dir=state_dir, demo=demo, console=out))
@@ -159,16 +159,16 @@ def worker_start(
     detach: bool = typer.Option(False, "--detach", help="Run in the background; pid in WORKER_PID_FILE."),
 ) -> None:
     """Start the worker (foreground by default, container-friendly)."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
     if detach:
-        pid = lifecycle.start_detached(s)
-        out.print(f"worker started in the background, pid {pid} (log: {lifecycle.log_file(s)})")
+        pid = process.start_detached(s)
+        out.print(f"worker started in the background, pid {pid} (log: {process.log_file(s)})")
         return
     traces = tracing()
     try:
-        run(lifecycle.run_foreground(s, traces))
+        run(process.run_foreground(s, traces))
     finally:
         traces.shutdown()
 
@@ -176,29 +176,29 @@ def worker_start(
 @worker_app.command("stop")
 def worker_stop(timeout: float = typer.Option(60.0, help="Seconds to wait for a graceful exit.")) -> None:
     """Stop a detached worker with SIGTERM and wait for it to exit."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
-    pid = lifecycle.stop_detached(settings(), timeout)
+    pid = process.stop_detached(settings(), timeout)
     out.print(f"worker {pid} stopped" if pid else "no worker was running")
 
 
 @worker_app.command("restart")
 def worker_restart(timeout: float = typer.Option(60.0, help="Seconds to wait for the old worker to exit.")) -> None:
     """Stop the detached worker (if any) and start a new one in the background."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
-    lifecycle.stop_detached(s, timeout)
-    pid = lifecycle.start_detached(s)
+    process.stop_detached(s, timeout)
+    pid = process.start_detached(s)
     out.print(f"worker restarted, pid {pid}")
 
 
 @worker_app.command("status")
 def worker_status(as_json: bool = JSON_OPT) -> None:
     """Is the detached worker running? pid, uptime and health."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
-    info = lifecycle.status(settings())
+    info = process.status(settings())
     if as_json:
         print_json(info)
     else:
@@ -213,10 +213,10 @@ def worker_status(as_json: bool = JSON_OPT) -> None:
 @worker_app.command("health")
 def worker_health(as_json: bool = JSON_OPT) -> None:
     """Query the worker's /health and /status; exit 1 when unhealthy."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
-    healthy, health, status = lifecycle.fetch_health(s)
+    healthy, health, status = process.fetch_health(s)
     if as_json:
         print_json({"health": health, "status": status})
     else:
@@ -370,7 +370,7 @@ def trigger(
     else:
         for wid in wids:
             out.print(f"started {wid}")
-    from xnovu.models import Outcome
+    from xnovu.core.models import Outcome
 
     failed = [r for r in results if r.outcome not in (Outcome.SENT, Outcome.SKIPPED)]
     if failed:
@@ -567,7 +567,7 @@ def rules_trigger(
 @app.command()
 def doctor(as_json: bool = JSON_OPT) -> None:
     """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
-    from xnovu.doctor import run_checks
+    from xnovu.worker.doctor import run_checks
 
     checks = run(run_checks(settings()))
     if as_json:
@@ -590,7 +590,7 @@ def emulator(
     ),
 ) -> None:
     """Run the Novu API emulator (trigger, bulk, cancel + /emulator inspection and fault API)."""
-    from xnovu.novu.emulator import serve
+    from xnovu.devtools.emulator import serve
 
     s = settings()
     key = secret_key or (s.novu_secret_key.get_secret_value() if s.novu_secret_key else None)
@@ -603,7 +603,7 @@ def bench(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Benchmark throughput, latency and scheduling precision on the embedded stack."""
-    from xnovu.bench import run_bench
+    from xnovu.devtools.bench.phases import run_bench
 
     run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
 

@@ -43,7 +43,7 @@ from temporalio.client import Client
 from xnovu.config import Settings
 from xnovu.db.migrate import migrate
 from xnovu.db.repository import NewNotification, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
+from xnovu.devtools.stack import ChildProcess, EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
 
 log = logging.getLogger("xnovu.faults")
 

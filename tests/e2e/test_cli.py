@@ -14,7 +14,7 @@ import asyncpg
 
 from tests.e2e.conftest import Cli
 from tests.support import DB_PASSWORD, Env, eventually
-from xnovu.devstack import free_port
+from xnovu.devtools.stack import free_port
 
 SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
 DAY_MS = 86_400_000

@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.conftest import Cli
 from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import Env, eventually
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.manager import WorkerManager
 
 DAY_MS = 86_400_000
 

@@ -23,7 +23,7 @@ from tests.e2e.conftest import SECRETS, Cli, Result, assert_no_secret, start_xno
 from tests.support import Env, Stack, environment, eventually
 from xnovu import __version__
 from xnovu.config import Settings
-from xnovu.devstack import free_port
+from xnovu.devtools.stack import free_port
 
 SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
 

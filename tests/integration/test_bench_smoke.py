@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 from rich.console import Console
 
-from xnovu.bench import (
+from xnovu.config import Settings
+from xnovu.devtools.bench.phases import (
     QUICK,
     BenchResult,
     evaluate_targets,
@@ -23,7 +24,6 @@ from xnovu.bench import (
     run_bench,
     settings_env,
 )
-from xnovu.config import Settings
 
 JSON_KEYS = {
     "ceiling_per_s",

@@ -14,7 +14,7 @@ import pytest
 from novu_py import models
 from novu_py.utils import BackoffStrategy, RetryConfig
 
-from xnovu.novu.emulator import EmulatorConfig, EmulatorServer
+from xnovu.devtools.emulator import EmulatorConfig, EmulatorServer
 
 KEY = "test-secret"
 AUTH = {"Authorization": f"ApiKey {KEY}"}

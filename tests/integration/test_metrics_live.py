@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observability import PROMETHEUS_SYNTHETIC, alert_rules, dashboard_exprs, metric_names
 from tests.support import Env, eventually
-from xnovu.health import sample_gauges
+from xnovu.worker.health import sample_gauges
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -20,7 +20,7 @@ import httpx
 
 from tests.support import Env, eventually
 from xnovu.config import Settings
-from xnovu.devstack import child_environ, free_port
+from xnovu.devtools.stack import child_environ, free_port
 from xnovu.novu.client import NovuClient, RecipientEvent, transaction_id_for
 
 T = TypeVar("T")

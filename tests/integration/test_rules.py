@@ -28,9 +28,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from tests.support import Env, eventually
+from xnovu.core.rules import SYNC_NOTE_PREFIX, FireContent, SyncReport, fire_time, rule_schedule_id
 from xnovu.db.migrate import migration_files
 from xnovu.db.rules import NewRule, RuleRepository, insert_rule
-from xnovu.rules import SYNC_NOTE_PREFIX, FireContent, SyncReport, fire_time, rule_schedule_id
 from xnovu.temporal import searchattrs
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
@@ -412,8 +412,8 @@ async def test_the_rules_migration_runs_twice_without_touching_existing_rows(env
 
 
 async def test_the_demo_rule_is_a_valid_every_minute_rule_inserted_once(env: Env) -> None:
-    from xnovu.dev import insert_demo_rule
-    from xnovu.rules import plan_rule
+    from xnovu.core.rules import plan_rule
+    from xnovu.devtools.dev import insert_demo_rule
 
     first = await insert_demo_rule(env.settings)
     assert await insert_demo_rule(env.settings) == first, "a second `xnovu dev --demo` reuses the rule"

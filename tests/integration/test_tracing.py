@@ -15,9 +15,9 @@ import pytest
 from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, eventually
 from xnovu.api import NotificationClient
-from xnovu.health import status_report
-from xnovu.temporal.worker import WorkerManager
 from xnovu.tracing import OtelTracing
+from xnovu.worker.health import status_report
+from xnovu.worker.manager import WorkerManager
 
 SECRETS = (NOVU_SECRET, DB_PASSWORD)
 #: No schedule fires during the test: the manual trigger is the only way in.

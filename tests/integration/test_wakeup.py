@@ -20,12 +20,12 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, Env, eventually
+from xnovu.core.models import PollKind
 from xnovu.db.repository import database_url
-from xnovu.health import status_report
-from xnovu.models import PollKind
 from xnovu.temporal.schedules import schedule_id, set_paused
-from xnovu.temporal.wakeup import CHANNEL, WakeupListener
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.health import status_report
+from xnovu.worker.manager import WorkerManager
+from xnovu.worker.wakeup import CHANNEL, WakeupListener
 
 HOUR_MS = 3_600_000
 #: Every schedule ticks hourly: a notification SENT within seconds was woken, not polled.

@@ -11,9 +11,9 @@ from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
 import xnovu
 from xnovu.config import Settings
+from xnovu.core.models import PollInput, PollKind
 from xnovu.db.queries import q, queries
 from xnovu.errors import XnovuError
-from xnovu.models import PollInput, PollKind
 from xnovu.temporal import searchattrs
 from xnovu.temporal.schedules import NOTES, _fingerprint, desired_schedule, parse_kind, schedule_id
 from xnovu.temporal.workflows import child_id

@@ -66,7 +66,14 @@ from temporalio.client import Client
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, child_environ, free_port, wait_for_port
+from xnovu.devtools.stack import (
+    ChildProcess,
+    EmbeddedPostgres,
+    TemporalDevServer,
+    child_environ,
+    free_port,
+    wait_for_port,
+)
 from xnovu.errors import XnovuError
 
 log = logging.getLogger(__name__)
@@ -530,7 +537,7 @@ class Bench:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if delete_schedules and self.client is not None:
-            from xnovu.models import PollKind
+            from xnovu.core.models import PollKind
             from xnovu.temporal.schedules import schedule_id
 
             for kind in PollKind:
@@ -559,8 +566,9 @@ class Bench:
         assert self.client is not None
         n = self.plan.ceiling_n
         env = settings_env(self.settings.model_copy(update={"temporal_task_queue": self.ceiling_queue}))
-        self.ceiling_worker = ChildProcess.spawn("ceiling-worker", ["-m", "xnovu.bench_ceiling"], env, self.base)
-        from xnovu.bench_ceiling import CEILING_WORKFLOW
+        argv = ["-m", "xnovu.devtools.bench.ceiling"]
+        self.ceiling_worker = ChildProcess.spawn("ceiling-worker", argv, env, self.base)
+        from xnovu.devtools.bench.ceiling import CEILING_WORKFLOW
 
         client, queue = self.client, self.ceiling_queue
         warm = [
@@ -733,7 +741,7 @@ class Bench:
 
     async def _poll_new_runs(self) -> tuple[int, int]:
         """(runs started so far, runs in progress) of the xnovu-poll-new schedule."""
-        from xnovu.models import PollKind
+        from xnovu.core.models import PollKind
         from xnovu.temporal.schedules import schedule_id
 
         assert self.client is not None

@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
 from xnovu.errors import NovuConfigurationError
-from xnovu.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
 from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, SendControl, transaction_id_for
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from xnovu import __version__
 from xnovu.config import Settings
+from xnovu.core.processor import NotificationProcessor
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.db.rules import RuleRepository
 from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
-from xnovu.health import HealthServer
 from xnovu.metrics import METRICS
 from xnovu.novu.client import BULK_COST, NovuClient
 from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
@@ -33,10 +33,10 @@ from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.rule_activities import RuleActivities
 from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
 from xnovu.temporal.rules import rule_schedule_config
-from xnovu.temporal.wakeup import WakeupListener
 from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.tracing import Tracing
-from xnovu.trigger import NotificationProcessor
+from xnovu.worker.health import HealthServer
+from xnovu.worker.wakeup import WakeupListener
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,7 +242,7 @@ class WorkerManager:
 
     def _init_gauges(self) -> None:
         """Series the alert rules need from the first scrape: intervals, build info, poll clocks at start time."""
-        from xnovu.models import PollKind
+        from xnovu.core.models import PollKind
 
         METRICS.build_info.labels(version=__version__).set(1)
         for kind in PollKind:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xnovu.config import Settings
+from xnovu.core.models import PollKind
 from xnovu.db.repository import (
     NewNotification,
     connect,
@@ -29,11 +30,10 @@ from xnovu.db.repository import (
     upsert_workflow,
 )
 from xnovu.db.rules import NewRule, insert_rule
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, port_in_use, wait_for_port
+from xnovu.devtools.stack import EmbeddedPostgres, TemporalDevServer, free_port, port_in_use, wait_for_port
 from xnovu.errors import XnovuError
-from xnovu.models import PollKind
 from xnovu.temporal.schedules import RULES_SYNC_ID, trigger_now
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.manager import WorkerManager
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from xnovu import __version__
 from xnovu.metrics import METRICS
 
 if TYPE_CHECKING:
-    from xnovu.temporal.worker import WorkerManager
+    from xnovu.worker.manager import WorkerManager
 
 log = logging.getLogger(__name__)
 

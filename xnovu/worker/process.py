@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def run_foreground(settings: Settings, tracing: Tracing | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT: stop polling, let in-flight work finish, close, return (exit 0)."""
-    from xnovu.temporal.worker import WorkerManager
+    from xnovu.worker.manager import WorkerManager
 
     manager = WorkerManager(settings, tracing=tracing)
     stop = asyncio.Event()
