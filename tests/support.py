@@ -21,7 +21,8 @@ from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
 from xnovu.devtools.emulator import EmulatorServer
 from xnovu.devtools.stack import EmbeddedPostgres, TemporalDevServer
-from xnovu.worker.manager import WorkerManager, build_processor, novu_client
+from xnovu.worker.composition import build_processor, novu_client
+from xnovu.worker.manager import WorkerManager
 
 T = TypeVar("T")
 

@@ -32,9 +32,9 @@ async def test_cli_trigger_exports_a_trace_that_the_worker_continues(
     manager = WorkerManager(env.settings.model_copy(update=quiet), tracing=tracing)
     await manager.start()
     try:
-        assert manager._health is not None
+        assert manager.health_port
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "xnovu-cli-test"}
-        health = await cli.json("worker", "health", env={"WORKER_HEALTH_PORT": manager._health.port})
+        health = await cli.json("worker", "health", env={"WORKER_HEALTH_PORT": manager.health_port})
         assert health["status"]["tracing"]["enabled"] is True
         assert health["status"]["tracing"]["endpoint"] == receiver.url
         [nid] = await env.insert(wf)

@@ -34,7 +34,7 @@ from xnovu.db.repository import connect
 from xnovu.devtools.stack import free_port
 from xnovu.errors import ConfigError, DatabaseError, NovuConfigurationError, TemporalUnavailableError, XnovuError
 from xnovu.temporal.connection import connect_temporal
-from xnovu.worker.manager import build_processor, novu_client
+from xnovu.worker.composition import build_processor, novu_client
 
 SECRETS = (NOVU_SECRET, DB_PASSWORD)
 GOOD_ROWS = 3

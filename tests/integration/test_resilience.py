@@ -76,8 +76,8 @@ async def test_postgres_outage_turns_health_503_and_the_worker_recovers_by_itsel
     wf = await env.workflow("welcome")
     pg = env.stack.postgres
     async with env.worker() as m, httpx.AsyncClient(timeout=10) as http:
-        assert m._health is not None
-        url = f"http://127.0.0.1:{m._health.port}/health"
+        assert m.health_port
+        url = f"http://127.0.0.1:{m.health_port}/health"
         assert (await http.get(url)).status_code == 200
         [before] = await env.insert(wf, recipients=2)
         try:

@@ -1,181 +1,40 @@
 """The worker process: one Temporal worker hosting polls, children and activities, plus the health server.
 
-`WorkerManager(settings).start()/stop()` is the programmatic form of `xnovu worker start` (SPEC §10).
+`WorkerManager(settings).start()/stop()` is the programmatic form of `xnovu worker start` (README "Python API").
+The manager owns the running state, so it is also the one that says whether it is healthy (`health()`), what it is
+doing (`status()`) and what the database gauges read (`sample_gauges()`); the health server only serves those.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import Worker
 
 from xnovu import __version__
 from xnovu.config import Settings
-from xnovu.core.processor import NotificationProcessor
-from xnovu.db.budget import PostgresTokenBudget
-from xnovu.db.repository import ClaimLimits, Repository, connect
-from xnovu.db.rules import RuleRepository
-from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
+from xnovu.core.models import PollKind
+from xnovu.db.repository import Repository
 from xnovu.metrics import METRICS
-from xnovu.novu.client import BULK_COST, NovuClient
-from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
-from xnovu.temporal.activities import PollSettings, XnovuActivities
-from xnovu.temporal.bootstrap import bootstrap
-from xnovu.temporal.connection import connect_temporal
+from xnovu.novu.client import NovuClient
+from xnovu.novu.ratelimit import TokenBudget
+from xnovu.temporal.activities import XnovuActivities
 from xnovu.temporal.rule_activities import RuleActivities
-from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
-from xnovu.temporal.rules import rule_schedule_config
-from xnovu.temporal.workflows import WORKFLOWS
 from xnovu.tracing import Tracing
+from xnovu.worker.composition import Components
 from xnovu.worker.health import HealthServer
 from xnovu.worker.wakeup import WakeupListener
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-#: In-flight activities get this long to finish after SIGTERM before the worker cancels them.
-GRACEFUL_SHUTDOWN = timedelta(seconds=30)
-
-
-#: Workflow code only touches xnovu's dataclasses; passing xnovu and its libraries through keeps the sandbox
-#: from re-importing C extensions (asyncpg) and heavy stacks on every workflow run.
-SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "xnovu",
-        "asyncpg",
-        "httpx",
-        "httpcore",
-        "pydantic",
-        "pydantic_settings",
-        "prometheus_client",
-        "starlette",
-        "uvicorn",
-        "anyio",
-        "rich",
-        # Temporal's TracingInterceptor runs inside the sandbox; its context must be the one the worker sees.
-        "opentelemetry",
-    )
-)
-
-
-def novu_client(
-    settings: Settings, budget: TokenBudget | None = None, tracing: Tracing | None = None
-) -> NovuClient:
-    """The Novu client with this process's token budget, metrics hook and (when on) tracing."""
-    if settings.novu_secret_key is None:
-        raise ConfigError("NOVU_SECRET_KEY: not set; set it to your Novu secret key (or run `xnovu dev`)")
-    return NovuClient(
-        settings.novu_api_url,
-        settings.novu_secret_key.get_secret_value(),
-        timeout_s=settings.novu_timeout_ms / 1000,
-        budget=budget or LocalTokenBucket(settings.novu_rate_limit_rps),
-        on_response=METRICS.observe_novu,
-        tracing=tracing,
-    )
-
-
-def build_processor(settings: Settings, repo: Repository, novu: NovuClient) -> NotificationProcessor:
-    return NotificationProcessor(
-        repo,
-        novu,
-        max_attempts=settings.max_attempts,
-        retry_backoff_base_ms=settings.retry_backoff_base_ms,
-        retry_backoff_max_ms=settings.retry_backoff_max_ms,
-        processing_lease_ms=settings.processing_lease_ms,
-    )
-
-
-#: Claims keep in flight at most this many seconds of the Novu token budget (back-pressure; README "Lease,
-#: fencing and back-pressure"), and at most this many batches of rows.
-CLAIM_HORIZON_S = 10
-CLAIM_BATCHES_IN_FLIGHT = 5
-
-
-def claim_limits(settings: Settings) -> ClaimLimits:
-    """What the deployment may have claimed and unfinished at once, from the token budget and the batch size."""
-    return ClaimLimits(
-        max_rows=CLAIM_BATCHES_IN_FLIGHT * settings.poll_batch_size,
-        max_tokens=max(BULK_COST, math.ceil(settings.novu_rate_limit_rps * CLAIM_HORIZON_S)),
-    )
-
-
-def build_activities(
-    settings: Settings, repo: Repository, novu: NovuClient, temporal: Client | None = None
-) -> XnovuActivities:
-    poll = PollSettings(
-        batch_size=settings.poll_batch_size,
-        lease_ms=settings.processing_lease_ms,
-        limits=claim_limits(settings),
-        # Look ahead two ticks so a late tick never makes a send late (SPEC §4: at least one interval).
-        scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
-        enterprise_id=settings.poll_enterprise_id,
-        trigger_concurrency=settings.trigger_concurrency,
-    )
-    return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal)
-
-
-def worker_options(settings: Settings) -> dict[str, Any]:
-    """Worker options from settings, shared with the benchmark's ceiling worker so both are measured alike.
-
-    Task pollers autoscale: with the SDK's fixed five, only one polls the queue where every new workflow's first
-    task lands, and new workflows wait there behind it (measured: the ceiling went from ~50 to ~75 workflows/s).
-    """
-    return {
-        "task_queue": settings.temporal_task_queue,
-        "max_concurrent_activities": settings.temporal_max_concurrent_activities,
-        "max_concurrent_local_activities": settings.temporal_max_concurrent_activities,
-        "max_concurrent_workflow_tasks": settings.temporal_max_concurrent_workflows,
-        "max_cached_workflows": settings.temporal_max_cached_workflows,
-        "graceful_shutdown_timeout": GRACEFUL_SHUTDOWN,
-        "workflow_runner": SANDBOX,
-        "workflow_task_poller_behavior": PollerBehaviorAutoscaling(),
-        "activity_task_poller_behavior": PollerBehaviorAutoscaling(),
-    }
-
-
-def build_rule_activities(settings: Settings, repo: Repository, client: Client) -> RuleActivities:
-    return RuleActivities(RuleRepository(repo), client, rule_schedule_config(settings))
-
-
-def build_worker(
-    client: Client, settings: Settings, activities: XnovuActivities, rules: RuleActivities | None = None
-) -> Worker:
-    """The worker; with `rules`, it also runs the rules sync and rule fires (README "Rules")."""
-    rule_activities: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
-    return Worker(
-        client,
-        workflows=[*WORKFLOWS, *RULE_WORKFLOWS],
-        activities=[
-            activities.claim_notifications,
-            activities.trigger_notification_by_id,
-            activities.trigger_multiple_notifications_by_id,
-            *rule_activities,
-        ],
-        **worker_options(settings),
-    )
-
-
-async def _with_retries(what: str, connect_once: Callable[[], Awaitable[T]], timeout_s: float) -> T:
-    """Connect at start-up, waiting out a dependency that is still starting (compose, Kubernetes) with backoff."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.5
-    while True:
-        try:
-            return await connect_once()
-        except (DatabaseError, TemporalUnavailableError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning(f"{what} not reachable yet; retrying", extra={"error": str(exc), "retry_in_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+#: A probe answers within this, whatever hangs behind it.
+PROBE_TIMEOUT_S = 2.0
+#: Scrapes closer together than this reuse the last database sample (several Prometheus replicas, a dashboard).
+SAMPLE_MIN_INTERVAL_S = 5.0
 
 
 class WorkerManager:
@@ -192,48 +51,58 @@ class WorkerManager:
         self.settings = settings
         #: Decided by the entry point (xnovu.tracing.tracing_from_environ), which also shuts it down.
         self.tracing = tracing or Tracing.off()
+        self.components = Components(settings, self.tracing)
         self.gauges_sampled_at = 0.0
         self.connect_timeout_s = connect_timeout_s
         self.started_at = time.time()
-        self.repo: Repository | None = None
-        self.client: Client | None = None
-        self.novu: NovuClient | None = None
-        self.budget: TokenBudget | None = None
-        self.activities: XnovuActivities | None = None
-        self.rule_activities: RuleActivities | None = None
-        self.worker: Worker | None = None
-        self.wakeup: WakeupListener | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
         self._with_health = health
 
+    # The parts, as built by the composition root (None until `start()` got that far).
+
+    @property
+    def repo(self) -> Repository | None:
+        return self.components.repo
+
+    @property
+    def client(self) -> Client | None:
+        return self.components.client
+
+    @property
+    def novu(self) -> NovuClient | None:
+        return self.components.novu
+
+    @property
+    def budget(self) -> TokenBudget | None:
+        return self.components.budget
+
+    @property
+    def activities(self) -> XnovuActivities | None:
+        return self.components.activities
+
+    @property
+    def rule_activities(self) -> RuleActivities | None:
+        return self.components.rule_activities
+
+    @property
+    def worker(self) -> Worker | None:
+        return self.components.worker
+
+    @property
+    def wakeup(self) -> WakeupListener | None:
+        return self.components.wakeup
+
     async def start(self) -> None:
         """Connect, check the schema, bootstrap Temporal, start polling and serve /health."""
         s = self.settings
-        if s.novu_secret_key is None:
-            novu_client(s)  # raises the readable ConfigError before anything is opened
-        self.tracing.instrument_asyncpg()
-        self.repo = await _with_retries("Postgres", lambda: connect(s), self.connect_timeout_s)
-        self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
-        self.novu = novu_client(s, self.budget, self.tracing)
-        present = await self.repo.schema_present()
-        if not all(present.values()):
-            raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
-        interceptors = self.tracing.temporal_interceptors()
-        self.client = await _with_retries(
-            "Temporal", lambda: connect_temporal(s, interceptors=interceptors), self.connect_timeout_s
-        )
-        await bootstrap(self.client, s)
-        self.activities = build_activities(s, self.repo, self.novu, self.client)
-        self.rule_activities = build_rule_activities(s, self.repo, self.client)
-        self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
+        await self.components.open(self.connect_timeout_s)
+        assert self.worker is not None and self.wakeup is not None
         self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
         self._init_gauges()
-        # After bootstrap: the schedules a wake-up triggers exist by now.
-        self.wakeup = WakeupListener(s, self.client)
         await self.wakeup.start()
         if self._with_health:
-            self._health = HealthServer(self)
+            self._health = HealthServer(self, s.worker_health_host, s.worker_health_port)
             await self._health.start()
         log.info(
             "worker started",
@@ -242,8 +111,6 @@ class WorkerManager:
 
     def _init_gauges(self) -> None:
         """Series the alert rules need from the first scrape: intervals, build info, poll clocks at start time."""
-        from xnovu.core.models import PollKind
-
         METRICS.build_info.labels(version=__version__).set(1)
         for kind in PollKind:
             METRICS.poll_interval.labels(kind=kind.value).set(self.settings.interval_seconds(kind.value))
@@ -252,6 +119,11 @@ class WorkerManager:
     @property
     def running(self) -> bool:
         return self._worker_task is not None and not self._worker_task.done()
+
+    @property
+    def health_port(self) -> int:
+        """The port the health server is bound to (0 when it is not running)."""
+        return self._health.port if self._health is not None else 0
 
     async def wait(self) -> None:
         """Until the worker stops (or fails: the exception propagates)."""
@@ -271,8 +143,105 @@ class WorkerManager:
                 log.exception("worker ended with an error")
         if self._health is not None:
             await self._health.stop()
-        if self.novu is not None:
-            await self.novu.aclose()
-        if self.repo is not None:
-            await self.repo.close()
+        await self.components.close()
         log.info("worker stopped")
+
+    # -- what the health server serves ------------------------------------------------------------------------
+
+    async def health(self) -> tuple[bool, str]:
+        """(healthy, reason): the worker polls Temporal and Postgres answers."""
+        if not self.running:
+            return False, "the Temporal worker is not running"
+        assert self.repo is not None and self.client is not None
+        try:
+            await asyncio.wait_for(self.repo.ping(), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            return False, f"Postgres does not answer: {type(exc).__name__}"
+        try:
+            ok = await asyncio.wait_for(self.client.service_client.check_health(), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            return False, f"Temporal does not answer: {type(exc).__name__}"
+        if not ok:
+            return False, "Temporal reports itself unhealthy"
+        return True, "ok"
+
+    async def status(self) -> dict[str, Any]:
+        """Everything /status shows; no secret is ever part of it (I6)."""
+        from xnovu.db.rules import RuleRepository
+        from xnovu.temporal.schedules import describe_schedules
+
+        s = self.settings
+        report: dict[str, Any] = {
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "namespace": s.temporal_namespace,
+            "task_queue": s.temporal_task_queue,
+            "worker_running": self.running,
+        }
+        healthy, reason = await self.health()
+        report["health"] = {"ok": healthy, "reason": reason}
+        try:
+            assert self.client is not None
+            schedules = await asyncio.wait_for(describe_schedules(self.client), PROBE_TIMEOUT_S * 2)
+            report["schedules"] = [x.as_dict() for x in schedules]
+        except Exception as exc:
+            report["schedules"] = {"error": type(exc).__name__}
+        try:
+            assert self.repo is not None
+            report["counts"] = await asyncio.wait_for(self.repo.status_counts(), PROBE_TIMEOUT_S)
+            dead = await asyncio.wait_for(self.repo.dead_letter_count(), PROBE_TIMEOUT_S)
+            report["dead_lettered"] = dead
+            METRICS.dead_letter_total.set(dead)
+        except Exception as exc:
+            report["counts"] = {"error": type(exc).__name__}
+        try:
+            assert self.repo is not None
+            # README "Rules": how many CRON rules fire, and every rule that cannot, with the reason.
+            report["rules"] = await asyncio.wait_for(RuleRepository(self.repo).status(), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            report["rules"] = {"error": type(exc).__name__}
+        if self.activities is not None:
+            report["last_poll"] = {
+                kind: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+                for kind, ts in self.activities.clock.last_poll.items()
+            }
+        if self.budget is not None:
+            report["novu_token_budget"] = self.budget.snapshot()
+        report["tracing"] = self.tracing.state.as_dict()
+        if self.wakeup is not None:
+            report["wakeup"] = self.wakeup.status()
+        return report
+
+    async def sample_gauges(self) -> None:
+        """Refresh the gauges that describe the database, at most every SAMPLE_MIN_INTERVAL_S, within the probe
+        timeout.
+
+        A failed sample leaves the last values (and their timestamp, `xnovu_db_gauges_sampled_timestamp_seconds`), so
+        a database outage shows as a stale sample and a failing /health, not as a gap in every panel.
+        """
+        METRICS.worker_running.set(1 if self.running else 0)
+        now = time.time()
+        if self.repo is None or now - self.gauges_sampled_at < SAMPLE_MIN_INTERVAL_S:
+            return
+        self.gauges_sampled_at = now
+        from xnovu.db.budget import EVENTS_BUCKET
+
+        snapshot = self.budget.snapshot() if self.budget is not None else None
+        rate = snapshot["rate_per_s"] if snapshot else self.settings.novu_rate_limit_rps
+        capacity = snapshot["capacity"] if snapshot else max(rate, 100.0)
+        try:
+            sample = await asyncio.wait_for(
+                self.repo.observability_sample(EVENTS_BUCKET, rate, capacity), PROBE_TIMEOUT_S
+            )
+        except Exception as exc:
+            log.warning("could not sample the database gauges", extra={"error": type(exc).__name__})
+            return
+        METRICS.dead_letter_total.set(sample["dead_lettered"] or 0)
+        METRICS.leases_expired.set(sample["leases_expired"] or 0)
+        METRICS.lease_overrun.set(sample["lease_overrun_s"] or 0)
+        METRICS.budget_rate.set(rate)
+        METRICS.budget_capacity.set(capacity)
+        # Before the first Novu request there is no budget row: the bucket is full.
+        tokens = sample["budget_tokens"]
+        METRICS.budget_tokens.set(capacity if tokens is None else tokens)
+        METRICS.sampled_at.set(now)

@@ -45,7 +45,7 @@ async def serve() -> None:
     """Run the ceiling worker until SIGTERM/SIGINT (settings from the environment, as the real worker)."""
     from xnovu.config import load_settings
     from xnovu.temporal.connection import connect_temporal
-    from xnovu.worker.manager import worker_options
+    from xnovu.temporal.options import worker_options
 
     settings = load_settings()
     client = await connect_temporal(settings)
