@@ -55,14 +55,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 def settings() -> Settings:
     """Settings built once per command from the environment and `.env`; logging configured from them."""
     s = load_settings()
-    secrets = [v.get_secret_value() for v in (s.novu_secret_key, s.temporal_api_key, s.supabase_service_role_key) if v]
-    if s.database_url is not None:
-        from urllib.parse import urlsplit
-
-        password = urlsplit(s.database_url.get_secret_value()).password
-        if password:
-            secrets.append(password)
-    configure_logging(s.worker_log_level, s.worker_log_format, secrets)
+    configure_logging(s.worker_log_level, s.worker_log_format, s.secret_values())
     return s
 
 

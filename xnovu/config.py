@@ -1,4 +1,4 @@
-"""Settings: every knob of SPEC §6, read once from the environment (and `.env`) at the entry point.
+"""Settings: every knob of README "Configuration", read once from the environment (and `.env`) at the entry point.
 
 The object is built once by the CLI (or by a user embedding xnovu) and passed down; nothing else reads
 `os.environ`. A bad value raises :class:`~xnovu.errors.ConfigError` with one line naming the variable.
@@ -170,6 +170,19 @@ class Settings(BaseSettings):
         _check_port(value.get_secret_value())
         return value
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for the log filter that masks them (I6; xnovu/logs.py `SecretMask`).
+
+        The one list of what logs must never show: each secret setting (SECRET_FIELDS) and, on its own, the password
+        inside DATABASE_URL (a driver message may quote it without the rest of the URL).
+        """
+        values = [v.get_secret_value() for name in SECRET_FIELDS if (v := getattr(self, name)) is not None]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(password)
+        return values
+
     def to_environ(self, **overrides: Any) -> dict[str, str]:
         """These settings as the environment variables that rebuild them in a child `xnovu` process.
 
@@ -262,7 +275,7 @@ def load_settings(**overrides: Any) -> Settings:
             msg = str(first["msg"]).removeprefix("Value error, ")
             raise ConfigError(f"{msg}; fix it in the environment or .env") from None
         value = first.get("input")
-        shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {_short(value)})"
+        shown = "" if field in SECRET_FIELDS or isinstance(value, dict) else f" (got {_short(value)})"
         msg = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{field.upper()}: {msg}{shown}; fix it in the environment or .env") from None
 
@@ -273,10 +286,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_SECRET_FIELDS = {
+#: The settings whose values are secrets: never shown in a configuration error, masked in every log line (I6).
+SECRET_FIELDS = (
     "novu_secret_key",
     "database_url",
     "temporal_api_key",
     "next_public_supabase_anon_key",
     "supabase_service_role_key",
-}
+)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from xnovu.config import Settings
 from xnovu.core.models import PollKind
+from xnovu.core.status import NotificationStatus
 from xnovu.db.repository import (
     NewNotification,
     connect,
@@ -140,7 +141,12 @@ async def watch_demo(settings: Settings, ids: list[int], console: Console, timeo
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             states = await notification_states(repo, ids)
-            pending = [s for s in states if s["status"] in ("PENDING", "PROCESSING") and "Draft" not in s["name"]]
+            pending = [
+                s
+                for s in states
+                if s["status"] in (NotificationStatus.PENDING, NotificationStatus.PROCESSING)
+                and "Draft" not in s["name"]
+            ]
             if not pending or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.5)
@@ -148,7 +154,7 @@ async def watch_demo(settings: Settings, ids: list[int], console: Console, timeo
         for s in states:
             table.add_row(str(s["id"]), s["name"], s["status"], str(s["attempts"]), s["error"] or "")
         console.print(table)
-        sent = sum(s["status"] == "SENT" for s in states)
+        sent = sum(s["status"] == NotificationStatus.SENT for s in states)
         console.print(f"[bold green]demo: {sent} notifications SENT[/bold green] (the DRAFT one is never sent: I1)")
     finally:
         await repo.close()

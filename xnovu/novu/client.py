@@ -43,10 +43,10 @@ from xnovu.tracing import Tracing
 
 __all__ = [
     "BULK_MAX_EVENTS",
+    "EventKind",
     "EventOutcome",
     "NovuClient",
     "NovuConfigurationError",
-    "Outcome",
     "RecipientEvent",
     "SendControl",
     "classify",
@@ -57,7 +57,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
+#: What Novu did with one event (docs/novu-contract.md); not the `xnovu.core.models.Outcome` of a whole attempt.
+EventKind = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
 ChunkKind = Literal["bulk", "single"]
 
 #: Novu accepts 1..100 events per bulk request.
@@ -131,7 +132,7 @@ class EventOutcome:
 
     recipient_id: str
     transaction_id: str
-    outcome: Outcome
+    outcome: EventKind
     http_status: int | None
     """None for timeouts and connection errors (and events never sent)."""
     error: str | None
@@ -219,7 +220,7 @@ def _with_detail(prefix: str, detail: str) -> str:
     return f"{prefix}: {detail}" if detail else prefix
 
 
-def _classify_entry(entry: Any) -> tuple[Outcome, str | None, str | None]:
+def _classify_entry(entry: Any) -> tuple[EventKind, str | None, str | None]:
     """Classify one accepted trigger result ({acknowledged, status, error?, transactionId?})."""
     if not isinstance(entry, Mapping):
         return "permanent", "Novu returned an unexpected response body, so the event is not retried", None
@@ -237,7 +238,7 @@ def _classify_entry(entry: Any) -> tuple[Outcome, str | None, str | None]:
     return "permanent", _with_detail(text, detail), None
 
 
-def classify(status_code: int, body: Any) -> tuple[Outcome, str | None]:
+def classify(status_code: int, body: Any) -> tuple[EventKind, str | None]:
     """Classify a single-trigger response by HTTP status first (body shapes vary across Novu versions)."""
     if 200 <= status_code < 300:
         data = body.get("data", body) if isinstance(body, Mapping) else body
@@ -287,7 +288,7 @@ def _parse_retry_after(headers: httpx.Headers) -> float | None:
 
 @dataclass(frozen=True)
 class _EntryResult:
-    outcome: Outcome
+    outcome: EventKind
     error: str | None
     novu_transaction_id: str | None = None
 
