@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import math
 import os
 import random
 import shutil
-import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +48,6 @@ from typing import Any
 
 import httpx
 import psutil
-from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -66,14 +63,7 @@ from temporalio.client import Client
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devtools.stack import (
-    ChildProcess,
-    EmbeddedPostgres,
-    TemporalDevServer,
-    child_environ,
-    free_port,
-    wait_for_port,
-)
+from xnovu.devtools.stack import ChildProcess, LocalStack, child_environ, free_port
 from xnovu.errors import XnovuError
 
 log = logging.getLogger(__name__)
@@ -368,75 +358,6 @@ class HostLoad:
         wall = max(1e-3, time.monotonic() - self._started)
         foreign = max(0.0, self._busy() - self._busy0 - ours)
         return 100.0 * foreign / (wall * (psutil.cpu_count() or 1))
-
-
-# -- the stack ------------------------------------------------------------------------------------------------
-
-
-class BenchStack:
-    """Starts what the settings do not point at (in `base`), and stops it in reverse order."""
-
-    def __init__(self, settings: Settings, base: Path, namespace: str) -> None:
-        self.base = base
-        self.settings = settings
-        self.namespace = namespace
-        self.postgres: EmbeddedPostgres | None = None
-        self.temporal: TemporalDevServer | None = None
-        self.emulator: ChildProcess | None = None
-
-    def start(self) -> Settings:
-        """Bring up the missing parts; returns settings pointing at all three (namespace not yet changed)."""
-        s = self.settings
-        explicit = s.model_fields_set
-        update: dict[str, Any] = {}
-        if "database_url" not in explicit or s.database_url is None:
-            self.postgres = EmbeddedPostgres(self.base / "pg")
-            update["database_url"] = SecretStr(self.postgres.start())
-        if "temporal_address" not in explicit:
-            self.temporal = TemporalDevServer(
-                self.base / "temporal.db",
-                port=free_port(),
-                ui_port=None,
-                namespace=self.namespace,
-                log_file=self.base / "temporal.log",
-            ).start()
-            update["temporal_address"] = self.temporal.address
-        if "novu_api_url" not in explicit:
-            key = s.novu_secret_key.get_secret_value() if s.novu_secret_key else f"bench-{uuid.uuid4().hex}"
-            port = free_port()
-            env = settings_env(s.model_copy(update={"worker_log_level": "warning"}))
-            self.emulator = ChildProcess.spawn(
-                "emulator", ["-m", "xnovu", "emulator", "--port", str(port), "--secret-key", key], env, self.base
-            )
-            wait_for_port("127.0.0.1", port, 30, self.emulator.process)
-            update["novu_api_url"] = f"http://127.0.0.1:{port}"
-            update["novu_secret_key"] = SecretStr(key)
-        self.settings = s.model_copy(update=update)
-        return self.settings
-
-    def detached_pids(self) -> list[int]:
-        """Processes of the stack that are not our children: pg_ctl daemonises the embedded postmaster."""
-        if self.postgres is None:
-            return []
-        try:
-            return [int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])]
-        except (OSError, ValueError, IndexError):
-            return []
-
-    def stop(self) -> None:
-        """Emulator, then Temporal, then Postgres; every step runs even if an earlier one fails."""
-        steps: list[Callable[[], None]] = []
-        if self.emulator is not None:
-            steps.append(functools.partial(self.emulator.stop, signal.SIGINT, 10.0))
-        if self.temporal is not None:
-            steps.append(self.temporal.stop)
-        if self.postgres is not None:
-            steps.append(self.postgres.stop)
-        for step in steps:
-            try:
-                step()
-            except Exception:
-                log.exception("bench: stopping part of the stack failed")
 
 
 # -- one run --------------------------------------------------------------------------------------------------
@@ -845,7 +766,7 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
     plan = QUICK if quick else FULL
     base = Path(tempfile.mkdtemp(prefix="xnovu-bench-"))
     namespace = f"{settings.temporal_namespace}-bench"
-    stack = BenchStack(settings, base, namespace)
+    stack = LocalStack(settings, base, namespace=namespace)
     bench: Bench | None = None
     keep = False
     progress = Progress(
