@@ -153,3 +153,9 @@ def test_cross_cutting_modules_import_no_layer() -> None:
     cross = ["xnovu.config", "xnovu.errors", "xnovu.logs", "xnovu.metrics", "xnovu.tracing"]
     layers = ("xnovu.temporal", "xnovu.worker", "xnovu.devtools", "xnovu.cli", "xnovu.api", "xnovu.db", "xnovu.novu")
     assert [f"{m} imports {t}" for m in cross for t in GRAPH[m] if t.startswith(layers)] == []
+
+
+def test_the_bench_plan_is_pure() -> None:
+    """Its arithmetic is unit-tested without a stack: it imports no other xnovu module."""
+    assert GRAPH["xnovu.devtools.bench.plan"] == set()
+    assert GRAPH["xnovu.devtools.bench.render"] == {"xnovu.devtools.bench.plan"}

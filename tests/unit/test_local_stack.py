@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from xnovu.config import Settings
-from xnovu.devtools.stack import LocalStack
+from xnovu.devtools.stack import LocalStack, child_environ
 
 
 def test_settings_that_point_at_everything_start_nothing(tmp_path: Path) -> None:
@@ -68,3 +69,25 @@ def test_a_part_that_fails_to_start_stops_the_parts_already_started(tmp_path: Pa
     with pytest.raises(RuntimeError, match="Temporal would not start"):
         stack.start()
     assert calls == ["postgres"]
+
+
+def test_a_child_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker subprocess must see exactly the bench's settings, secrets included, and nothing stale."""
+    original = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=SecretStr("postgresql://u:pw@127.0.0.1:5/db"),
+        novu_secret_key=SecretStr("k-123456"),
+        poll_interval_ms=1000,
+        novu_rate_limit_rps=1e6,
+        temporal_task_queue="tq-bench",
+    )
+    monkeypatch.setenv("POLL_ENTERPRISE_ID", "00000000-0000-0000-0000-000000000001")  # stale, must be dropped
+    env = child_environ(original)
+    assert "POLL_ENTERPRISE_ID" not in env
+    for name in Settings.model_fields:  # the child process gets `env` as its whole environment
+        monkeypatch.delenv(name.upper(), raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    rebuilt = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert rebuilt.model_dump() == original.model_dump()
+    assert rebuilt.novu_secret_key is not None and rebuilt.novu_secret_key.get_secret_value() == "k-123456"
