@@ -59,6 +59,29 @@ def settings() -> Settings:
     return s
 
 
+#: What `xnovu dev` and `xnovu bench` need beyond the worker's dependencies: the local stack's packages, the
+#: pyproject.toml extra `embedded` (`pip install 'xnovu[embedded]'`; scripts/bootstrap-venv.sh installs it).
+EMBEDDED_MODULES = ("pgserver", "psutil")
+
+
+def require_embedded(command: str) -> None:
+    """Stop with one line saying what to install when the local stack's packages are missing (a lean install)."""
+    import importlib.util
+
+    def missing(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    absent = [m for m in EMBEDDED_MODULES if missing(m)]
+    if absent:
+        raise XnovuError(
+            f"`xnovu {command}` needs the local stack, which this install lacks ({', '.join(absent)}): "
+            "pip install 'xnovu[embedded]'"
+        )
+
+
 def tracing() -> Tracing:
     """The one decision whether traces are exported: OTEL_* from the environment (or `.env`); off when unset."""
     from xnovu.tracing import load_otel_dotenv, tracing_from_environ
@@ -98,6 +121,7 @@ def dev(
     state_dir: Path = typer.Option(Path(".xnovu"), help="Where embedded Postgres and Temporal keep their data."),
 ) -> None:
     """Run everything locally: embedded Postgres, Temporal dev server + Web UI, Novu emulator and the worker."""
+    require_embedded("dev")
     from xnovu.devtools.dev import run_dev
 
     s = settings()
@@ -583,9 +607,12 @@ def emulator(
     ),
 ) -> None:
     """Run the Novu API emulator (trigger, bulk, cancel + /emulator inspection and fault API)."""
+    from xnovu.config import load_emulator_settings
     from xnovu.devtools.emulator import serve
 
-    s = settings()
+    # Only the emulator's own settings: a worker variable that is empty or invalid does not concern it.
+    s = load_emulator_settings()
+    configure_logging(s.worker_log_level, s.worker_log_format, s.secret_values())
     key = secret_key or (s.novu_secret_key.get_secret_value() if s.novu_secret_key else None)
     serve(host, port, key)
 
@@ -596,6 +623,7 @@ def bench(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Benchmark throughput, latency and scheduling precision on the embedded stack."""
+    require_embedded("bench")
     from xnovu.devtools.bench.phases import run_bench
 
     run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
@@ -623,7 +651,8 @@ def run_main() -> int:
         else:
             code = exc.code or 0
     except XnovuError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        # Plain text, not markup: "pip install 'xnovu[embedded]'" must keep its brackets.
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         code = 1
     except KeyboardInterrupt:
         code = 130
@@ -631,7 +660,9 @@ def run_main() -> int:
         if os.environ.get("XNOVU_DEBUG"):
             raise
         text = str(exc).splitlines()[0] if str(exc) else ""
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {text} (set XNOVU_DEBUG=1 for details)", highlight=False)
+        err.print(
+            f"[red]error:[/red] {type(exc).__name__}: {escape(text)} (set XNOVU_DEBUG=1 for details)", highlight=False
+        )
         code = 1
     return code
 

