@@ -1,6 +1,6 @@
 """xnovu: durable notification delivery from a Postgres outbox to Novu, on Temporal.
 
-Public API (SPEC §10), imported lazily so that Temporal's workflow sandbox, which re-imports the package,
+Public API (README "Python API"), imported lazily so that Temporal's workflow sandbox, which re-imports the package,
 does not pull in the database driver, the HTTP stack or the worker:
 
     from xnovu import NotificationClient, WorkerManager, load_settings, trigger_notification_by_id

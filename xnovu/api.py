@@ -1,4 +1,4 @@
-"""The Python API (SPEC §10): trigger notifications through Temporal and inspect their workflows.
+"""The Python API (README "Python API"): trigger notifications through Temporal and inspect their workflows.
 
 async with NotificationClient(load_settings()) as nc:
     result = await nc.async_trigger_notification_by_id(42)

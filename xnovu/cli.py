@@ -1,4 +1,4 @@
-"""`xnovu` command line (SPEC §8): thin typer commands over the library; each runs one `asyncio.run`.
+"""`xnovu` command line (README "Command line"): thin typer commands over the library; each runs one `asyncio.run`.
 
 Every failure is one readable line on stderr and exit code 1; `--json` gives machine-readable output.
 """

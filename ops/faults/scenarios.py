@@ -8,7 +8,7 @@ smaller, under pytest -m slow). Not part of the `xnovu` package: it is operation
     ScenarioRun     one scenario on a fresh database and namespace: N rows, worker subprocesses, measurements
     ScenarioResult  sent / failed / lost / duplicates / stuck / duration, and whether every target was met
 
-What is measured (SPEC I2, I3):
+What is measured (I2, I3 of docs/design.md "The invariants"):
 
 - lost: a recipient that never reached the emulator although its row is not FAILED (a row marked SENT without
   every delivery loses the missing ones);

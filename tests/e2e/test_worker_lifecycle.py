@@ -1,6 +1,6 @@
-"""The worker process through the command line (SPEC §8, §9, I6): detached start/status/health/restart/stop with a pid
-file, the health server's endpoints, a real send by the detached worker, a graceful foreground SIGTERM, and no secret
-in anything the worker or the CLI printed.
+"""The worker process through the command line (README "Command line", "Operations"; I6 of docs/design.md): detached
+start/status/health/restart/stop with a pid file, the health server's endpoints, a real send by the detached worker, a
+graceful foreground SIGTERM, and no secret in anything the worker or the CLI printed.
 
 One detached worker (module fixture) serves the tests in file order; the last lifecycle tests restart and stop it.
 """

@@ -1,6 +1,6 @@
-"""Resilience on the shared test stack (SPEC I2, I3, §5, §9): a Postgres outage under a running worker, a worker
-SIGKILLed mid-batch, a Novu 429 storm, and a timeout retried into a 429 (once a duplicate-delivery bug). The long
-fault suite with 1000 rows is `ops/faults/run.py`.
+"""Resilience on the shared test stack (I2, I3 of docs/design.md "The invariants"; README "Operations"): a Postgres
+outage under a running worker, a worker SIGKILLed mid-batch, a Novu 429 storm, and a timeout retried into a 429 (once a
+duplicate-delivery bug). The long fault suite with 1000 rows is `ops/faults/run.py`.
 
 The session's Postgres is shared by every test: the outage test always restarts it in a `finally`.
 """

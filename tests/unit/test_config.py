@@ -1,4 +1,5 @@
-"""Settings (SPEC §6): defaults, environment and `.env` reading, one-line errors without secrets, derived values."""
+"""Settings (README "Configuration"): defaults, environment and `.env` reading, one-line errors without secrets,
+derived values."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def config_error(**env: str) -> str:
 # -- defaults ------------------------------------------------------------------------------------------------
 
 
-SPEC_DEFAULTS: dict[str, Any] = {
+README_DEFAULTS: dict[str, Any] = {
     "temporal_address": "localhost:7233",
     "temporal_namespace": "xnovu",
     "temporal_task_queue": "xnovu-notification-processing",
@@ -79,14 +80,14 @@ SPEC_DEFAULTS: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(("field", "expected"), SPEC_DEFAULTS.items(), ids=list(SPEC_DEFAULTS))
+@pytest.mark.parametrize(("field", "expected"), README_DEFAULTS.items(), ids=list(README_DEFAULTS))
 def test_default_matches_spec(field: str, expected: Any) -> None:
     assert getattr(load_settings(), field) == expected
 
 
 def test_every_spec_variable_is_a_setting() -> None:
-    """A variable SPEC §6 names but Settings lacks would be silently ignored (extra="ignore")."""
-    assert set(SPEC_DEFAULTS) <= set(Settings.model_fields)
+    """A variable README "Configuration" names but Settings lacks would be silently ignored (extra="ignore")."""
+    assert set(README_DEFAULTS) <= set(Settings.model_fields)
 
 
 # -- reading the environment ---------------------------------------------------------------------------------

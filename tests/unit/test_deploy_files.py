@@ -23,8 +23,8 @@ DOCKERFILE_PATH = ROOT / "Dockerfile"
 DOCKERIGNORE_PATH = ROOT / ".dockerignore"
 OPS_README_PATH = ROOT / "ops" / "README.md"
 
-# SPEC §6: every setting name xnovu reads from the environment.
-SPEC_SETTINGS = frozenset(
+# README "Configuration": every setting name xnovu reads from the environment.
+SETTING_NAMES = frozenset(
     {
         "TEMPORAL_ADDRESS",
         "TEMPORAL_NAMESPACE",
@@ -71,7 +71,7 @@ LOCAL_DEV_PASSWORDS = frozenset({"postgres"})
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PWD|TOKEN|API_KEY|ANON_KEY|ROLE_KEY|PRIVATE)", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR?err} and bare $VAR; $$ is Compose's escape for a literal dollar.
 COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
-SPEC_ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
+ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +312,8 @@ def test_every_compose_variable_is_a_setting_or_documented(compose: dict[str, An
     text = COMPOSE_PATH.read_text(encoding="utf-8")
     referenced = {a or b for a, b in COMPOSE_VARIABLE.findall(text)}
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", OPS_README_PATH.read_text(encoding="utf-8")))
-    unknown = sorted(referenced - SPEC_SETTINGS - documented)
-    assert not unknown, f"neither SPEC §6 settings nor documented in ops/README.md: {unknown}"
+    unknown = sorted(referenced - SETTING_NAMES - documented)
+    assert not unknown, f"neither README \"Configuration\" settings nor documented in ops/README.md: {unknown}"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------

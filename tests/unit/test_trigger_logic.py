@@ -1,4 +1,5 @@
-"""The pure decisions of the trigger core: backoff (SPEC §4), what must never be sent (I1), poison rows (I5)."""
+"""The pure decisions of the trigger core: backoff (README "Configuration"), what must never be sent (I1), poison
+rows (I5)."""
 
 from __future__ import annotations
 
