@@ -2,7 +2,7 @@
 start/status/health/restart/stop with a pid file, the health server's endpoints, a real send by the detached worker, a
 graceful foreground SIGTERM, and no secret in anything the worker or the CLI printed.
 
-One detached worker (module fixture) serves the tests in file order; the last lifecycle tests restart and stop it.
+One detached worker (module fixture) serves the tests in file order; the last tests restart and stop it.
 """
 
 from __future__ import annotations
