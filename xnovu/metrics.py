@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from xnovu.models import Outcome, PollKind, TriggerResult
+from xnovu.core.models import Outcome, PollKind, TriggerResult
 
 
 class Metrics:

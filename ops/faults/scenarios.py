@@ -3,12 +3,12 @@
 Used by `ops/faults/run.py` (the suite, one command) and by `tests/faults/test_faults.py` (the same scenarios,
 smaller, under pytest -m slow). Not part of the `xnovu` package: it is operational tooling, loaded from its path.
 
-    FaultStack      embedded Postgres + Temporal dev server (SQLite, WAL) + the Novu emulator as a subprocess
+    FaultStack      the local stack (xnovu/devtools/stack.py) with all three parts, and the emulator's control API
     Scenario        name, description and an async `fault(ctx)` that injects one fault while the rows drain
     ScenarioRun     one scenario on a fresh database and namespace: N rows, worker subprocesses, measurements
     ScenarioResult  sent / failed / lost / duplicates / stuck / duration, and whether every target was met
 
-What is measured (SPEC I2, I3):
+What is measured (I2, I3 of docs/design.md "The invariants"):
 
 - lost: a recipient that never reached the emulator although its row is not FAILED (a row marked SENT without
   every delivery loses the missing ones);
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
 import uuid
@@ -43,7 +42,7 @@ from temporalio.client import Client
 from xnovu.config import Settings
 from xnovu.db.migrate import migrate
 from xnovu.db.repository import NewNotification, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
+from xnovu.devtools.stack import ChildProcess, EmbeddedPostgres, LocalStack, TemporalDevServer, clean_environ, free_port
 
 log = logging.getLogger("xnovu.faults")
 
@@ -62,69 +61,34 @@ WORKER_SETTINGS: dict[str, str] = {
     "WORKER_LOG_LEVEL": "info",
     "WORKER_LOG_FORMAT": "json",
 }
-#: Every variable xnovu reads: removed from the inherited environment so only what is set here counts.
-SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 WORKFLOW_KEY = "fault-welcome"
 #: After every row is terminal, keep watching this long so a late duplicate (a zombie attempt) is still seen.
 SETTLE_S = 3.0
 
 
-# -- processes -------------------------------------------------------------------------------------------------
-
-
-def clean_environ() -> dict[str, str]:
-    """The inherited environment without any xnovu setting (nor a terminal width that would wrap logs)."""
-    return {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS and k not in ("COLUMNS", "LINES")}
-
-
 # -- the stack -------------------------------------------------------------------------------------------------
 
 
-class FaultStack:
-    """Embedded Postgres, a Temporal dev server (SQLite file with WAL, headless, free port) and the emulator."""
+class FaultStack(LocalStack):
+    """The local stack with all three parts (xnovu/devtools/stack.py), the emulator as a subprocess, plus the
+    helpers the scenarios use: a migrated database per scenario and the emulator's control API."""
 
     def __init__(self, base: Path) -> None:
-        self.base = base
-        self.secret = f"faults-{uuid.uuid4().hex}"
-        self.postgres = EmbeddedPostgres(base / "pg")
-        self.temporal = TemporalDevServer(
-            base / "temporal.db", port=free_port(), ui_port=None, namespace="default", log_file=base / "temporal.log"
-        )
-        self.emulator: ChildProcess | None = None
-        self.emulator_url = ""
-        self.admin_url = ""
+        super().__init__(Settings.model_construct(), base, namespace="default")
 
-    def start(self) -> FaultStack:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.admin_url = self.postgres.start()
-        self.temporal.start()
-        port = free_port()
-        self.emulator = ChildProcess.spawn(
-            "emulator",
-            ["-m", "xnovu", "emulator", "--port", str(port), "--secret-key", self.secret],
-            clean_environ(),
-            self.base,
-        )
-        wait_for_port("127.0.0.1", port, 30, self.emulator.process)
-        self.emulator_url = f"http://127.0.0.1:{port}"
-        return self
+    @property
+    def secret(self) -> str:
+        return self.secret_key
 
-    def stop(self) -> None:
-        """Emulator, Temporal, Postgres; every step runs even if an earlier one fails."""
-        steps: list[Callable[[], None]] = []
-        if self.emulator is not None:
-            steps.append(lambda: self.emulator.stop(signal.SIGINT, 10.0) if self.emulator else None)
-        steps += [self.temporal.stop, self.postgres.stop]
-        for step in steps:
-            try:
-                step()
-            except Exception:
-                log.exception("stopping part of the fault stack failed")
-        # pgserver's own exit hook would try to stop the server again and log a scary error.
-        logging.getLogger("pgserver").setLevel(logging.CRITICAL)
+    @property
+    def started_postgres(self) -> EmbeddedPostgres:
+        assert self.postgres is not None
+        return self.postgres
 
-    def database_url(self, name: str) -> str:
-        return str(self.postgres._server.get_uri(database=name))
+    @property
+    def started_temporal(self) -> TemporalDevServer:
+        assert self.temporal is not None
+        return self.temporal
 
     async def new_database(self, name: str) -> str:
         conn = await asyncpg.connect(self.admin_url)
@@ -268,7 +232,7 @@ class ScenarioRun:
         self.worker_ports[name] = port
         env = clean_environ() | {
             "DATABASE_URL": self.database_url,
-            "TEMPORAL_ADDRESS": self.stack.temporal.address,
+            "TEMPORAL_ADDRESS": self.stack.started_temporal.address,
             "TEMPORAL_NAMESPACE": self.namespace,
             "TEMPORAL_TASK_QUEUE": self.task_queue,
             "NOVU_API_URL": self.stack.emulator_url,
@@ -383,7 +347,7 @@ class ScenarioRun:
     async def retire_namespace(self) -> None:
         """Delete the scenario's schedules and end its open workflows, so later scenarios get the server to
         themselves (schedules firing every second in finished namespaces slow the dev server down)."""
-        client = await Client.connect(self.stack.temporal.address, namespace=self.namespace)
+        client = await Client.connect(self.stack.started_temporal.address, namespace=self.namespace)
         for kind in ("new", "failed", "scheduled"):
             with contextlib.suppress(Exception):
                 await client.get_schedule_handle(f"xnovu-poll-{kind}").delete()
@@ -447,11 +411,11 @@ async def _postgres_restart(run: ScenarioRun) -> None:
     await run.start_worker("worker-1")
     done = await run.wait_delivered(0.3)
     try:
-        await asyncio.to_thread(run.stack.postgres.stop)
+        await asyncio.to_thread(run.stack.started_postgres.stop)
         run.say(f"Postgres stopped at {done} deliveries")
         await asyncio.sleep(3)
     finally:
-        await asyncio.to_thread(run.stack.postgres.restart)
+        await asyncio.to_thread(run.stack.started_postgres.restart)
     run.say("Postgres restarted")
 
 
@@ -460,10 +424,10 @@ async def _temporal_restart(run: ScenarioRun) -> None:
     done = await run.wait_delivered(0.3)
     started = time.monotonic()
     try:
-        await asyncio.to_thread(run.stack.temporal.stop)
+        await asyncio.to_thread(run.stack.started_temporal.stop)
         run.say(f"Temporal dev server stopped at {done} deliveries")
     finally:
-        await asyncio.to_thread(run.stack.temporal.start)
+        await asyncio.to_thread(run.stack.started_temporal.start)
     run.say(f"Temporal dev server restarted on the same file and port ({time.monotonic() - started:.1f} s)")
 
 

@@ -1,4 +1,5 @@
-"""The `xnovu` command line end to end (SPEC §6, §8): real subprocesses against the real embedded stack.
+"""The `xnovu` command line end to end (README "Configuration", "Command line"): real subprocesses against the real
+embedded stack.
 
 Every command runs as `python -m xnovu …` with its configuration in environment variables only, from an empty
 folder; each output is also checked for the fake secrets of the test stack (I6) by the `cli` fixture.
@@ -14,7 +15,7 @@ import asyncpg
 
 from tests.e2e.conftest import Cli
 from tests.support import DB_PASSWORD, Env, eventually
-from xnovu.devstack import free_port
+from xnovu.devtools.stack import free_port
 
 SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
 DAY_MS = 86_400_000
@@ -128,7 +129,7 @@ async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
     assert not any(s["paused"] for s in listed)
 
     assert "xnovu-poll-new" in (await cli("schedules", "pause", "new")).ok().stdout
-    (await cli("bootstrap")).ok()  # bootstrap keeps the paused state (SPEC §4)
+    (await cli("bootstrap")).ok()  # bootstrap keeps the paused state (README "Operations")
     assert await paused(cli) == {
         "xnovu-poll-new": True,
         "xnovu-poll-failed": False,

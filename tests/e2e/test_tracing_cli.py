@@ -9,7 +9,7 @@ import pytest
 from tests.e2e.conftest import Cli
 from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import Env, eventually
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.manager import WorkerManager
 
 DAY_MS = 86_400_000
 
@@ -38,9 +38,9 @@ async def test_cli_trigger_exports_a_trace_that_the_worker_continues(
     manager = WorkerManager(env.settings.model_copy(update=quiet), tracing=tracing)
     await manager.start()
     try:
-        assert manager._health is not None
+        assert manager.health_port
         otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "xnovu-cli-test"}
-        health = await cli.json("worker", "health", env={"WORKER_HEALTH_PORT": manager._health.port})
+        health = await cli.json("worker", "health", env={"WORKER_HEALTH_PORT": manager.health_port})
         assert health["status"]["tracing"]["enabled"] is True
         assert health["status"]["tracing"]["endpoint"] == receiver.url
         [nid] = await env.insert(wf)

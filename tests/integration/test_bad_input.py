@@ -28,13 +28,13 @@ from typer.testing import CliRunner
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, Stack, environment, processor_for
 from xnovu.cli import app
 from xnovu.config import Settings, load_settings
+from xnovu.core.models import Outcome
+from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import connect
-from xnovu.devstack import free_port
+from xnovu.devtools.stack import free_port
 from xnovu.errors import ConfigError, DatabaseError, NovuConfigurationError, TemporalUnavailableError, XnovuError
-from xnovu.models import Outcome
 from xnovu.temporal.connection import connect_temporal
-from xnovu.temporal.worker import build_processor, novu_client
-from xnovu.trigger import NotificationProcessor
+from xnovu.worker.composition import build_processor, novu_client
 
 SECRETS = (NOVU_SECRET, DB_PASSWORD)
 GOOD_ROWS = 3

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.support import Env
-from xnovu.bench import percentile
 from xnovu.db.queries import q
+from xnovu.devtools.bench.phases import percentile
 
 ROWS = int(os.environ.get("XNOVU_SCALE_ROWS", "200000"))
 DUE = 50

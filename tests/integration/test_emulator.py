@@ -14,7 +14,7 @@ import pytest
 from novu_py import models
 from novu_py.utils import BackoffStrategy, RetryConfig
 
-from xnovu.novu.emulator import EmulatorConfig, EmulatorServer
+from xnovu.devtools.emulator import EmulatorConfig, EmulatorServer
 
 KEY = "test-secret"
 AUTH = {"Authorization": f"ApiKey {KEY}"}
@@ -74,7 +74,7 @@ def assert_error_body(response: httpx.Response, status: int, message: Any = None
 
 
 def test_official_sdk_contract_check_passes(server: EmulatorServer, client: httpx.Client) -> None:
-    """NOVU_CONTRACT §10 verbatim, against the emulator's port."""
+    """docs/novu-contract.md "Requests", verbatim, against the emulator's port."""
     configure(client, rate_limit_rps=60, workflows=["welcome"])
     no_retry = RetryConfig("none", BackoffStrategy(1, 1, 1, 1), False)
     s = models.TriggerEventResponseDtoStatus

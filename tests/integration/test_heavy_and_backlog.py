@@ -15,8 +15,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Env, eventually, processor_for
+from xnovu.core.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
 from xnovu.db.repository import ClaimLimits
-from xnovu.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
 from xnovu.temporal import workflows
 from xnovu.temporal.connection import connect_temporal
 

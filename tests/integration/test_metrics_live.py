@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observability import PROMETHEUS_SYNTHETIC, alert_rules, dashboard_exprs, metric_names
 from tests.support import Env, eventually
-from xnovu.health import sample_gauges
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -26,8 +25,8 @@ async def test_every_metric_the_dashboard_and_alerts_query_is_exported_by_a_live
     started = time.time()
     async with env.worker() as manager:
         await eventually(lambda: env.all_in([nid], "SENT"), timeout=30)
-        assert manager._health is not None
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{manager._health.port}", timeout=10) as http:
+        assert manager.health_port
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{manager.health_port}", timeout=10) as http:
             response = await http.get("/metrics")
     assert response.status_code == 200
     samples = _samples(response.text)
@@ -81,8 +80,8 @@ async def test_database_gauges_count_dead_letters_and_expired_leases(env: Env) -
 async def test_metrics_scrapes_close_together_reuse_one_database_sample(env: Env) -> None:
     async with env.worker(poll_interval_ms=86_400_000) as manager:
         manager.gauges_sampled_at = 0.0
-        await sample_gauges(manager)
+        await manager.sample_gauges()
         first = manager.gauges_sampled_at
         assert first > 0
-        await sample_gauges(manager)
+        await manager.sample_gauges()
         assert manager.gauges_sampled_at == first

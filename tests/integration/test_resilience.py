@@ -1,6 +1,6 @@
-"""Resilience on the shared test stack (SPEC I2, I3, §5, §9): a Postgres outage under a running worker, a worker
-SIGKILLed mid-batch, a Novu 429 storm, and a timeout retried into a 429 (once a duplicate-delivery bug). The long
-fault suite with 1000 rows is `ops/faults/run.py`.
+"""Resilience on the shared test stack (I2, I3 of docs/design.md "The invariants"; README "Operations"): a Postgres
+outage under a running worker, a worker SIGKILLed mid-batch, a Novu 429 storm, and a timeout retried into a 429 (once a
+duplicate-delivery bug). The long fault suite with 1000 rows is `ops/faults/run.py`.
 
 The session's Postgres is shared by every test: the outage test always restarts it in a `finally`.
 """
@@ -20,7 +20,7 @@ import httpx
 
 from tests.support import Env, eventually
 from xnovu.config import Settings
-from xnovu.devstack import child_environ, free_port
+from xnovu.devtools.stack import child_environ, free_port
 from xnovu.novu.client import NovuClient, RecipientEvent, transaction_id_for
 
 T = TypeVar("T")
@@ -76,8 +76,8 @@ async def test_postgres_outage_turns_health_503_and_the_worker_recovers_by_itsel
     wf = await env.workflow("welcome")
     pg = env.stack.postgres
     async with env.worker() as m, httpx.AsyncClient(timeout=10) as http:
-        assert m._health is not None
-        url = f"http://127.0.0.1:{m._health.port}/health"
+        assert m.health_port
+        url = f"http://127.0.0.1:{m.health_port}/health"
         assert (await http.get(url)).status_code == 200
         [before] = await env.insert(wf, recipients=2)
         try:

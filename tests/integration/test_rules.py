@@ -28,9 +28,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from tests.support import Env, eventually
+from xnovu.core.rules import SYNC_NOTE_PREFIX, FireContent, SyncReport, fire_time, rule_schedule_id
 from xnovu.db.migrate import migration_files
 from xnovu.db.rules import NewRule, RuleRepository, insert_rule
-from xnovu.rules import SYNC_NOTE_PREFIX, FireContent, SyncReport, fire_time, rule_schedule_id
 from xnovu.temporal import searchattrs
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
@@ -302,7 +302,7 @@ async def test_bad_rules_fail_alone_with_a_readable_reason_in_list_status_and_lo
     good = await add_rule(env, wf, "good one")
     async with env.worker(rules_sync_interval_ms=3_600_000) as manager:
         client = manager.client
-        assert client is not None and manager._health is not None
+        assert client is not None and manager.health_port
         report = await sync(env, client)
         assert str(good) not in report.problems and not (await describe(client, good)).schedule.state.paused
         expected = {name: (paused, words) for name, _, _, paused, words in BAD_RULES}
@@ -321,7 +321,7 @@ async def test_bad_rules_fail_alone_with_a_readable_reason_in_list_status_and_lo
         assert infos["good one"].state == "active" and infos["good one"].problem is None
 
         async with httpx.AsyncClient() as http:
-            status = (await http.get(f"http://127.0.0.1:{manager._health.port}/status")).json()
+            status = (await http.get(f"http://127.0.0.1:{manager.health_port}/status")).json()
         problems = {p["rule_id"]: p["problem"] for p in status["rules"]["problems"]}
         assert set(problems) == set(bad.values()), status["rules"]
         assert status["rules"]["active"] == 1 and status["rules"]["cron_rules"] == len(bad) + 1
@@ -412,8 +412,8 @@ async def test_the_rules_migration_runs_twice_without_touching_existing_rows(env
 
 
 async def test_the_demo_rule_is_a_valid_every_minute_rule_inserted_once(env: Env) -> None:
-    from xnovu.dev import insert_demo_rule
-    from xnovu.rules import plan_rule
+    from xnovu.core.rules import plan_rule
+    from xnovu.devtools.dev import insert_demo_rule
 
     first = await insert_demo_rule(env.settings)
     assert await insert_demo_rule(env.settings) == first, "a second `xnovu dev --demo` reuses the rule"

@@ -15,9 +15,8 @@ import pytest
 from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, eventually
 from xnovu.api import NotificationClient
-from xnovu.health import status_report
-from xnovu.temporal.worker import WorkerManager
 from xnovu.tracing import OtelTracing
+from xnovu.worker.manager import WorkerManager
 
 SECRETS = (NOVU_SECRET, DB_PASSWORD)
 #: No schedule fires during the test: the manual trigger is the only way in.
@@ -88,7 +87,7 @@ async def test_a_polled_notification_is_one_trace_from_the_poll_to_the_novu_requ
     [nid] = await env.insert(wf, payload={"greeting": "payload-value-must-not-be-traced"})
     async for manager in _worker(env, tracing):
         await eventually(lambda: env.all_in([nid], "SENT"), timeout=30)
-        status = await status_report(manager)
+        status = await manager.status()
         assert status["tracing"] == {
             "enabled": True,
             "endpoint": receiver.url,

@@ -20,12 +20,11 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, Env, eventually
+from xnovu.core.models import PollKind
 from xnovu.db.repository import database_url
-from xnovu.health import status_report
-from xnovu.models import PollKind
 from xnovu.temporal.schedules import schedule_id, set_paused
-from xnovu.temporal.wakeup import CHANNEL, WakeupListener
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.manager import WorkerManager
+from xnovu.worker.wakeup import CHANNEL, WakeupListener
 
 HOUR_MS = 3_600_000
 #: Every schedule ticks hourly: a notification SENT within seconds was woken, not polled.
@@ -161,7 +160,7 @@ async def test_an_insert_is_sent_long_before_the_next_tick(env: Env) -> None:
         elapsed = time.monotonic() - committed
         assert listener(manager).notifications_received > heard
         assert (await schedule_actions(manager))[0] > taken, "the run is an action of the xnovu-poll-new schedule"
-        status = await status_report(manager)
+        status = await manager.status()
     assert elapsed < 5, f"commit -> SENT took {elapsed:.2f} s with hourly ticks"
     assert status["wakeup"]["state"] == "connected" and status["wakeup"]["wakeups_sent"] >= 1
     assert status["wakeup"]["last_wakeup_at"] is not None
@@ -222,7 +221,7 @@ async def test_behind_a_transaction_pooler_wakeups_are_off_and_interval_polling_
     with caplog.at_level(logging.INFO, logger="xnovu"):
         async with env.worker(database_url=pooled, poll_interval_ms=1_000) as manager:
             assert manager.settings.transaction_pooler and manager.settings.statement_cache_size == 0
-            status = (await status_report(manager))["wakeup"]
+            status = (await manager.status())["wakeup"]
             assert status["enabled"] is False and status["state"] == "off"
             assert "transaction pooler" in status["reason"]
             [nid] = await env.insert(wf)
@@ -236,7 +235,7 @@ async def test_behind_a_transaction_pooler_wakeups_are_off_and_interval_polling_
 
 async def test_wakeups_can_be_switched_off(env: Env) -> None:
     async with env.worker(wakeup_enabled=False) as manager:
-        status = (await status_report(manager))["wakeup"]
+        status = (await manager.status())["wakeup"]
     assert status == {**status, "enabled": False, "state": "off", "reason": "WAKEUP_ENABLED is false"}
 
 

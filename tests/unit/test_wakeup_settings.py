@@ -10,7 +10,7 @@ import pytest
 from xnovu.config import Settings, load_settings
 from xnovu.db.repository import database_url
 from xnovu.errors import ConfigError
-from xnovu.temporal.wakeup import off_reason
+from xnovu.worker.wakeup import off_reason
 
 DB_PASSWORD = "pg-password-NEVER-SHOWN-91c2"
 

@@ -12,10 +12,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from xnovu.config import Settings, redact_url
+from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.db.migrate import migrate
 from xnovu.db.queries import q
 from xnovu.errors import ConfigError, DatabaseError
-from xnovu.models import ClaimBatch, ClaimedNotification, PollKind
 
 
 @dataclass(frozen=True)

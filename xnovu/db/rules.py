@@ -9,10 +9,10 @@ from typing import Any
 
 import asyncpg
 
+from xnovu.core.rules import FireContent, Rule
 from xnovu.db.queries import q
 from xnovu.db.repository import Repository
 from xnovu.errors import DatabaseError
-from xnovu.rules import FireContent, Rule
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Async Novu events client: triggers one workflow for many recipients, at most once each (SPEC I2, §5).
+"""Async Novu events client: triggers one workflow for many recipients, at most once each (I2; docs/design.md
+"The invariants", "Novu calls").
 
 Every problem with Novu becomes an :class:`EventOutcome`, never an exception, so one bad recipient cannot
 sink a batch (I5):
@@ -13,8 +14,8 @@ Only HTTP and network problems are classified. A failure of the caller's own hoo
 fence, the ledger write: all database calls) is raised as it is, and stops every sibling request of the call, so a
 database timeout is never mistaken for a Novu timeout and no request goes out after the attempt has given up.
 
-Idempotency (NOVU_CONTRACT §7): each request carries a key derived from its events' transaction ids and a
-generation. After an ambiguous outcome (no response, 409 in flight, 502/504 from a gateway) the same key is
+Idempotency (docs/novu-contract.md "Idempotency"): each request carries a key derived from its events' transaction
+ids and a generation. After an ambiguous outcome (no response, 409 in flight, 502/504 from a gateway) the same key is
 sent again, so Novu replays the first result instead of running the workflow twice. After a definite answer
 Novu caches that answer for 24 h, so the generation is bumped to get a fresh attempt, not a replayed error.
 """
@@ -43,10 +44,10 @@ from xnovu.tracing import Tracing
 
 __all__ = [
     "BULK_MAX_EVENTS",
+    "EventKind",
     "EventOutcome",
     "NovuClient",
     "NovuConfigurationError",
-    "Outcome",
     "RecipientEvent",
     "SendControl",
     "classify",
@@ -57,12 +58,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
+#: What Novu did with one event (docs/novu-contract.md); not the `xnovu.core.models.Outcome` of a whole attempt.
+EventKind = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
 ChunkKind = Literal["bulk", "single"]
 
 #: Novu accepts 1..100 events per bulk request.
 BULK_MAX_EVENTS = 100
-#: Tokens charged by Novu's `events` bucket (NOVU_CONTRACT §8).
+#: Tokens charged by Novu's `events` bucket (docs/novu-contract.md "Rate limits").
 SINGLE_COST = 1
 BULK_COST = 100
 
@@ -131,7 +133,7 @@ class EventOutcome:
 
     recipient_id: str
     transaction_id: str
-    outcome: Outcome
+    outcome: EventKind
     http_status: int | None
     """None for timeouts and connection errors (and events never sent)."""
     error: str | None
@@ -166,7 +168,7 @@ class SendControl:
 
 
 def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
-    """Split `n_events` into requests costing the fewest tokens, then the fewest requests (SPEC §5).
+    """Split `n_events` into requests costing the fewest tokens, then the fewest requests (docs/design.md "Novu calls").
 
     A bulk costs 100 tokens whatever its size, so only a full 100 is worth it (same tokens, 100x fewer
     requests); a remainder r < 100 is cheaper as r singles.
@@ -219,7 +221,7 @@ def _with_detail(prefix: str, detail: str) -> str:
     return f"{prefix}: {detail}" if detail else prefix
 
 
-def _classify_entry(entry: Any) -> tuple[Outcome, str | None, str | None]:
+def _classify_entry(entry: Any) -> tuple[EventKind, str | None, str | None]:
     """Classify one accepted trigger result ({acknowledged, status, error?, transactionId?})."""
     if not isinstance(entry, Mapping):
         return "permanent", "Novu returned an unexpected response body, so the event is not retried", None
@@ -237,7 +239,7 @@ def _classify_entry(entry: Any) -> tuple[Outcome, str | None, str | None]:
     return "permanent", _with_detail(text, detail), None
 
 
-def classify(status_code: int, body: Any) -> tuple[Outcome, str | None]:
+def classify(status_code: int, body: Any) -> tuple[EventKind, str | None]:
     """Classify a single-trigger response by HTTP status first (body shapes vary across Novu versions)."""
     if 200 <= status_code < 300:
         data = body.get("data", body) if isinstance(body, Mapping) else body
@@ -287,7 +289,7 @@ def _parse_retry_after(headers: httpx.Headers) -> float | None:
 
 @dataclass(frozen=True)
 class _EntryResult:
-    outcome: Outcome
+    outcome: EventKind
     error: str | None
     novu_transaction_id: str | None = None
 

@@ -1,9 +1,9 @@
 """Client-side token budget for Novu's `events` rate-limit bucket.
 
 Novu meters every `/v1/events/*` call against one token bucket per environment: a single trigger costs 1
-token, a bulk request 100 (NOVU_CONTRACT §8). Spending from a local budget first keeps xnovu under the plan's
-limit instead of discovering it through 429s, and a 429's `Retry-After` pauses every sender at once through
-:meth:`TokenBudget.penalize`.
+token, a bulk request 100 (docs/novu-contract.md "Rate limits"). Spending from a local budget first keeps xnovu
+under the plan's limit instead of discovering it through 429s, and a 429's `Retry-After` pauses every sender at
+once through :meth:`TokenBudget.penalize`.
 """
 
 from __future__ import annotations

@@ -18,11 +18,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from xnovu.core.models import ClaimBatch, MultipleTriggerRequest, PollKind, TriggerRequest, TriggerResult, child_id
+from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.errors import NovuConfigurationError
 from xnovu.metrics import METRICS
-from xnovu.models import ClaimBatch, MultipleTriggerRequest, PollKind, TriggerRequest, TriggerResult, child_id
-from xnovu.trigger import NotificationProcessor
 
 #: How long a worker waits before retrying when Novu refuses the key: long enough not to hammer Novu,
 #: short enough that a rotated key takes effect quickly.
@@ -135,7 +135,7 @@ class XnovuActivities:
 
     @activity.defn(name="trigger_notification_by_id")
     async def trigger_notification_by_id(self, request: TriggerRequest) -> TriggerResult:
-        """One attempt at one notification (see xnovu.trigger)."""
+        """One attempt at one notification (see xnovu.core.processor)."""
         started = time.perf_counter()
         try:
             result = await self.processor.process(

@@ -6,8 +6,16 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from xnovu.core.rules import (
+    FireRequest,
+    FireResult,
+    SyncReport,
+    fire_content,
+    fire_time,
+    notification_name,
+    why_not_fire,
+)
 from xnovu.db.rules import RuleRepository
-from xnovu.rules import FireRequest, FireResult, SyncReport, fire_content, fire_time, notification_name, why_not_fire
 from xnovu.temporal.rules import RuleScheduleConfig, reconcile
 
 

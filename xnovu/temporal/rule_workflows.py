@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from xnovu.rules import FireRequest, FireResult, SyncReport, fire_time
+    from xnovu.core.rules import FireRequest, FireResult, SyncReport, fire_time
     from xnovu.temporal import searchattrs
     from xnovu.temporal.rule_activities import RuleActivities
 

@@ -38,9 +38,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from xnovu.config import Settings
-from xnovu.db.rules import RuleRepository
-from xnovu.errors import XnovuError
-from xnovu.rules import (
+from xnovu.core.rules import (
     NOT_HANDLED,
     SYNC_NOTE_PREFIX,
     FireRequest,
@@ -58,6 +56,8 @@ from xnovu.rules import (
     plan_rule,
     rule_schedule_id,
 )
+from xnovu.db.rules import RuleRepository
+from xnovu.errors import XnovuError
 from xnovu.temporal import searchattrs
 
 log = logging.getLogger(__name__)

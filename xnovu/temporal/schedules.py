@@ -25,9 +25,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from xnovu.config import Settings
+from xnovu.core.models import PollInput, PollKind
+from xnovu.core.rules import parse_rule_schedule_id
 from xnovu.errors import XnovuError
-from xnovu.models import PollInput, PollKind
-from xnovu.rules import parse_rule_schedule_id
 from xnovu.temporal.workflows import PollNotificationsWorkflow
 
 NOTES = {

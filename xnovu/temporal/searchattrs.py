@@ -1,4 +1,4 @@
-"""Search attributes xnovu registers at bootstrap and sets on every notification workflow (SPEC §4)."""
+"""Search attributes xnovu registers at bootstrap and sets on every notification workflow (README "Operations")."""
 
 from __future__ import annotations
 

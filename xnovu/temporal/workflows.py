@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from xnovu.models import (
+    from xnovu.core.models import (
         ClaimedNotification,
         MultipleTriggerRequest,
         NotificationInput,

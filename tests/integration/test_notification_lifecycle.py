@@ -12,7 +12,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Env, eventually
 from xnovu.api import NotificationClient
-from xnovu.models import Outcome, PollKind
+from xnovu.core.models import Outcome, PollKind
 from xnovu.temporal import searchattrs
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal

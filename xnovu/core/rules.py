@@ -7,7 +7,7 @@ A rule of `notify.ent_notification_rule` with `trigger_type = 'CRON'` and
 activity, the fire activity, `xnovu rules list` and unit tests alike.
 """
 
-# No `from __future__ import annotations`: these dataclasses cross Temporal boundaries (see xnovu/models.py).
+# No `from __future__ import annotations`: these dataclasses cross Temporal boundaries (see xnovu/core/models.py).
 import re
 import uuid
 from dataclasses import dataclass, field

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import ScheduleActionStartWorkflow
 
 from xnovu.config import Settings
-from xnovu.rules import (
+from xnovu.core.rules import (
     ACTIVE_NOTE,
     SYNC_NOTE_PREFIX,
     Rule,

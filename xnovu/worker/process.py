@@ -1,4 +1,4 @@
-"""Worker process lifecycle: foreground run with graceful signals, and detached start/stop/status via a pid file."""
+"""Worker process control: foreground run with graceful signals, and detached start/stop/status via a pid file."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def run_foreground(settings: Settings, tracing: Tracing | None = None) -> None:
     """Run the worker until SIGTERM/SIGINT: stop polling, let in-flight work finish, close, return (exit 0)."""
-    from xnovu.temporal.worker import WorkerManager
+    from xnovu.worker.manager import WorkerManager
 
     manager = WorkerManager(settings, tracing=tracing)
     stop = asyncio.Event()
@@ -159,12 +159,7 @@ def status(settings: Settings) -> dict[str, Any]:
     pid = read_pid(settings)
     if pid is None:
         return {"running": False, "pid": None, "uptime_s": None, "health": None}
-    try:
-        import psutil
-
-        uptime = time.time() - psutil.Process(pid).create_time()
-    except Exception:
-        uptime = None
+    uptime = _uptime(settings, pid)
     healthy, health, _ = fetch_health(settings)
     return {
         "running": True,
@@ -172,3 +167,20 @@ def status(settings: Settings) -> dict[str, Any]:
         "uptime_s": uptime,
         "health": "ok" if healthy else health.get("reason", "unhealthy"),
     }
+
+
+def _uptime(settings: Settings, pid: int) -> float | None:
+    """Seconds since the worker started: from the process table when psutil is installed (the `embedded` extra),
+    else from the pid file, which `start_detached` writes as the process starts (a lean install has no psutil)."""
+    try:
+        import psutil
+
+        return float(time.time() - psutil.Process(pid).create_time())
+    except ImportError:
+        pass
+    except Exception:
+        return None
+    try:
+        return time.time() - settings.worker_pid_file.stat().st_mtime
+    except OSError:
+        return None

@@ -1,8 +1,8 @@
-"""The worker process through the command line (SPEC §8, §9, I6): detached start/status/health/restart/stop with a pid
-file, the health server's endpoints, a real send by the detached worker, a graceful foreground SIGTERM, and no secret
-in anything the worker or the CLI printed.
+"""The worker process through the command line (README "Command line", "Operations"; I6 of docs/design.md): detached
+start/status/health/restart/stop with a pid file, the health server's endpoints, a real send by the detached worker, a
+graceful foreground SIGTERM, and no secret in anything the worker or the CLI printed.
 
-One detached worker (module fixture) serves the tests in file order; the last lifecycle tests restart and stop it.
+One detached worker (module fixture) serves the tests in file order; the last tests restart and stop it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.e2e.conftest import SECRETS, Cli, Result, assert_no_secret, start_xno
 from tests.support import Env, Stack, environment, eventually
 from xnovu import __version__
 from xnovu.config import Settings
-from xnovu.devstack import free_port
+from xnovu.devtools.stack import free_port
 
 SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
 

@@ -10,17 +10,16 @@ import asyncio
 import contextlib
 import logging
 import signal
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from xnovu.config import Settings
+from xnovu.core.models import PollKind
+from xnovu.core.status import NotificationStatus
 from xnovu.db.repository import (
     NewNotification,
     connect,
@@ -29,71 +28,18 @@ from xnovu.db.repository import (
     upsert_workflow,
 )
 from xnovu.db.rules import NewRule, insert_rule
-from xnovu.devstack import EmbeddedPostgres, TemporalDevServer, free_port, port_in_use, wait_for_port
-from xnovu.errors import XnovuError
-from xnovu.models import PollKind
+from xnovu.devtools.stack import LocalStack
 from xnovu.temporal.schedules import RULES_SYNC_ID, trigger_now
-from xnovu.temporal.worker import WorkerManager
+from xnovu.worker.manager import WorkerManager
 
 log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "xnovu-dev-secret-key"
+#: The well-known ports of a local Temporal (and its Web UI) and of the emulator (README "Quick start").
+DEV_TEMPORAL_PORT = 7233
+DEV_TEMPORAL_UI_PORT = 8233
+DEV_EMULATOR_PORT = 8787
 DEMO_WORKFLOW = "xnovu-demo"
-
-
-class DevStack:
-    """Starts what is not configured, stops it in reverse order."""
-
-    def __init__(self, settings: Settings, state_dir: Path) -> None:
-        self.base = settings
-        self.state_dir = state_dir
-        self.postgres: EmbeddedPostgres | None = None
-        self.temporal: TemporalDevServer | None = None
-        self.emulator: subprocess.Popen[bytes] | None = None
-        self.settings = settings
-
-    def start(self) -> Settings:
-        s = self.base
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        update: dict[str, object] = {}
-        if s.database_url is None:
-            self.postgres = EmbeddedPostgres(self.state_dir / "pg")
-            update["database_url"] = SecretStr(self.postgres.start())
-        if "temporal_address" not in s.model_fields_set:
-            if port_in_use(7233):
-                raise XnovuError("port 7233 is in use (another Temporal?); stop it or set TEMPORAL_ADDRESS to use it")
-            self.temporal = TemporalDevServer(
-                self.state_dir / "temporal.db", 7233, 8233, s.temporal_namespace, self.state_dir / "temporal.log"
-            ).start()
-            update["temporal_address"] = self.temporal.address
-        if "novu_api_url" not in s.model_fields_set:
-            key = s.novu_secret_key.get_secret_value() if s.novu_secret_key else DEV_SECRET_KEY
-            port = 8787 if not port_in_use(8787) else free_port()
-            log_path = (self.state_dir / "emulator.log").open("ab")
-            self.emulator = subprocess.Popen(
-                [sys.executable, "-m", "xnovu", "emulator", "--port", str(port), "--secret-key", key],
-                stdout=log_path,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            wait_for_port("127.0.0.1", port, 30, self.emulator)
-            update["novu_api_url"] = f"http://127.0.0.1:{port}"
-            update["novu_secret_key"] = SecretStr(key)
-        self.settings = s.model_copy(update=update)
-        return self.settings
-
-    def stop(self) -> None:
-        if self.emulator is not None and self.emulator.poll() is None:
-            self.emulator.send_signal(signal.SIGINT)
-            try:
-                self.emulator.wait(10)
-            except subprocess.TimeoutExpired:
-                self.emulator.kill()
-        if self.temporal is not None:
-            self.temporal.stop()
-        if self.postgres is not None:
-            self.postgres.close()
 
 
 async def insert_demo(settings: Settings) -> list[int]:
@@ -140,7 +86,12 @@ async def watch_demo(settings: Settings, ids: list[int], console: Console, timeo
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             states = await notification_states(repo, ids)
-            pending = [s for s in states if s["status"] in ("PENDING", "PROCESSING") and "Draft" not in s["name"]]
+            pending = [
+                s
+                for s in states
+                if s["status"] in (NotificationStatus.PENDING, NotificationStatus.PROCESSING)
+                and "Draft" not in s["name"]
+            ]
             if not pending or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.5)
@@ -148,14 +99,21 @@ async def watch_demo(settings: Settings, ids: list[int], console: Console, timeo
         for s in states:
             table.add_row(str(s["id"]), s["name"], s["status"], str(s["attempts"]), s["error"] or "")
         console.print(table)
-        sent = sum(s["status"] == "SENT" for s in states)
+        sent = sum(s["status"] == NotificationStatus.SENT for s in states)
         console.print(f"[bold green]demo: {sent} notifications SENT[/bold green] (the DRAFT one is never sent: I1)")
     finally:
         await repo.close()
 
 
 async def run_dev(settings: Settings, *, state_dir: Path, demo: bool, console: Console) -> None:
-    stack = DevStack(settings, state_dir)
+    stack = LocalStack(
+        settings,
+        state_dir,
+        temporal_port=DEV_TEMPORAL_PORT,
+        temporal_ui_port=DEV_TEMPORAL_UI_PORT,
+        emulator_port=DEV_EMULATOR_PORT,
+        default_secret_key=DEV_SECRET_KEY,
+    )
     manager: WorkerManager | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -176,7 +134,7 @@ async def run_dev(settings: Settings, *, state_dir: Path, demo: bool, console: C
         console.print(f"  Temporal        : {s.temporal_address} (namespace {s.temporal_namespace})")
         console.print(
             f"  Novu API        : {s.novu_api_url}"
-            + (" (emulator; deliveries at /emulator/events)" if stack.emulator else "")
+            + (" (emulator; deliveries at /emulator/events)" if stack.emulator_started else "")
         )
         console.print(f"  Health          : http://127.0.0.1:{s.worker_health_port}/health  /status  /metrics")
         console.print(

@@ -31,26 +31,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
-import math
 import os
 import random
 import shutil
-import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
-from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -61,88 +55,35 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from temporalio.client import Client
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devstack import ChildProcess, EmbeddedPostgres, TemporalDevServer, child_environ, free_port, wait_for_port
+from xnovu.devtools.bench.plan import (
+    BENCH_WORKFLOW_KEY,
+    BUSY_HOST_PERCENT,
+    EVENT_POLL_S,
+    FULL,
+    LIMITED_RPS,
+    PHASE_BASE_S,
+    PHASE_MIN_RATE,
+    POLL_INTERVAL_MS,
+    QUICK,
+    SCHEDULE_AHEAD_S,
+    STALL_S,
+    WAIT_POLL_S,
+    WAKEUP_POLL_INTERVAL_MS,
+    BenchPlan,
+    BenchResult,
+    percentile,
+)
+from xnovu.devtools.bench.render import result_json, results_table
+from xnovu.devtools.bench.sampling import HostLoad, RssSampler
+from xnovu.devtools.stack import ChildProcess, LocalStack, child_environ, free_port
 from xnovu.errors import XnovuError
 
 log = logging.getLogger(__name__)
 
-# -- what is measured -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BenchPlan:
-    """Sizes of one run; `QUICK` finishes in a minute or two, `FULL` in under ten minutes on 2 cores."""
-
-    ceiling_n: int
-    """Ceiling workflows (and, for a like-for-like ratio, the same number of e2e rows)."""
-    e2e_n: int
-    recipient_rows: int
-    """Rows of `recipients_per_row` each: enough that the 0-1 s wait for the next poll tick does not dominate (with
-    10 rows the phase lasts about a second and half of it is that wait, so the figure measures the tick, not the
-    per-recipient cost)."""
-    recipients_per_row: int
-    latency_samples: int
-    scheduled_rows: int
-    backlog_n: int
-    heavy_recipients: int = 10_000
-    """Recipients of the one heavy row sent at the emulator's unlimited rate."""
-    limited_recipients: int = 1_500
-    """Recipients of the one row sent on a budget of LIMITED_RPS tokens/s (floor: limited_recipients / LIMITED_RPS)."""
-    wakeup_commits: int = 1000
-    """Rows inserted one commit each while wake-ups are on: how many poll runs do they start? (Runs do not grow
-    with the number of commits but with how long they keep coming, so the figure is taken at the issue's 1 000.)"""
-    start_concurrency: int = 50
-    """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
-    warmup: int = 20
-    """Workflows / rows run before each measurement so that imports, caches and connections are warm."""
-
-
-QUICK = BenchPlan(
-    ceiling_n=200,
-    e2e_n=200,
-    recipient_rows=50,
-    recipients_per_row=100,
-    latency_samples=10,
-    scheduled_rows=10,
-    backlog_n=1000,
-    heavy_recipients=2_000,
-    limited_recipients=300,
-)
-FULL = BenchPlan(
-    ceiling_n=2000,
-    e2e_n=2000,
-    recipient_rows=100,
-    recipients_per_row=100,
-    latency_samples=30,
-    scheduled_rows=20,
-    backlog_n=10_000,
-)
-
-#: Token budget of the rate-limited heavy phase (a bulk of 100 recipients costs 100 tokens, so 10 recipients/s).
-LIMITED_RPS = 10.0
-#: Poll interval of all three schedules during the bench (the issue's "1 s poll").
-POLL_INTERVAL_MS = 1000
-#: xnovu-poll-new's interval in the wake-up phase: the default, so only a wake-up makes delivery fast.
-WAKEUP_POLL_INTERVAL_MS = 10_000
-#: Scheduled rows are due this far ahead (seconds, uniform), so each one goes through the look-ahead and a timer.
-SCHEDULE_AHEAD_S = (5.0, 15.0)
-#: A phase that makes no progress for this long has failed (a stuck worker, a dead server): say so, do not hang.
-STALL_S = 60.0
-#: Whatever happens, a phase ends after `PHASE_BASE_S + rows / PHASE_MIN_RATE` seconds.
-PHASE_BASE_S = 120.0
-PHASE_MIN_RATE = 5.0
-#: How often the bench looks at Postgres / Temporal visibility / the emulator while it waits.
-WAIT_POLL_S = 0.25
-EVENT_POLL_S = 0.05
-RSS_SAMPLE_S = 0.25
-BENCH_WORKFLOW_KEY = "xnovu-bench"
-#: Above this share of the machine's CPU used by other processes, the run is flagged as noisy.
-BUSY_HOST_PERCENT = 10.0
 
 # Progress of a set of rows, in one scan of the primary key. It lives here rather than in queries.sql because only
 # the benchmark needs it and it reads nothing the product's own queries do not already read.
@@ -161,281 +102,11 @@ SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = AN
 HEAVY_ROWS = 10
 
 
-@dataclass(frozen=True)
-class BenchResult:
-    """The figures of one run; `as_dict()` is the `--json` object."""
-
-    ceiling_per_s: float
-    e2e_per_s: float
-    throughput_ratio: float
-    recipients_per_s: float
-    latency_p50_s: float
-    latency_p99_s: float
-    schedule_error_p50_s: float
-    schedule_error_p99_s: float
-    backlog_per_s: float
-    rss_mb: float
-    heavy_recipients_per_s: float = 0.0
-    """One row with `heavy_recipients` recipients, commit → SENT, at the emulator's unlimited rate."""
-    limited_send_s: float = 0.0
-    """One row with `limited_recipients` recipients on a budget of LIMITED_RPS tokens/s, commit → SENT."""
-    limited_floor_s: float = 0.0
-    """What the budget allows at best for that row: recipients / LIMITED_RPS."""
-    wakeup_latency_p50_s: float = 0.0
-    wakeup_latency_p99_s: float = 0.0
-    wakeup_runs_per_1000_commits: float = 0.0
-    """xnovu-poll-new runs started by wake-ups while the rows were committed and sent (ticks held off)."""
-
-    def as_dict(self) -> dict[str, float]:
-        """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
-        return {k: round(v, 3) for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class TargetCheck:
-    """One figure against its target, for the table (and for tests of the rules themselves)."""
-
-    metric: str
-    figure: float
-    target: str
-    passed: bool
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least p % of the values at or below it.
-
-    Nearest rank (no interpolation) keeps p99 of a small sample an actually observed value, which is what a latency
-    target means; with fewer than 100 samples p99 is simply the maximum.
-    """
-    if not values:
-        raise ValueError("percentile of an empty list")
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {p}")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
-    """The issue's targets. Throughput ones are relative to the ceiling, so they mean the same on any machine."""
-    return [
-        TargetCheck("throughput_ratio", r.throughput_ratio, "≥ 0.8", r.throughput_ratio >= 0.8),
-        TargetCheck(
-            "recipients_per_s",
-            r.recipients_per_s,
-            f"≥ 50 x e2e = {50 * r.e2e_per_s:.0f}",
-            r.recipients_per_s >= 50 * r.e2e_per_s,
-        ),
-        TargetCheck("latency_p50_s", r.latency_p50_s, "≤ 1.5 s", r.latency_p50_s <= 1.5),
-        TargetCheck("latency_p99_s", r.latency_p99_s, "≤ 3 s", r.latency_p99_s <= 3.0),
-        TargetCheck("schedule_error_p99_s", r.schedule_error_p99_s, "≤ 1 s", r.schedule_error_p99_s <= 1.0),
-        TargetCheck(
-            "backlog_per_s",
-            r.backlog_per_s,
-            f"≥ 0.8 x ceiling = {0.8 * r.ceiling_per_s:.0f}",
-            r.backlog_per_s >= 0.8 * r.ceiling_per_s,
-        ),
-        TargetCheck("rss_mb", r.rss_mb, "≤ 200 MB", r.rss_mb <= 200.0),
-        TargetCheck(
-            "limited_send_s",
-            r.limited_send_s,
-            f"≤ 1.1 x floor = {1.1 * r.limited_floor_s:.0f} s",
-            0 < r.limited_send_s <= 1.1 * r.limited_floor_s,
-        ),
-        TargetCheck("wakeup_latency_p50_s", r.wakeup_latency_p50_s, "≤ 0.25 s", r.wakeup_latency_p50_s <= 0.25),
-        TargetCheck("wakeup_latency_p99_s", r.wakeup_latency_p99_s, "≤ 1 s", r.wakeup_latency_p99_s <= 1.0),
-        TargetCheck(
-            "wakeup_runs_per_1000_commits",
-            r.wakeup_runs_per_1000_commits,
-            "≤ 5",
-            r.wakeup_runs_per_1000_commits <= 5,
-        ),
-    ]
-
-
-def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
-    """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
-    checks = {c.metric: c for c in evaluate_targets(r)}
-    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": "", "_commits": ""}
-    table = Table(
-        "metric",
-        "figure",
-        "target",
-        "result",
-        title=f"xnovu bench ({'quick' if quick else 'full'})",
-        caption=(
-            f"ceiling/e2e N={plan.e2e_n}, {plan.recipient_rows}x{plan.recipients_per_row} recipients, "
-            f"{plan.latency_samples} latency samples, {plan.scheduled_rows} scheduled, backlog {plan.backlog_n}; "
-            f"poll {POLL_INTERVAL_MS / 1000:g} s"
-            + (
-                ""
-                if foreign_cpu_percent is None
-                else f"; {psutil.cpu_count()} cores, other processes used {foreign_cpu_percent:.0f} % of the CPU"
-            )
-        ),
-    )
-    for metric, value in r.as_dict().items():
-        unit = next((u for suffix, u in units.items() if metric.endswith(suffix)), "")
-        check = checks.get(metric)
-        verdict = "-" if check is None else ("[green]pass[/green]" if check.passed else "[red]miss[/red]")
-        table.add_row(metric, f"{value:g}{unit}", check.target if check else "-", verdict)
-    return table
-
-
-# -- processes ----------------------------------------------------------------------------------------------
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child `xnovu` process build exactly `settings` (secrets included, unlogged)."""
     return child_environ(settings)
-
-
-@dataclass
-class RssSampler:
-    """Peak resident memory of a process and its children, sampled in the background."""
-
-    pid: int
-    peak_bytes: int = 0
-
-    def sample(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return
-        total = 0
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-        self.peak_bytes = max(self.peak_bytes, total)
-
-    async def run(self, interval_s: float = RSS_SAMPLE_S) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(interval_s)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak_bytes / 2**20
-
-
-class HostLoad:
-    """CPU used on this machine by processes that are not part of the bench while it runs.
-
-    Every figure here is relative to the same run's ceiling, which absorbs a steady background load, but a load
-    that comes and goes (another test suite on a 2-core box) moves the figures by tens of percent between runs;
-    the table says how busy the machine was so that a reader can tell noise from a regression.
-    """
-
-    def __init__(self, roots: Sequence[int]) -> None:
-        self.roots = list(roots)
-        self._baseline: dict[int, float] = {}
-        self._latest: dict[int, float] = {}
-        self._started = time.monotonic()
-        self._busy0 = self._busy()
-        self.sample(initial=True)
-
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times()
-        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
-
-    def sample(self, *, initial: bool = False) -> None:
-        """CPU seconds of every process of our trees; a process first seen later started during the run."""
-        for root in self.roots:
-            try:
-                top = psutil.Process(root)
-                procs = [top, *top.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    times = proc.cpu_times()
-                    used = times.user + times.system
-                    self._baseline.setdefault(proc.pid, used if initial else 0.0)
-                    self._latest[proc.pid] = used
-
-    async def run(self, interval_s: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            self.sample()
-
-    def foreign_percent(self) -> float:
-        """Share of the machine's CPU capacity (all cores) used by others since the start, in percent."""
-        self.sample()
-        ours = sum(self._latest[pid] - self._baseline.get(pid, 0.0) for pid in self._latest)
-        wall = max(1e-3, time.monotonic() - self._started)
-        foreign = max(0.0, self._busy() - self._busy0 - ours)
-        return 100.0 * foreign / (wall * (psutil.cpu_count() or 1))
-
-
-# -- the stack ------------------------------------------------------------------------------------------------
-
-
-class BenchStack:
-    """Starts what the settings do not point at (in `base`), and stops it in reverse order."""
-
-    def __init__(self, settings: Settings, base: Path, namespace: str) -> None:
-        self.base = base
-        self.settings = settings
-        self.namespace = namespace
-        self.postgres: EmbeddedPostgres | None = None
-        self.temporal: TemporalDevServer | None = None
-        self.emulator: ChildProcess | None = None
-
-    def start(self) -> Settings:
-        """Bring up the missing parts; returns settings pointing at all three (namespace not yet changed)."""
-        s = self.settings
-        explicit = s.model_fields_set
-        update: dict[str, Any] = {}
-        if "database_url" not in explicit or s.database_url is None:
-            self.postgres = EmbeddedPostgres(self.base / "pg")
-            update["database_url"] = SecretStr(self.postgres.start())
-        if "temporal_address" not in explicit:
-            self.temporal = TemporalDevServer(
-                self.base / "temporal.db",
-                port=free_port(),
-                ui_port=None,
-                namespace=self.namespace,
-                log_file=self.base / "temporal.log",
-            ).start()
-            update["temporal_address"] = self.temporal.address
-        if "novu_api_url" not in explicit:
-            key = s.novu_secret_key.get_secret_value() if s.novu_secret_key else f"bench-{uuid.uuid4().hex}"
-            port = free_port()
-            env = settings_env(s.model_copy(update={"worker_log_level": "warning"}))
-            self.emulator = ChildProcess.spawn(
-                "emulator", ["-m", "xnovu", "emulator", "--port", str(port), "--secret-key", key], env, self.base
-            )
-            wait_for_port("127.0.0.1", port, 30, self.emulator.process)
-            update["novu_api_url"] = f"http://127.0.0.1:{port}"
-            update["novu_secret_key"] = SecretStr(key)
-        self.settings = s.model_copy(update=update)
-        return self.settings
-
-    def detached_pids(self) -> list[int]:
-        """Processes of the stack that are not our children: pg_ctl daemonises the embedded postmaster."""
-        if self.postgres is None:
-            return []
-        try:
-            return [int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])]
-        except (OSError, ValueError, IndexError):
-            return []
-
-    def stop(self) -> None:
-        """Emulator, then Temporal, then Postgres; every step runs even if an earlier one fails."""
-        steps: list[Callable[[], None]] = []
-        if self.emulator is not None:
-            steps.append(functools.partial(self.emulator.stop, signal.SIGINT, 10.0))
-        if self.temporal is not None:
-            steps.append(self.temporal.stop)
-        if self.postgres is not None:
-            steps.append(self.postgres.stop)
-        for step in steps:
-            try:
-                step()
-            except Exception:
-                log.exception("bench: stopping part of the stack failed")
 
 
 # -- one run --------------------------------------------------------------------------------------------------
@@ -536,7 +207,7 @@ class Bench:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if delete_schedules and self.client is not None:
-            from xnovu.models import PollKind
+            from xnovu.core.models import PollKind
             from xnovu.temporal.schedules import schedule_id
 
             for kind in PollKind:
@@ -567,8 +238,9 @@ class Bench:
         assert self.client is not None
         n = self.plan.ceiling_n
         env = settings_env(self.settings.model_copy(update={"temporal_task_queue": self.ceiling_queue}))
-        self.ceiling_worker = ChildProcess.spawn("ceiling-worker", ["-m", "xnovu.bench_ceiling"], env, self.base)
-        from xnovu.bench_ceiling import CEILING_WORKFLOW
+        argv = ["-m", "xnovu.devtools.bench.ceiling"]
+        self.ceiling_worker = ChildProcess.spawn("ceiling-worker", argv, env, self.base)
+        from xnovu.devtools.bench.ceiling import CEILING_WORKFLOW
 
         client, queue = self.client, self.ceiling_queue
         warm = [
@@ -744,7 +416,7 @@ class Bench:
 
     async def _poll_new_runs(self) -> tuple[int, int]:
         """(runs started so far, runs in progress) of the xnovu-poll-new schedule."""
-        from xnovu.models import PollKind
+        from xnovu.core.models import PollKind
         from xnovu.temporal.schedules import schedule_id
 
         assert self.client is not None
@@ -848,7 +520,7 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
     plan = QUICK if quick else FULL
     base = Path(tempfile.mkdtemp(prefix="xnovu-bench-"))
     namespace = f"{settings.temporal_namespace}-bench"
-    stack = BenchStack(settings, base, namespace)
+    stack = LocalStack(settings, base, namespace=namespace)
     bench: Bench | None = None
     keep = False
     progress = Progress(
@@ -887,7 +559,7 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             "the figures are noisier than usual"
         )
     if as_json:
-        console.print_json(json.dumps(result.as_dict()))
+        console.print_json(result_json(result))
     else:
         console.print(results_table(result, plan, quick, foreign))
     return result

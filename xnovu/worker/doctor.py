@@ -12,7 +12,7 @@ from xnovu.config import Settings
 from xnovu.db.repository import connect
 from xnovu.errors import XnovuError
 from xnovu.temporal.connection import connect_temporal
-from xnovu.temporal.worker import novu_client
+from xnovu.worker.composition import novu_client
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""A local stand-in for the Novu events API, faithful enough to test xnovu's failure handling (SPEC §7).
+"""A local stand-in for the Novu events API, faithful enough to test xnovu's failure handling (docs/novu-contract.md).
 
 It answers the routes xnovu and the official SDK use (trigger, bulk, cancel, broadcast) with Novu's status
-codes, envelopes, error bodies, token-bucket rate limiting and Idempotency-Key semantics (NOVU_CONTRACT §1-8),
+codes, envelopes, error bodies, token-bucket rate limiting and Idempotency-Key semantics (docs/novu-contract.md),
 records every accepted delivery, and can inject the faults that matter for at-most-once delivery: 500s before
 processing, and "timeouts" where the work is done but the answer arrives too late for the client to see it.
 

@@ -1,4 +1,5 @@
-"""The pure decisions of the trigger core: backoff (SPEC §4), what must never be sent (I1), poison rows (I5)."""
+"""The pure decisions of the trigger core: backoff (README "Configuration"), what must never be sent (I1), poison
+rows (I5)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from xnovu.db.repository import NotificationRow
-from xnovu.trigger import (
+from xnovu.core.processor import (
     EVENT_OVERHEAD_BYTES,
     MAX_PAYLOAD_BYTES,
     event_size_bytes,
@@ -21,6 +21,7 @@ from xnovu.trigger import (
     workflow_block_reason,
     workflow_hold_reason,
 )
+from xnovu.db.repository import NotificationRow
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 ALICE = "2b1f0f5e-6a55-4a0e-9b43-2d2b7f1c9a01"

@@ -28,9 +28,9 @@ import asyncpg
 from temporalio.client import Client, ScheduleOverlapPolicy
 
 from xnovu.config import Settings
+from xnovu.core.models import PollKind
 from xnovu.db.queries import q
 from xnovu.db.repository import database_url
-from xnovu.models import PollKind
 from xnovu.temporal.schedules import schedule_id
 
 log = logging.getLogger(__name__)

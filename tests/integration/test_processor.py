@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, processor_for
+from xnovu.core.models import Outcome
+from xnovu.core.processor import NotificationProcessor
 from xnovu.errors import NovuConfigurationError
-from xnovu.models import Outcome
-from xnovu.trigger import NotificationProcessor
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The bare-Temporal ceiling worker for `xnovu bench`: one trivial workflow running one local no-op activity.
 
-It runs as its own process (`python -m xnovu.bench_ceiling`), configured by the same environment variables as
+It runs as its own process (`python -m xnovu.devtools.bench.ceiling`), configured by the same environment variables as
 `xnovu worker start` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE, TEMPORAL_MAX_CONCURRENT_*), and
 with the same sandbox, so the ceiling and the real pipeline are measured under the same conditions: one Python
 process per worker, the same slot and cache limits, the same server.
@@ -45,7 +45,7 @@ async def serve() -> None:
     """Run the ceiling worker until SIGTERM/SIGINT (settings from the environment, as the real worker)."""
     from xnovu.config import load_settings
     from xnovu.temporal.connection import connect_temporal
-    from xnovu.temporal.worker import worker_options
+    from xnovu.temporal.options import worker_options
 
     settings = load_settings()
     client = await connect_temporal(settings)
@@ -70,7 +70,7 @@ async def serve() -> None:
 
 
 def main() -> None:
-    """Entry point of `python -m xnovu.bench_ceiling`."""
+    """Entry point of `python -m xnovu.devtools.bench.ceiling`."""
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(serve())
 
@@ -78,6 +78,6 @@ def main() -> None:
 if __name__ == "__main__":
     # Run the copy imported under the real module name: classes defined in `__main__` would make the workflow
     # sandbox (which passes `xnovu` through) import this file a second time under another name.
-    from xnovu import bench_ceiling
+    from xnovu.devtools.bench import ceiling as bench_ceiling
 
     bench_ceiling.main()

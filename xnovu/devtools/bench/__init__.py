@@ -1,0 +1,1 @@
+"""`xnovu bench`: plan and targets (pure), the phases against a live stack, rendering."""

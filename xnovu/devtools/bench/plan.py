@@ -1,0 +1,172 @@
+"""What `xnovu bench` measures and what it must reach: the plan of a run, the figures, the targets, percentiles.
+
+Pure (no I/O, no stack, no terminal), so that the arithmetic the README's performance figures rest on is unit-tested
+(tests/unit/test_bench_plan.py). docs/performance.md describes the method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Sizes of one run; `QUICK` finishes in a minute or two, `FULL` in under ten minutes on 2 cores."""
+
+    ceiling_n: int
+    """Ceiling workflows (and, for a like-for-like ratio, the same number of e2e rows)."""
+    e2e_n: int
+    recipient_rows: int
+    """Rows of `recipients_per_row` each: enough that the 0-1 s wait for the next poll tick does not dominate (with
+    10 rows the phase lasts about a second and half of it is that wait, so the figure measures the tick, not the
+    per-recipient cost)."""
+    recipients_per_row: int
+    latency_samples: int
+    scheduled_rows: int
+    backlog_n: int
+    heavy_recipients: int = 10_000
+    """Recipients of the one heavy row sent at the emulator's unlimited rate."""
+    limited_recipients: int = 1_500
+    """Recipients of the one row sent on a budget of LIMITED_RPS tokens/s (floor: limited_recipients / LIMITED_RPS)."""
+    wakeup_commits: int = 1000
+    """Rows inserted one commit each while wake-ups are on: how many poll runs do they start? (Runs do not grow
+    with the number of commits but with how long they keep coming, so the figure is taken at the issue's 1 000.)"""
+    start_concurrency: int = 50
+    """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
+    warmup: int = 20
+    """Workflows / rows run before each measurement so that imports, caches and connections are warm."""
+
+
+QUICK = BenchPlan(
+    ceiling_n=200,
+    e2e_n=200,
+    recipient_rows=50,
+    recipients_per_row=100,
+    latency_samples=10,
+    scheduled_rows=10,
+    backlog_n=1000,
+    heavy_recipients=2_000,
+    limited_recipients=300,
+)
+FULL = BenchPlan(
+    ceiling_n=2000,
+    e2e_n=2000,
+    recipient_rows=100,
+    recipients_per_row=100,
+    latency_samples=30,
+    scheduled_rows=20,
+    backlog_n=10_000,
+)
+
+#: Token budget of the rate-limited heavy phase (a bulk of 100 recipients costs 100 tokens, so 10 recipients/s).
+LIMITED_RPS = 10.0
+#: Poll interval of all three schedules during the bench (the issue's "1 s poll").
+POLL_INTERVAL_MS = 1000
+#: xnovu-poll-new's interval in the wake-up phase: the default, so only a wake-up makes delivery fast.
+WAKEUP_POLL_INTERVAL_MS = 10_000
+#: Scheduled rows are due this far ahead (seconds, uniform), so each one goes through the look-ahead and a timer.
+SCHEDULE_AHEAD_S = (5.0, 15.0)
+#: A phase that makes no progress for this long has failed (a stuck worker, a dead server): say so, do not hang.
+STALL_S = 60.0
+#: Whatever happens, a phase ends after `PHASE_BASE_S + rows / PHASE_MIN_RATE` seconds.
+PHASE_BASE_S = 120.0
+PHASE_MIN_RATE = 5.0
+#: How often the bench looks at Postgres / Temporal visibility / the emulator while it waits.
+WAIT_POLL_S = 0.25
+EVENT_POLL_S = 0.05
+RSS_SAMPLE_S = 0.25
+BENCH_WORKFLOW_KEY = "xnovu-bench"
+#: Above this share of the machine's CPU used by other processes, the run is flagged as noisy.
+BUSY_HOST_PERCENT = 10.0
+@dataclass(frozen=True)
+class BenchResult:
+    """The figures of one run; `as_dict()` is the `--json` object."""
+
+    ceiling_per_s: float
+    e2e_per_s: float
+    throughput_ratio: float
+    recipients_per_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    schedule_error_p50_s: float
+    schedule_error_p99_s: float
+    backlog_per_s: float
+    rss_mb: float
+    heavy_recipients_per_s: float = 0.0
+    """One row with `heavy_recipients` recipients, commit → SENT, at the emulator's unlimited rate."""
+    limited_send_s: float = 0.0
+    """One row with `limited_recipients` recipients on a budget of LIMITED_RPS tokens/s, commit → SENT."""
+    limited_floor_s: float = 0.0
+    """What the budget allows at best for that row: recipients / LIMITED_RPS."""
+    wakeup_latency_p50_s: float = 0.0
+    wakeup_latency_p99_s: float = 0.0
+    wakeup_runs_per_1000_commits: float = 0.0
+    """xnovu-poll-new runs started by wake-ups while the rows were committed and sent (ticks held off)."""
+
+    def as_dict(self) -> dict[str, float]:
+        """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One figure against its target, for the table (and for tests of the rules themselves)."""
+
+    metric: str
+    figure: float
+    target: str
+    passed: bool
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least p % of the values at or below it.
+
+    Nearest rank (no interpolation) keeps p99 of a small sample an actually observed value, which is what a latency
+    target means; with fewer than 100 samples p99 is simply the maximum.
+    """
+    if not values:
+        raise ValueError("percentile of an empty list")
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {p}")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
+    """The issue's targets. Throughput ones are relative to the ceiling, so they mean the same on any machine."""
+    return [
+        TargetCheck("throughput_ratio", r.throughput_ratio, "≥ 0.8", r.throughput_ratio >= 0.8),
+        TargetCheck(
+            "recipients_per_s",
+            r.recipients_per_s,
+            f"≥ 50 x e2e = {50 * r.e2e_per_s:.0f}",
+            r.recipients_per_s >= 50 * r.e2e_per_s,
+        ),
+        TargetCheck("latency_p50_s", r.latency_p50_s, "≤ 1.5 s", r.latency_p50_s <= 1.5),
+        TargetCheck("latency_p99_s", r.latency_p99_s, "≤ 3 s", r.latency_p99_s <= 3.0),
+        TargetCheck("schedule_error_p99_s", r.schedule_error_p99_s, "≤ 1 s", r.schedule_error_p99_s <= 1.0),
+        TargetCheck(
+            "backlog_per_s",
+            r.backlog_per_s,
+            f"≥ 0.8 x ceiling = {0.8 * r.ceiling_per_s:.0f}",
+            r.backlog_per_s >= 0.8 * r.ceiling_per_s,
+        ),
+        TargetCheck("rss_mb", r.rss_mb, "≤ 200 MB", r.rss_mb <= 200.0),
+        TargetCheck(
+            "limited_send_s",
+            r.limited_send_s,
+            f"≤ 1.1 x floor = {1.1 * r.limited_floor_s:.0f} s",
+            0 < r.limited_send_s <= 1.1 * r.limited_floor_s,
+        ),
+        TargetCheck("wakeup_latency_p50_s", r.wakeup_latency_p50_s, "≤ 0.25 s", r.wakeup_latency_p50_s <= 0.25),
+        TargetCheck("wakeup_latency_p99_s", r.wakeup_latency_p99_s, "≤ 1 s", r.wakeup_latency_p99_s <= 1.0),
+        TargetCheck(
+            "wakeup_runs_per_1000_commits",
+            r.wakeup_runs_per_1000_commits,
+            "≤ 5",
+            r.wakeup_runs_per_1000_commits <= 5,
+        ),
+    ]

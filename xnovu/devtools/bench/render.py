@@ -1,0 +1,44 @@
+"""How a bench run is shown: the table with every figure against its target, or the one `--json` object."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rich.table import Table
+
+from xnovu.devtools.bench.plan import POLL_INTERVAL_MS, BenchPlan, BenchResult, evaluate_targets
+
+
+def result_json(r: BenchResult) -> str:
+    """The `--json` object (README "Performance" quotes it)."""
+    return json.dumps(r.as_dict())
+
+
+def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
+    """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
+    checks = {c.metric: c for c in evaluate_targets(r)}
+    units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": "", "_commits": ""}
+    table = Table(
+        "metric",
+        "figure",
+        "target",
+        "result",
+        title=f"xnovu bench ({'quick' if quick else 'full'})",
+        caption=(
+            f"ceiling/e2e N={plan.e2e_n}, {plan.recipient_rows}x{plan.recipients_per_row} recipients, "
+            f"{plan.latency_samples} latency samples, {plan.scheduled_rows} scheduled, backlog {plan.backlog_n}; "
+            f"poll {POLL_INTERVAL_MS / 1000:g} s"
+            + (
+                ""
+                if foreign_cpu_percent is None
+                else f"; {os.cpu_count()} cores, other processes used {foreign_cpu_percent:.0f} % of the CPU"
+            )
+        ),
+    )
+    for metric, value in r.as_dict().items():
+        unit = next((u for suffix, u in units.items() if metric.endswith(suffix)), "")
+        check = checks.get(metric)
+        verdict = "-" if check is None else ("[green]pass[/green]" if check.passed else "[red]miss[/red]")
+        table.add_row(metric, f"{value:g}{unit}", check.target if check else "-", verdict)
+    return table

@@ -1,0 +1,184 @@
+"""The composition root: everything the worker runs on, built from `Settings` in one place and in one order.
+
+Nothing else constructs the repository, the token budget, the Novu client, the trigger core, the activities, the
+Temporal worker or the wake-up listener: `xnovu worker start` (through `WorkerManager`), `xnovu doctor` and the
+tests all get them from here, so the wiring a test exercises is the wiring that runs in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from xnovu.config import Settings
+from xnovu.core.processor import NotificationProcessor
+from xnovu.db.budget import PostgresTokenBudget
+from xnovu.db.repository import ClaimLimits, Repository, connect
+from xnovu.db.rules import RuleRepository
+from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
+from xnovu.metrics import METRICS
+from xnovu.novu.client import BULK_COST, NovuClient
+from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
+from xnovu.temporal.activities import PollSettings, XnovuActivities
+from xnovu.temporal.bootstrap import bootstrap
+from xnovu.temporal.connection import connect_temporal
+from xnovu.temporal.options import worker_options
+from xnovu.temporal.rule_activities import RuleActivities
+from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
+from xnovu.temporal.rules import rule_schedule_config
+from xnovu.temporal.workflows import WORKFLOWS
+from xnovu.tracing import Tracing
+from xnovu.worker.wakeup import WakeupListener
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Claims keep in flight at most this many seconds of the Novu token budget (back-pressure; docs/design.md
+#: "Lease, fencing and back-pressure"), and at most this many batches of rows.
+CLAIM_HORIZON_S = 10
+CLAIM_BATCHES_IN_FLIGHT = 5
+
+
+def novu_client(
+    settings: Settings, budget: TokenBudget | None = None, tracing: Tracing | None = None
+) -> NovuClient:
+    """The Novu client with this process's token budget, metrics hook and (when on) tracing."""
+    if settings.novu_secret_key is None:
+        raise ConfigError("NOVU_SECRET_KEY: not set; set it to your Novu secret key (or run `xnovu dev`)")
+    return NovuClient(
+        settings.novu_api_url,
+        settings.novu_secret_key.get_secret_value(),
+        timeout_s=settings.novu_timeout_ms / 1000,
+        budget=budget or LocalTokenBucket(settings.novu_rate_limit_rps),
+        on_response=METRICS.observe_novu,
+        tracing=tracing,
+    )
+
+
+def build_processor(settings: Settings, repo: Repository, novu: NovuClient) -> NotificationProcessor:
+    """The trigger core (no Temporal in it) on this repository and Novu client."""
+    return NotificationProcessor(
+        repo,
+        novu,
+        max_attempts=settings.max_attempts,
+        retry_backoff_base_ms=settings.retry_backoff_base_ms,
+        retry_backoff_max_ms=settings.retry_backoff_max_ms,
+        processing_lease_ms=settings.processing_lease_ms,
+    )
+
+
+def claim_limits(settings: Settings) -> ClaimLimits:
+    """What the deployment may have claimed and unfinished at once, from the token budget and the batch size."""
+    return ClaimLimits(
+        max_rows=CLAIM_BATCHES_IN_FLIGHT * settings.poll_batch_size,
+        max_tokens=max(BULK_COST, math.ceil(settings.novu_rate_limit_rps * CLAIM_HORIZON_S)),
+    )
+
+
+def build_activities(
+    settings: Settings, repo: Repository, novu: NovuClient, temporal: Client | None = None
+) -> XnovuActivities:
+    """The claim and trigger activities; `temporal` lets the failed poll ask whether a lapsed attempt still runs."""
+    poll = PollSettings(
+        batch_size=settings.poll_batch_size,
+        lease_ms=settings.processing_lease_ms,
+        limits=claim_limits(settings),
+        # Look ahead two ticks so a late tick never makes a send late (docs/design.md: at least one interval).
+        scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
+        enterprise_id=settings.poll_enterprise_id,
+        trigger_concurrency=settings.trigger_concurrency,
+    )
+    return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal)
+
+
+def build_rule_activities(settings: Settings, repo: Repository, client: Client) -> RuleActivities:
+    """The rules sync and rule fire activities (README "Rules")."""
+    return RuleActivities(RuleRepository(repo), client, rule_schedule_config(settings))
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: XnovuActivities, rules: RuleActivities | None = None
+) -> Worker:
+    """The Temporal worker; with `rules`, it also runs the rules sync and rule fires (README "Rules")."""
+    rule_activities: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
+    return Worker(
+        client,
+        workflows=[*WORKFLOWS, *RULE_WORKFLOWS],
+        activities=[
+            activities.claim_notifications,
+            activities.trigger_notification_by_id,
+            activities.trigger_multiple_notifications_by_id,
+            *rule_activities,
+        ],
+        **worker_options(settings),
+    )
+
+
+async def with_retries(what: str, connect_once: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    """Connect at start-up, waiting out a dependency that is still starting (compose, Kubernetes) with backoff."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            return await connect_once()
+        except (DatabaseError, TemporalUnavailableError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(f"{what} not reachable yet; retrying", extra={"error": str(exc), "retry_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@dataclass
+class Components:
+    """What one worker process runs on. Filled in order by `open()`; `close()` releases whatever was opened, so a
+    start-up that fails half-way leaves nothing behind."""
+
+    settings: Settings
+    tracing: Tracing
+    repo: Repository | None = None
+    budget: TokenBudget | None = None
+    novu: NovuClient | None = None
+    client: Client | None = None
+    activities: XnovuActivities | None = None
+    rule_activities: RuleActivities | None = None
+    worker: Worker | None = None
+    wakeup: WakeupListener | None = None
+
+    async def open(self, connect_timeout_s: float) -> None:
+        """Connect, check the schema, bootstrap Temporal, build the activities, the worker and the listener."""
+        s = self.settings
+        if s.novu_secret_key is None:
+            novu_client(s)  # raises the readable ConfigError before anything is opened
+        self.tracing.instrument_asyncpg()
+        self.repo = await with_retries("Postgres", lambda: connect(s), connect_timeout_s)
+        self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
+        self.novu = novu_client(s, self.budget, self.tracing)
+        present = await self.repo.schema_present()
+        if not all(present.values()):
+            raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
+        interceptors = self.tracing.temporal_interceptors()
+        self.client = await with_retries(
+            "Temporal", lambda: connect_temporal(s, interceptors=interceptors), connect_timeout_s
+        )
+        await bootstrap(self.client, s)
+        self.activities = build_activities(s, self.repo, self.novu, self.client)
+        self.rule_activities = build_rule_activities(s, self.repo, self.client)
+        self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
+        # Started by the manager after the worker runs: the schedules a wake-up triggers exist by now (bootstrap).
+        self.wakeup = WakeupListener(s, self.client)
+
+    async def close(self) -> None:
+        """Close the Novu client and the pool (the worker and the listener are stopped by their owner first)."""
+        if self.novu is not None:
+            await self.novu.aclose()
+        if self.repo is not None:
+            await self.repo.close()
