@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.otlp import OtlpReceiver
 from tests.support import Env, Stack, environment, start_stack
 
 
@@ -22,3 +23,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 async def env(stack: Stack) -> AsyncIterator[Env]:
     async with environment(stack) as e:
         yield e
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A local OTLP/HTTP receiver for the tracing tests."""
+    r = OtlpReceiver().start()
+    try:
+        yield r
+    finally:
+        r.stop()

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.e2e.conftest import Cli
 from tests.otlp import OtlpReceiver, Span, tracing_to
 from tests.support import Env, eventually
 from xnovu.worker.manager import WorkerManager
 
 DAY_MS = 86_400_000
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    r = OtlpReceiver().start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 async def test_cli_trigger_exports_a_trace_that_the_worker_continues(
