@@ -11,14 +11,17 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Env, eventually, processor_for
 from xnovu.core.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
-from xnovu.db.repository import ClaimLimits
+from xnovu.db.queries import q
+from xnovu.db.repository import ClaimLimits, Repository, _init_connection, _reset_on_release, database_url
 from xnovu.temporal import workflows
 from xnovu.temporal.connection import connect_temporal
+from xnovu.worker.composition import build_processor, novu_client
 
 SET_PUBLISH = "UPDATE notify.ent_notification SET publish_status = $2::text::shared_types.publish_status WHERE id = $1"
 
@@ -317,3 +320,33 @@ async def test_notifications_of_any_size_end_sent_within_the_budget(env: Env, re
     print(f"{recipients} recipients at {rps} tokens/s: {took:.1f} s (floor {floor_s:.1f} s)")
     assert row["status"] == "SENT" and row["attempts"] == 1
     await _no_duplicates(env, recipients)
+
+
+async def test_a_single_recipient_notification_costs_three_database_round_trips(env: Env) -> None:
+    """Acquire-and-load (with the ledger), the request's outcome, finalize: nothing else on the hot path."""
+    wf = await env.workflow("welcome")
+    [warm, nid] = await env.insert(wf, 2)
+    statements: list[str] = []
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await asyncpg.create_pool(
+        database_url(env.settings), min_size=1, max_size=1, init=init, reset=_reset_on_release
+    )
+    try:
+        settings = env.settings
+        novu = novu_client(settings)  # a process-local token budget: the shared one leases in bulk, not per row
+        try:
+            processor = build_processor(settings, Repository(pool), novu)
+            await processor.process(warm, 1)  # asyncpg introspects each type once per connection: not counted
+            statements.clear()
+            result = await processor.process(nid, 1)
+        finally:
+            await novu.aclose()
+    finally:
+        await pool.close()
+    assert result.outcome is Outcome.SENT
+    sent = [" ".join(s.split())[:70] for s in statements]
+    assert statements == [q("acquire"), q("record_outcomes"), q("finalize")], sent
