@@ -156,11 +156,18 @@ async def test_pause_holds_every_poll_and_resume_catches_up(env: Env) -> None:
         client = manager.client
         await set_paused(client, list(PollKind), True, "maintenance")
 
-        async def no_poll_running() -> bool:  # a run started before the pause may still claim: let it finish
-            query = "WorkflowType = 'PollNotificationsWorkflow' AND ExecutionStatus = 'Running'"
-            return not [wf async for wf in client.list_workflows(query)]
+        async def no_poll_running() -> bool:
+            """A run started before the pause may still claim (pausing stops new runs, not running ones): wait
+            until no schedule has a running action, twice in a row a second apart (a buffered one may follow)."""
+            for _ in range(2):
+                for kind in PollKind:
+                    desc = await client.get_schedule_handle(schedule_id(kind)).describe()
+                    if desc.info.running_actions:
+                        return False
+                await asyncio.sleep(1)
+            return True
 
-        await eventually(no_poll_running, timeout=20)
+        await eventually(no_poll_running, timeout=30)
         ids = await env.insert(wf, 5)
         await asyncio.sleep(3)
         assert await env.all_in(ids, "PENDING") and env.deliveries() == []
