@@ -15,6 +15,11 @@ def child_id(notification_id: int, attempt: int) -> str:
     return f"notification-{notification_id}-a{attempt}"
 
 
+def schedule_id(kind: "PollKind") -> str:
+    """The id of the Temporal Schedule that starts the polls of `kind`."""
+    return f"xnovu-poll-{kind.value}"
+
+
 class PollKind(StrEnum):
     """The three polls, one Temporal Schedule each."""
 

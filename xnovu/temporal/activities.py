@@ -18,7 +18,15 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from xnovu.core.models import ClaimBatch, MultipleTriggerRequest, PollKind, TriggerRequest, TriggerResult, child_id
+from xnovu.core.models import (
+    ClaimBatch,
+    MultipleTriggerRequest,
+    PollKind,
+    TriggerRequest,
+    TriggerResult,
+    child_id,
+    schedule_id,
+)
 from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.errors import NovuConfigurationError
@@ -76,7 +84,15 @@ class XnovuActivities:
 
     @activity.defn(name="claim_notifications")
     async def claim_notifications(self, kind: PollKind) -> ClaimBatch:
-        """Claim one batch for a poll kind (compare-and-set in Postgres, SKIP LOCKED between workers)."""
+        """Claim one batch for a poll kind (compare-and-set in Postgres, SKIP LOCKED between workers).
+
+        Nothing is claimed while the kind's Schedule is paused: Temporal still runs an action triggered on a paused
+        Schedule (a wake-up whose check raced the pause, `xnovu schedules trigger`), and a poll already draining
+        continues as new; a pause must stop new claims all the same (README "Operations").
+        """
+        if await self._schedule_paused(kind):
+            activity.logger.info("schedule paused: nothing claimed", extra={"kind": kind.value})
+            return ClaimBatch(rows=[], batch_size=self.poll.batch_size)
         recoverable = await self._keep_live_leases() if kind is PollKind.FAILED else []
         batch = await self.repo.claim(
             kind,
@@ -96,6 +112,16 @@ class XnovuActivities:
                 extra={"kind": kind.value, "count": len(batch.rows), "capacity_limited": batch.capacity_limited},
             )
         return batch
+
+    async def _schedule_paused(self, kind: PollKind) -> bool:
+        client = self._temporal or activity.client()
+        try:
+            desc = await client.get_schedule_handle(schedule_id(kind)).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False  # started without its Schedule (a test, a manual run): nothing to honour
+            raise
+        return bool(desc.schedule.state.paused)
 
     async def _keep_live_leases(self) -> list[int]:
         """Before recovering expired leases, renew those whose attempt Temporal still runs; returns the ids of the

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from xnovu.config import Settings
 from xnovu.core.models import PollInput, PollKind
+from xnovu.core.models import schedule_id as schedule_id
 from xnovu.core.rules import parse_rule_schedule_id
 from xnovu.errors import XnovuError
 from xnovu.temporal.workflows import PollNotificationsWorkflow
@@ -42,10 +43,6 @@ RULES_SYNC_ID = "xnovu-rules-sync"
 RULES_SYNC_NOTE = "Keeps one Schedule xnovu-rule-{id} per published, active CRON rule in step with the rules table."
 #: A schedule xnovu owns: a poll kind or the rules sync.
 ScheduleName = PollKind | str
-
-
-def schedule_id(kind: PollKind) -> str:
-    return f"xnovu-poll-{kind.value}"
 
 
 def parse_schedule(name: str) -> ScheduleName:
