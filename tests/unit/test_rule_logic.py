@@ -210,3 +210,11 @@ def test_desired_rule_schedule_carries_spec_timezone_dst_fires_and_search_attrib
     off = rule(deactivated=True)
     paused = desired_rule_schedule(off, plan_rule(off), rule_schedule_config(settings))
     assert paused.state.paused and "deactivated" in (paused.state.note or "")
+
+
+def test_a_cron_that_fires_after_the_jump_anyway_gets_no_extra_dst_fires() -> None:
+    """Every minute (or hour) already fires right after the jump: the Schedule's spec and memo stay small."""
+    start = datetime(2027, 1, 1, tzinfo=UTC)
+    assert dst_gap_fires("* * * * *", "Europe/Berlin", start) == []
+    assert dst_gap_fires("0 * * * *", "Europe/Berlin", start) == []
+    assert len(dst_gap_fires("30 2 * * *", "Europe/Berlin", start)) == 2, "one per spring-forward day in the horizon"

@@ -290,6 +290,8 @@ def dst_gap_fires(cron: str, timezone: str, start: datetime, days: int = 800) ->
                 instant = wall.astimezone(UTC)
                 if instant.astimezone(zone).replace(tzinfo=None) == wall.replace(tzinfo=None):
                     continue  # this wall time exists
+                if _matches(sets, instant.astimezone(zone)):
+                    continue  # the cron fires at that instant anyway (e.g. every minute): nothing to add
                 if instant > start:
                     fires.add(instant)
     return sorted(fires)

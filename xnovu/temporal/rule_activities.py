@@ -34,12 +34,13 @@ class RuleActivities:
         if report.created or report.updated or report.paused or report.resumed or report.deleted:
             activity.logger.info(
                 "rules synced",
+                # Keys prefixed: `created` is a LogRecord attribute, which logging refuses to overwrite.
                 extra={
-                    "created": report.created,
-                    "updated": report.updated,
-                    "paused": report.paused,
-                    "resumed": report.resumed,
-                    "deleted": report.deleted,
+                    "schedules_created": report.created,
+                    "schedules_updated": report.updated,
+                    "schedules_paused": report.paused,
+                    "schedules_resumed": report.resumed,
+                    "schedules_deleted": report.deleted,
                     "problems": len(report.problems),
                 },
             )
