@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from xnovu.config import Settings
+from xnovu.config import Settings, redact_url
 from xnovu.core.models import PollKind
 from xnovu.core.status import NotificationStatus
 from xnovu.db.repository import (
@@ -140,6 +140,14 @@ async def run_dev(settings: Settings, *, state_dir: Path, demo: bool, console: C
         console.print(
             f"  Postgres        : {'embedded in ' + str(state_dir / 'pg') if stack.postgres else 'DATABASE_URL'}"
         )
+        if s.database_url is not None:
+            # Other commands (`xnovu rules list`, `dlq list`, …) reach this stack through the same two variables.
+            console.print(
+                "  Other terminals : "
+                f"DATABASE_URL='{redact_url(s.database_url.get_secret_value())}' "
+                f"TEMPORAL_ADDRESS={s.temporal_address} xnovu …",
+                soft_wrap=True,
+            )
         if demo:
             ids = await insert_demo(s)
             assert manager.client is not None
