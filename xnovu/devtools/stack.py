@@ -119,6 +119,9 @@ class TemporalDevServer:
     namespace: str = "xnovu"
     log_file: Path | None = None
     extra_namespaces: tuple[str, ...] = ()
+    metrics_port: int | None = None
+    """Where the server exports its Prometheus metrics (`persistence_requests` by operation is what the bench
+    reads to count the server's database writes per notification); none when unset."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -149,6 +152,8 @@ class TemporalDevServer:
             "--log-level",
             "warn",
         ]
+        if self.metrics_port:
+            cmd += ["--metrics-port", str(self.metrics_port)]
         if self.ui_port:
             cmd += ["--ui-port", str(self.ui_port)]
         else:
@@ -305,6 +310,7 @@ class LocalStack:
         emulator_port: int | None = None,
         emulator_in_process: bool = False,
         default_secret_key: str | None = None,
+        temporal_metrics_port: int | None = None,
     ) -> None:
         self.base = base
         self.requested = settings
@@ -315,6 +321,7 @@ class LocalStack:
         self.emulator_port = emulator_port
         self.emulator_in_process = emulator_in_process
         self.default_secret_key = default_secret_key
+        self.temporal_metrics_port = temporal_metrics_port
         self.postgres: EmbeddedPostgres | None = None
         self.temporal: TemporalDevServer | None = None
         self.emulator_process: ChildProcess | None = None
@@ -361,6 +368,7 @@ class LocalStack:
                 ui_port=self.temporal_ui_port,
                 namespace=self.namespace,
                 log_file=self.base / "temporal.log",
+                metrics_port=self.temporal_metrics_port,
             ).start()
             update["temporal_address"] = self.temporal.address
         if "novu_api_url" not in explicit:
