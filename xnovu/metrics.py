@@ -88,7 +88,13 @@ class Metrics:
             "xnovu_novu_token_budget_capacity", "Size of the shared Novu token bucket", registry=self.registry
         )
         self.budget_rate = Gauge(
-            "xnovu_novu_token_budget_rate", "Refill rate of the shared Novu token bucket (NOVU_RATE_LIMIT_RPS)",
+            "xnovu_novu_token_budget_rate",
+            "Refill rate of the shared Novu token bucket (NOVU_RATE_LIMIT_RPS)",
+            registry=self.registry,
+        )
+        self.db_round_trips = Counter(
+            "xnovu_db_round_trips",
+            "Statements this process's connection pool sent to Postgres (BEGIN/COMMIT included), each a round trip",
             registry=self.registry,
         )
         self.sampled_at = Gauge(
@@ -110,6 +116,10 @@ class Metrics:
         self.trigger_seconds.observe(seconds)
         if result.outcome.value == "dead_lettered":
             self.dead_lettered.inc()
+
+    def count_round_trip(self, _record: object) -> None:
+        """asyncpg query-logger callback (registered on each pool connection by xnovu/db/repository.py)."""
+        self.db_round_trips.inc()
 
     def observe_novu(self, status_code: int | None, seconds: float) -> None:
         self.novu_requests.labels(status_code=str(status_code) if status_code else "none").inc()

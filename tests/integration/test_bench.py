@@ -30,3 +30,13 @@ async def test_quick_bench_runs_end_to_end_and_prints_one_json_object() -> None:
     assert result.rss_mb > 10
     assert 0 < result.wakeup_latency_p50_s <= result.wakeup_latency_p99_s
     assert result.wakeup_runs_per_1000_commits > 0
+    assert result.fanout_per_s > 0 and result.fanout_ratio == pytest.approx(result.e2e_per_s / result.fanout_per_s)
+    assert result.ceiling_worker_cpu_ms_per_workflow > 0 and result.worker_cpu_ms_per_notification > 0
+    assert result.temporal_cpu_ms_per_notification > 0 and result.postgres_cpu_ms_per_notification > 0
+    assert result.db_round_trips_per_notification >= 3  # acquire, record_outcomes, finalize + the claims
+    # Each child: started (+ the parent's initiated), one local activity, close; its visibility: start and close.
+    assert result.actions_per_fanout_item >= 3 and result.actions_per_notification >= 3
+    assert result.visibility_updates_per_fanout_item >= 2 and result.visibility_updates_per_notification >= 2
+    assert result.history_events_per_notification > 0 and result.history_events_per_fanout_item > 0
+    assert 0 < result.listener_killed_latency_p50_s <= result.listener_killed_latency_p99_s
+    assert result.rss_backlog_mb > 10

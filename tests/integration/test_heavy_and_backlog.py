@@ -18,7 +18,15 @@ from temporalio.client import WorkflowExecutionStatus
 from tests.support import Env, eventually, processor_for
 from xnovu.core.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
 from xnovu.db.queries import q
-from xnovu.db.repository import ClaimLimits, Repository, _init_connection, _reset_on_release, database_url
+from xnovu.db.repository import (
+    ClaimLimits,
+    Repository,
+    _init_connection,
+    _reset_on_release,
+    connect,
+    database_url,
+)
+from xnovu.metrics import METRICS
 from xnovu.temporal import workflows
 from xnovu.temporal.connection import connect_temporal
 from xnovu.worker.composition import build_processor, novu_client
@@ -350,3 +358,35 @@ async def test_a_single_recipient_notification_costs_three_database_round_trips(
     assert result.outcome is Outcome.SENT
     sent = [" ".join(s.split())[:70] for s in statements]
     assert statements == [q("acquire"), q("record_outcomes"), q("finalize")], sent
+
+
+def _round_trips() -> float:
+    value = METRICS.registry.get_sample_value("xnovu_db_round_trips_total")
+    assert value is not None
+    return value
+
+
+async def test_xnovu_db_round_trips_total_counts_every_statement_of_the_pool(env: Env) -> None:
+    """The product metric behind the bench's db_round_trips_per_notification: the same three statements of the hot
+    path as above, counted by the hook every pool of `connect` carries, and a transaction's BEGIN and COMMIT."""
+    wf = await env.workflow("welcome")
+    [warm, nid] = await env.insert(wf, 2)
+    repo = await connect(env.settings.model_copy(update={"database_pool_size": 1}))
+    novu = novu_client(env.settings)
+    try:
+        processor = build_processor(env.settings, repo, novu)
+        await processor.process(warm, 1)
+        await asyncio.sleep(0.05)  # asyncpg calls query loggers soon after the query, not within it
+        before = _round_trips()
+        result = await processor.process(nid, 1)
+        await asyncio.sleep(0.05)
+        assert result.outcome is Outcome.SENT
+        assert _round_trips() - before == 3
+        before = _round_trips()
+        async with repo.pool.acquire() as conn, conn.transaction():
+            await conn.fetchval("SELECT 1")
+        await asyncio.sleep(0.05)
+        assert _round_trips() - before == 3  # BEGIN, SELECT, COMMIT
+    finally:
+        await novu.aclose()
+        await repo.close()

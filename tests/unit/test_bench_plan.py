@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from xnovu.devtools.bench.plan import QUICK, BenchResult, evaluate_targets, percentile
+from xnovu.devtools.bench.cost import RunCost, count_actions, count_visibility_updates
+from xnovu.devtools.bench.plan import QUICK, BenchResult, evaluate_targets, per_item, percentile
 from xnovu.devtools.bench.render import result_json, results_table
 
 JSON_KEYS = {
@@ -30,6 +31,28 @@ JSON_KEYS = {
     "wakeup_latency_p50_s",
     "wakeup_latency_p99_s",
     "wakeup_runs_per_1000_commits",
+    "fanout_per_s",
+    "fanout_ratio",
+    "ceiling_worker_cpu_ms_per_workflow",
+    "fanout_worker_cpu_ms_per_item",
+    "worker_cpu_ms_per_notification",
+    "backlog_worker_cpu_ms_per_notification",
+    "temporal_cpu_ms_per_ceiling_workflow",
+    "temporal_cpu_ms_per_fanout_item",
+    "temporal_cpu_ms_per_notification",
+    "backlog_temporal_cpu_ms_per_notification",
+    "postgres_cpu_ms_per_notification",
+    "backlog_postgres_cpu_ms_per_notification",
+    "db_round_trips_per_notification",
+    "history_events_per_notification",
+    "visibility_updates_per_notification",
+    "actions_per_notification",
+    "history_events_per_fanout_item",
+    "visibility_updates_per_fanout_item",
+    "actions_per_fanout_item",
+    "listener_killed_latency_p50_s",
+    "listener_killed_latency_p99_s",
+    "rss_backlog_mb",
 }
 
 #: Every figure exactly on its target: each rule is inclusive, so this passes everything.
@@ -50,6 +73,15 @@ ON_TARGET = BenchResult(
     wakeup_latency_p50_s=0.25,
     wakeup_latency_p99_s=1.0,
     wakeup_runs_per_1000_commits=5.0,
+    fanout_per_s=84.0,
+    fanout_ratio=0.95,
+    ceiling_worker_cpu_ms_per_workflow=4.0,
+    worker_cpu_ms_per_notification=4.0,
+    backlog_worker_cpu_ms_per_notification=4.0,
+    db_round_trips_per_notification=3.0,
+    listener_killed_latency_p50_s=1.0,
+    listener_killed_latency_p99_s=11.0,
+    rss_backlog_mb=200.0,
 )
 
 
@@ -97,6 +129,12 @@ def test_figures_exactly_on_target_pass() -> None:
         "wakeup_latency_p50_s",
         "wakeup_latency_p99_s",
         "wakeup_runs_per_1000_commits",
+        "fanout_ratio",
+        "worker_cpu_ms_per_notification",
+        "backlog_worker_cpu_ms_per_notification",
+        "db_round_trips_per_notification",
+        "listener_killed_latency_p99_s",
+        "rss_backlog_mb",
     }
 
 
@@ -114,6 +152,12 @@ def test_figures_exactly_on_target_pass() -> None:
         ({"wakeup_latency_p50_s": 0.251}, "wakeup_latency_p50_s"),
         ({"wakeup_latency_p99_s": 1.01}, "wakeup_latency_p99_s"),
         ({"wakeup_runs_per_1000_commits": 5.1}, "wakeup_runs_per_1000_commits"),
+        ({"fanout_ratio": 0.949}, "fanout_ratio"),
+        ({"worker_cpu_ms_per_notification": 4.01}, "worker_cpu_ms_per_notification"),  # > the ceiling worker's
+        ({"backlog_worker_cpu_ms_per_notification": 4.01}, "backlog_worker_cpu_ms_per_notification"),
+        ({"db_round_trips_per_notification": 3.01}, "db_round_trips_per_notification"),
+        ({"listener_killed_latency_p99_s": 11.01}, "listener_killed_latency_p99_s"),  # > 10 s interval + 1 s
+        ({"rss_backlog_mb": 200.1}, "rss_backlog_mb"),
     ],
 )
 def test_each_target_misses_just_past_its_limit(change: dict[str, float], missed: str) -> None:
@@ -140,5 +184,78 @@ def test_table_shows_every_figure_with_pass_or_miss() -> None:
     text = buf.getvalue()
     for key in JSON_KEYS:
         assert key in text
-    assert text.count("pass") == 10
+    assert text.count("pass") == len(evaluate_targets(ON_TARGET)) - 1
     assert text.count("miss") == 1
+    assert "4 ms" in text  # CPU per item is shown in milliseconds
+
+
+def test_worker_cpu_target_follows_the_ceiling_worker_of_the_same_run() -> None:
+    cheap_ceiling = replace(ON_TARGET, ceiling_worker_cpu_ms_per_workflow=2.0)
+    missed = [c.metric for c in evaluate_targets(cheap_ceiling) if not c.passed]
+    assert missed == ["worker_cpu_ms_per_notification", "backlog_worker_cpu_ms_per_notification"]
+
+
+# -- cost per item ---------------------------------------------------------------------------------------------
+
+
+def test_per_item_divides_and_reports_zero_for_no_items() -> None:
+    assert per_item(6000.0, 2000) == 3.0
+    assert per_item(12.5, 0) == 0.0
+
+
+START = "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED"
+WFT = ["EVENT_TYPE_WORKFLOW_TASK_SCHEDULED", "EVENT_TYPE_WORKFLOW_TASK_STARTED", "EVENT_TYPE_WORKFLOW_TASK_COMPLETED"]
+MARKER = "EVENT_TYPE_MARKER_RECORDED"
+COMPLETED = "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+#: NotificationTriggerWorkflow / BenchCeilingWorkflow with one local activity: the marker goes with the 2nd task.
+ONE_LOCAL_ACTIVITY = [START, *WFT, *WFT, MARKER, COMPLETED]
+
+
+def test_a_workflow_with_one_local_activity_costs_two_actions_and_two_visibility_writes() -> None:
+    """Started (1) + the local activities of one workflow task (1); visibility: start and close."""
+    assert count_actions(ONE_LOCAL_ACTIVITY) == 2
+    assert count_visibility_updates(ONE_LOCAL_ACTIVITY) == 2
+
+
+def test_local_activities_of_one_workflow_task_count_once_and_of_two_tasks_twice() -> None:
+    same_task = [START, *WFT, MARKER, MARKER, MARKER, COMPLETED]
+    two_tasks = [START, *WFT, MARKER, *WFT, MARKER, COMPLETED]
+    assert count_actions(same_task) == 2
+    assert count_actions(two_tasks) == 3
+
+
+def test_a_scheduled_poll_run_that_continues_as_new_after_starting_children() -> None:
+    """Schedule (2) + started (1) + activity (1) + per child initiated (1); the child's own start is in its history.
+    Visibility: start, continue-as-new close and each upsert."""
+    run = [
+        START,
+        *WFT,
+        "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED",
+        "EVENT_TYPE_ACTIVITY_TASK_STARTED",
+        "EVENT_TYPE_ACTIVITY_TASK_COMPLETED",
+        *WFT,
+        "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED",
+        "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED",
+        *WFT,
+        "EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED",
+        "EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED",
+        "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+        "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW",
+    ]
+    assert count_actions(run, scheduled=True) == 2 + 1 + 1 + 2 + 1
+    assert count_actions(run) == 1 + 1 + 2 + 1  # the next run, started by continue-as-new: no schedule actions
+    assert count_visibility_updates(run) == 3
+
+
+def test_timers_signals_and_memo_changes() -> None:
+    run = [START, *WFT, "EVENT_TYPE_TIMER_STARTED", "EVENT_TYPE_TIMER_FIRED", "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"]
+    run += [*WFT, "EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED", "EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED"]
+    assert count_actions(run) == 3  # started, timer, signal; a memo change is not an action
+    assert count_visibility_updates(run) == 3  # start, memo change, close
+
+
+def test_run_cost_sums_runs() -> None:
+    cost = RunCost()
+    cost.add(ONE_LOCAL_ACTIVITY)
+    cost.add(ONE_LOCAL_ACTIVITY, scheduled=True)
+    assert cost == RunCost(runs=2, history_events=2 * len(ONE_LOCAL_ACTIVITY), visibility_updates=4, actions=6)

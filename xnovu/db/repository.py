@@ -16,6 +16,7 @@ from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.db.migrate import migrate
 from xnovu.db.queries import q
 from xnovu.errors import ConfigError, DatabaseError
+from xnovu.metrics import METRICS
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ async def _reset_on_release(conn: asyncpg.Connection) -> None:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=_decode_json, schema="pg_catalog")
+    # Every statement the pool sends afterwards counts in xnovu_db_round_trips_total (cost: docs/performance.md).
+    conn.add_query_logger(METRICS.count_round_trip)
 
 
 def _aware(value: datetime | None) -> datetime | None:

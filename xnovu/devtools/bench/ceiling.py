@@ -1,4 +1,5 @@
-"""The bare-Temporal ceiling worker for `xnovu bench`: one trivial workflow running one local no-op activity.
+"""The bare-Temporal ceiling worker for `xnovu bench`: one trivial workflow running one local no-op activity, and
+the no-op fan-out of the poll's shape that starts those workflows as children.
 
 It runs as its own process (`python -m xnovu.devtools.bench.ceiling`), configured by the same environment variables as
 `xnovu worker start` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE, TEMPORAL_MAX_CONCURRENT_*), and
@@ -11,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
-#: The workflow type the bench starts by name (it never imports this module's classes).
+from xnovu.devtools.bench.plan import FANOUT_BATCH, FANOUT_WINDOW
+
+#: The workflow types the bench starts by name (it never imports this module's workflow classes).
 CEILING_WORKFLOW = "BenchCeilingWorkflow"
+FANOUT_WORKFLOW = "BenchFanoutWorkflow"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,42 @@ class CeilingWorkflow:
         )
 
 
+@dataclass(frozen=True)
+class FanoutInput:
+    """Children `{prefix}{i}` for i in [done, total): this run starts the next FANOUT_BATCH of them."""
+
+    prefix: str
+    total: int
+    done: int = 0
+
+
+@workflow.defn(name=FANOUT_WORKFLOW)
+class FanoutWorkflow:
+    """`PollNotificationsWorkflow` (xnovu/temporal/workflows.py) without the work: one batch of FANOUT_BATCH child
+    starts per run, deterministic ids, ABANDON, a sliding window of FANOUT_WINDOW starts in flight, continue-as-new
+    while items remain. The children are pure `CeilingWorkflow`s (no search attributes, no memo): what this shape
+    costs on this server and worker, with nothing of xnovu's own in it."""
+
+    @workflow.run
+    async def run(self, inp: FanoutInput) -> int:
+        window = asyncio.Semaphore(FANOUT_WINDOW)
+        end = min(inp.total, inp.done + FANOUT_BATCH)
+
+        async def start(i: int) -> None:
+            async with window:
+                await workflow.start_child_workflow(
+                    CEILING_WORKFLOW,
+                    id=f"{inp.prefix}{i}",
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                )
+
+        await asyncio.gather(*(start(i) for i in range(inp.done, end)))
+        if end < inp.total:
+            workflow.continue_as_new(FanoutInput(inp.prefix, inp.total, end))
+        return end
+
+
 async def serve() -> None:
     """Run the ceiling worker until SIGTERM/SIGINT (settings from the environment, as the real worker)."""
     from xnovu.config import load_settings
@@ -51,7 +92,7 @@ async def serve() -> None:
     client = await connect_temporal(settings)
     worker = Worker(
         client,
-        workflows=[CeilingWorkflow],
+        workflows=[CeilingWorkflow, FanoutWorkflow],
         activities=[noop],
         **worker_options(settings),  # the same options as the xnovu worker: a fair ceiling
     )

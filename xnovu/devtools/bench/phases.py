@@ -7,6 +7,8 @@ no-op activity, started directly by a client. The pipeline is then measured thro
 
     phase        what is timed                                              figure
     ceiling      first client start → last ceiling workflow closed          ceiling_per_s
+    fanout       start of a parent that starts them as children, 100 per   fanout_per_s, fanout_ratio
+                 run with continue-as-new (the poll's shape) → last closed
     e2e          commit of N single-recipient rows → last row SENT          e2e_per_s, throughput_ratio
     recipients   commit of rows with 100 recipients each → last SENT        recipients_per_s
     latency      commit of one row while idle → Novu receipt (emulator)     latency_p50_s, latency_p99_s
@@ -14,7 +16,13 @@ no-op activity, started directly by a client. The pipeline is then measured thro
     backlog      commit of a large batch → last SENT                        backlog_per_s
     wake-ups     as latency, but POLL_INTERVAL_MS=10000 and wake-ups on;    wakeup_latency_p50_s, _p99_s,
                  then rows in separate commits → xnovu-poll-new runs        wakeup_runs_per_1000_commits
+    listener     a row committed right after the LISTEN connection was     listener_killed_latency_p50_s,
+                 killed → Novu receipt (wake-up worker, 10 s interval)      _p99_s
+    backlog RSS  a worker working for a while on 100 000 waiting rows       rss_backlog_mb
     (all)        peak RSS of the xnovu worker process and its children     rss_mb
+    (cost)       CPU of the workers, Temporal and Postgres per item; the    *_cpu_ms_per_*, db_round_trips_*,
+                 worker's statements; histories, visibility writes and      history_events_*, actions_*,
+                 Cloud actions of the e2e and fanout runs                   visibility_updates_*
 
 The phases before "wake-ups" run with WAKEUP_ENABLED=false, so `latency_*` stays the polled latency at a 1 s
 interval and the wake-up figures stand next to it.
@@ -45,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -55,11 +64,14 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
+from xnovu.devtools.bench.cost import RunCost
 from xnovu.devtools.bench.plan import (
+    BACKLOG_INSERT_CHUNK,
     BENCH_WORKFLOW_KEY,
     BUSY_HOST_PERCENT,
     EVENT_POLL_S,
@@ -75,10 +87,11 @@ from xnovu.devtools.bench.plan import (
     WAKEUP_POLL_INTERVAL_MS,
     BenchPlan,
     BenchResult,
+    per_item,
     percentile,
 )
 from xnovu.devtools.bench.render import result_json, results_table
-from xnovu.devtools.bench.sampling import HostLoad, RssSampler
+from xnovu.devtools.bench.sampling import CpuMeter, HostLoad, RssSampler
 from xnovu.devtools.stack import ChildProcess, LocalStack, child_environ, free_port
 from xnovu.errors import XnovuError
 
@@ -100,8 +113,27 @@ SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = AN
 """
 #: Phases of at most this many rows also count acknowledged recipients as progress (cheap for a few rows).
 HEAVY_ROWS = 10
+# The wake-up listener of the bench's worker (xnovu/worker/wakeup.py names its connection): started after $2, so a
+# listener of another worker on a shared database is left alone unless it reconnected during the phase.
+LISTENERS_SQL = """
+SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND backend_start >= $2
+"""
+KILL_LISTENERS_SQL = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND backend_start >= $2
+"""
+# Rows of the backlog-RSS phase that the bench leaves behind: only its own ids, only those not SENT.
+DELETE_UNSENT_SQL = """
+DELETE FROM notify.ent_notification WHERE id = ANY($1::bigint[]) AND notification_status <> 'SENT'
+"""
+#: Histories fetched at once when the bench reads what a phase's runs cost.
+HISTORY_CONCURRENCY = 16
+#: How long the bench waits for the runs of a phase to close before reading their histories.
+RUNS_CLOSE_S = 60.0
 
 
+def _rfc3339(when: datetime) -> str:
+    """A time as Temporal's visibility queries take it (UTC, microseconds)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -171,6 +203,13 @@ class Bench:
         self.host_load: HostLoad | None = None
         self._load_task: asyncio.Task[None] | None = None
         self.workflow_id = 0
+        self.temporal_pid: int | None = None
+        """The Temporal server the bench started (None when TEMPORAL_ADDRESS points at another one)."""
+        self.postgres_pid: int | None = None
+        """The embedded postmaster (None when DATABASE_URL points at another server)."""
+        self.worker_started_at = datetime.now(UTC)
+        self.figures: dict[str, float] = {}
+        """The cost figures (BenchResult fields) as the phases measure them."""
 
     # -- set-up and tear-down
 
@@ -263,6 +302,7 @@ class Bench:
             async with gate:
                 await client.start_workflow(CEILING_WORKFLOW, id=f"{prefix}{i}", task_queue=queue)
 
+        meter = self._meter(self.ceiling_worker.pid)
         began = time.time()
         starter = asyncio.gather(*(start(i) for i in range(n)))
         query = f'TaskQueue = "{queue}" AND ExecutionStatus = "Completed"'
@@ -289,8 +329,102 @@ class Bench:
                 if wf.id.startswith(prefix) and wf.close_time is not None
             ]
         )
-        await asyncio.to_thread(self.ceiling_worker.stop)
+        cpu = meter.stop()
+        self.figures["ceiling_worker_cpu_ms_per_workflow"] = per_item(1000 * cpu["worker"], n)
+        self.figures["temporal_cpu_ms_per_ceiling_workflow"] = per_item(1000 * cpu["temporal"], n)
         return n / max(1e-3, last.timestamp() - began)
+
+    async def fanout(self) -> float:
+        """Items/s of the no-op fan-out of the poll's shape, on the ceiling worker, with what its runs cost.
+
+        One parent (`BenchFanoutWorkflow`, xnovu/devtools/bench/ceiling.py) starts ceiling_n ceiling workflows as
+        children, FANOUT_BATCH per run with continue-as-new between runs: the shape of the xnovu poll with no claim,
+        no search attributes, no memo and no trigger. Timed from the parent's start to the last child's close.
+        """
+        from xnovu.devtools.bench.ceiling import CEILING_WORKFLOW, FANOUT_WORKFLOW, FanoutInput
+
+        assert self.client is not None and self.ceiling_worker is not None
+        client, queue, n = self.client, self.ceiling_queue, self.plan.ceiling_n
+        phase = self._phase("fanout: the poll's shape, no-op", n)
+        prefix = f"fanout-{self.tag}-item-"
+        # Every ceiling workflow of the previous phase has completed: completions beyond these are this phase's.
+        query = f'TaskQueue = "{queue}" AND WorkflowType = "{CEILING_WORKFLOW}" AND ExecutionStatus = "Completed"'
+        done_before = (await client.count_workflows(query)).count
+        meter = self._meter(self.ceiling_worker.pid)
+        began = time.time()
+        parent = await client.start_workflow(
+            FANOUT_WORKFLOW, FanoutInput(prefix, n), id=f"fanout-{self.tag}", task_queue=queue
+        )
+        while True:
+            await asyncio.sleep(WAIT_POLL_S)
+            done = (await client.count_workflows(query)).count - done_before
+            self.progress.update(phase.task, completed=max(0, done))
+            if done >= n:
+                break
+            self.ceiling_worker.check()
+            phase.tick(done, f"{done}/{n} fan-out children completed")
+        cpu = meter.stop()
+        await parent.result()
+        runs = [
+            wf
+            async for wf in client.list_workflows(f'TaskQueue = "{queue}"')
+            if wf.id.startswith(prefix) or wf.id == parent.id
+        ]
+        last = max(wf.close_time for wf in runs if wf.id.startswith(prefix) and wf.close_time is not None)
+        await asyncio.to_thread(self.ceiling_worker.stop)
+        self.figures["fanout_worker_cpu_ms_per_item"] = per_item(1000 * cpu["worker"], n)
+        self.figures["temporal_cpu_ms_per_fanout_item"] = per_item(1000 * cpu["temporal"], n)
+        cost = await self._run_costs(runs)
+        self.figures["history_events_per_fanout_item"] = per_item(cost.history_events, n)
+        self.figures["visibility_updates_per_fanout_item"] = per_item(cost.visibility_updates, n)
+        self.figures["actions_per_fanout_item"] = per_item(cost.actions, n)
+        return n / max(1e-3, last.timestamp() - began)
+
+    # -- what a phase cost
+
+    def _meter(self, worker_pid: int) -> CpuMeter:
+        """CPU of the worker doing the phase, the Temporal server and Postgres, from now (0 for those not ours)."""
+        return CpuMeter({"worker": worker_pid, "temporal": self.temporal_pid, "postgres": self.postgres_pid}).start()
+
+    async def _round_trips(self) -> float:
+        """xnovu_db_round_trips_total of the running xnovu worker (its /metrics)."""
+        url = f"http://127.0.0.1:{self.settings.worker_health_port}/metrics"
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.get(url)
+        reply.raise_for_status()
+        for family in text_string_to_metric_families(reply.text):
+            for sample in family.samples:
+                if sample.name == "xnovu_db_round_trips_total":
+                    return float(sample.value)
+        raise XnovuError(f"the worker's {url} has no xnovu_db_round_trips_total")
+
+    async def _closed_runs(self, query: str, until: datetime) -> list[WorkflowExecution]:
+        """The runs `query` lists that started by `until`, once all of them have closed (their histories final)."""
+        assert self.client is not None
+        deadline = time.monotonic() + RUNS_CLOSE_S
+        while True:
+            runs = [wf async for wf in self.client.list_workflows(query) if wf.start_time <= until]
+            if all(wf.status != WorkflowExecutionStatus.RUNNING for wf in runs) or time.monotonic() > deadline:
+                return runs
+            await asyncio.sleep(WAIT_POLL_S)
+
+    async def _run_costs(self, runs: Sequence[WorkflowExecution]) -> RunCost:
+        """History events, visibility writes and Cloud actions of `runs`, from their histories (docs/performance.md)."""
+        assert self.client is not None
+        client = self.client
+        cost = RunCost()
+        gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
+
+        async def one(wf: WorkflowExecution) -> None:
+            async with gate:
+                history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+            types = [EventType.Name(e.event_type) for e in history.events]
+            first = history.events[0].workflow_execution_started_event_attributes if history.events else None
+            scheduled = first is not None and "TemporalScheduledById" in first.search_attributes.indexed_fields
+            cost.add(types, scheduled=scheduled)
+
+        await asyncio.gather(*(one(wf) for wf in runs))
+        return cost
 
     # -- the xnovu worker
 
@@ -298,6 +432,7 @@ class Bench:
         """`xnovu worker start` as a subprocess; ready once /health says so (Temporal polled, DB answering)."""
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         argv = ["-m", "xnovu", "worker", "start"]
+        self.worker_started_at = datetime.now(UTC)
         self.worker = ChildProcess.spawn("worker", argv, settings_env(settings), self.base)
         self.rss = RssSampler(self.worker.process.pid)
         self._rss_task = asyncio.create_task(self.rss.run(), name="bench-rss")
@@ -346,6 +481,44 @@ class Bench:
         ids, _, committed = await self.insert(count, recipients=recipients)
         elapsed = await self.wait_sent(ids, committed, phase)
         return count * recipients / elapsed
+
+    async def e2e(self) -> float:
+        """`throughput` of e2e_n single-recipient rows, with what they cost: worker, Temporal and Postgres CPU,
+        the worker's statements, and the histories of every run the phase created on the bench's task queue
+        (the children and the poll runs, idle ticks of the three schedules included)."""
+        assert self.worker is not None
+        n = self.plan.e2e_n
+        phase = self._phase("e2e: 1 recipient/row", n)
+        statements = await self._round_trips()
+        meter = self._meter(self.worker.pid)
+        ids, _, committed = await self.insert(n)
+        elapsed = await self.wait_sent(ids, committed, phase)
+        cpu = meter.stop()
+        statements = await self._round_trips() - statements
+        self._cpu_figures("", cpu, n)
+        self.figures["db_round_trips_per_notification"] = per_item(statements, n)
+        since = datetime.fromtimestamp(committed, UTC)
+        runs = await self._closed_runs(
+            f'TaskQueue = "{self.settings.temporal_task_queue}" AND StartTime >= "{_rfc3339(since)}"',
+            since + timedelta(seconds=elapsed),
+        )
+        cost = await self._run_costs(runs)
+        self.figures["history_events_per_notification"] = per_item(cost.history_events, n)
+        self.figures["visibility_updates_per_notification"] = per_item(cost.visibility_updates, n)
+        self.figures["actions_per_notification"] = per_item(cost.actions, n)
+        return n / elapsed
+
+    async def backlog(self) -> float:
+        """`throughput` of backlog_n rows, with the worker's, Temporal's and Postgres's CPU per row."""
+        assert self.worker is not None
+        meter = self._meter(self.worker.pid)
+        rate = await self.throughput("backlog drain", self.plan.backlog_n)
+        self._cpu_figures("backlog_", meter.stop(), self.plan.backlog_n)
+        return rate
+
+    def _cpu_figures(self, prefix: str, cpu: dict[str, float], n: int) -> None:
+        for part, name in (("worker", "worker"), ("temporal", "temporal"), ("postgres", "postgres")):
+            self.figures[f"{prefix}{name}_cpu_ms_per_notification"] = per_item(1000 * cpu[part], n)
 
     async def warm_up(self) -> None:
         """A few rows through the whole path first: sandbox imports, pools and caches are not what we measure."""
@@ -453,24 +626,118 @@ class Bench:
         runs = await self._poll_new_idle() - before
         return samples, runs * 1000 / n
 
-    async def run(self, stack_pids: Sequence[int] = ()) -> BenchResult:
+    async def listener_killed(self) -> list[float]:
+        """Commit → Novu receipt of a row committed right after the wake-up worker's LISTEN backend was terminated.
+
+        The wake-up worker of `wakeups` keeps running, with its schedule back at the default 10 s interval. After a
+        drop the listener reconnects with backoff and catches up with one wake-up per kind (xnovu/worker/wakeup.py),
+        so a commit nobody heard waits for that, at worst for the next tick.
+        """
+        from xnovu.temporal.schedules import ensure_schedules
+        from xnovu.worker.wakeup import APPLICATION_NAME
+
+        assert self.client is not None and self.repo is not None
+        await ensure_schedules(
+            self.client, self.settings.model_copy(update={"poll_interval_ms": WAKEUP_POLL_INTERVAL_MS})
+        )
+        n = self.plan.listener_kill_samples
+        phase = self._phase("LISTEN connection killed: commit → Novu", n)
+        await self._emulator_post("/emulator/reset", {})
+        # Our worker's listener started after the worker did (a second of clock skew with the database allowed).
+        since = self.worker_started_at - timedelta(seconds=1)
+        samples: list[float] = []
+        for i in range(n):
+            deadline = time.monotonic() + STALL_S
+            while not await self.repo.pool.fetch(LISTENERS_SQL, APPLICATION_NAME, since):
+                if time.monotonic() > deadline:
+                    raise XnovuError(f"the wake-up listener did not reconnect within {STALL_S:.0f} s")
+                await asyncio.sleep(WAIT_POLL_S)
+            await asyncio.sleep(random.uniform(0.0, 1.0))  # any point of the 10 s tick
+            await self.repo.pool.fetch(KILL_LISTENERS_SQL, APPLICATION_NAME, since)
+            _, people, committed = await self.insert(1)
+            receipt = await self._await_receipts(people[0], phase, WAKEUP_POLL_INTERVAL_MS / 1000 + 30.0)
+            samples.append(receipt[people[0][0]].timestamp() - committed)
+            self.progress.update(phase.task, completed=i + 1)
+        return samples
+
+    async def backlog_rss(self) -> float:
+        """Peak worker RSS (MB) while a fresh worker (1 s poll, no wake-ups) works on backlog_rss_rows waiting rows.
+
+        The rows go in first, in a few large transactions, with no worker running; the worker then works for
+        backlog_rss_s and is stopped. The rows it did not send are deleted (only this phase's ids, all in the bench's
+        own enterprise), and the runs it left open on the bench's task queue are terminated, so a shared database or
+        cluster keeps nothing of it.
+        """
+        assert self.worker is not None and self.repo is not None
+        plan = self.plan
+        if self._rss_task is not None:
+            self._rss_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rss_task
+        await asyncio.to_thread(self.worker.stop)
+        phase = self._phase(f"backlog RSS: {plan.backlog_rss_rows} rows waiting", plan.backlog_rss_rows)
+        ids: list[int] = []
+        for start in range(0, plan.backlog_rss_rows, BACKLOG_INSERT_CHUNK):
+            ids += (await self.insert(min(BACKLOG_INSERT_CHUNK, plan.backlog_rss_rows - start)))[0]
+        try:
+            await self.start_worker(poll_interval_ms=POLL_INTERVAL_MS, wakeup_enabled=False)
+            assert self.rss is not None
+            until = time.monotonic() + plan.backlog_rss_s
+            while time.monotonic() < until:
+                await asyncio.sleep(1.0)
+                self.worker.check()
+                row = await self.repo.pool.fetchrow(PROGRESS_SQL, ids)
+                assert row is not None
+                self.progress.update(phase.task, completed=int(row["sent"]))
+            self.rss.sample()
+            peak = self.rss.peak_mb
+        finally:
+            if self._rss_task is not None:
+                self._rss_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._rss_task
+            await asyncio.to_thread(self.worker.stop)
+            await self.repo.pool.execute(DELETE_UNSENT_SQL, ids)
+            await self._terminate_open_runs()
+        return peak
+
+    async def _terminate_open_runs(self) -> None:
+        """Terminate what a stopped worker left running on the bench's task queue (its in-flight attempts)."""
+        assert self.client is not None
+        client = self.client
+        query = f'TaskQueue = "{self.settings.temporal_task_queue}" AND ExecutionStatus = "Running"'
+        gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
+
+        async def terminate(wf: WorkflowExecution) -> None:
+            async with gate:
+                with contextlib.suppress(Exception):  # it may have closed meanwhile
+                    await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate(reason="xnovu bench ended")
+
+        await asyncio.gather(*[terminate(wf) async for wf in client.list_workflows(query)])
+
+    async def run(
+        self, stack_pids: Sequence[int] = (), *, temporal_pid: int | None = None, postgres_pid: int | None = None
+    ) -> BenchResult:
         """All phases in order: ceiling first (nothing else on the server), then the pipeline from light to heavy.
 
-        `stack_pids`: processes of the stack that are not children of this one (Postgres), for `host_load`.
+        `stack_pids`: processes of the stack that are not children of this one (Postgres), for `host_load`;
+        `temporal_pid`, `postgres_pid`: the servers the bench started, whose CPU it measures per item.
         """
         plan = self.plan
+        self.temporal_pid, self.postgres_pid = temporal_pid, postgres_pid
         self.host_load = HostLoad([os.getpid(), *stack_pids])
         self._load_task = asyncio.create_task(self.host_load.run(), name="bench-host-load")
         ceiling = await self.ceiling()
+        fanout = await self.fanout()
         await self.start_worker()
         await self.warm_up()
-        e2e = await self.throughput("e2e: 1 recipient/row", plan.e2e_n)
+        e2e = await self.e2e()
         recipients = await self.throughput(
             f"recipients: {plan.recipients_per_row}/row", plan.recipient_rows, plan.recipients_per_row
         )
         latency = await self.latency()
         schedule_errors = await self.scheduled()
-        backlog = await self.throughput("backlog drain", plan.backlog_n)
+        backlog = await self.backlog()
         heavy = await self.throughput(f"heavy: 1 row x {plan.heavy_recipients}", 1, plan.heavy_recipients)
         assert self.rss is not None
         self.rss.sample()
@@ -481,6 +748,8 @@ class Bench:
             f"heavy on {LIMITED_RPS:g} tokens/s: 1 row x {plan.limited_recipients}", 1, plan.limited_recipients
         )
         wake_latency, wake_runs = await self.wakeups()
+        killed = await self.listener_killed()
+        rss_backlog_mb = await self.backlog_rss()  # last: it leaves a worker stopped mid-backlog
         return BenchResult(
             ceiling_per_s=ceiling,
             e2e_per_s=e2e,
@@ -498,6 +767,12 @@ class Bench:
             wakeup_latency_p50_s=percentile(wake_latency, 50),
             wakeup_latency_p99_s=percentile(wake_latency, 99),
             wakeup_runs_per_1000_commits=wake_runs,
+            fanout_per_s=fanout,
+            fanout_ratio=e2e / fanout,
+            listener_killed_latency_p50_s=percentile(killed, 50),
+            listener_killed_latency_p99_s=percentile(killed, 99),
+            rss_backlog_mb=rss_backlog_mb,
+            **self.figures,
         )
 
     async def _restart_worker(self, **overrides: Any) -> None:
@@ -539,7 +814,12 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             bench = Bench(stack_settings, base, plan, progress)
             await bench.setup()
             progress.update(starting, completed=1)
-            result = await bench.run(stack.detached_pids())
+            temporal = stack.temporal.process if stack.temporal is not None else None
+            result = await bench.run(
+                stack.detached_pids(),
+                temporal_pid=temporal.pid if temporal is not None else None,
+                postgres_pid=next(iter(stack.detached_pids()), None),
+            )
             assert bench.host_load is not None
             foreign = bench.host_load.foreign_percent()
     except Exception as exc:

@@ -37,6 +37,12 @@ class BenchPlan:
     """Ceiling starts in flight at once: enough to keep the server busy without queueing thousands of RPCs."""
     warmup: int = 20
     """Workflows / rows run before each measurement so that imports, caches and connections are warm."""
+    listener_kill_samples: int = 10
+    """Rows committed right after the wake-up LISTEN connection was killed: how long is delivery without it?"""
+    backlog_rss_rows: int = 100_000
+    """Rows waiting in the table while the worker's memory is sampled (the last phase; its unsent rows are deleted)."""
+    backlog_rss_s: float = 60.0
+    """How long the worker works on that backlog while its RSS is sampled."""
 
 
 QUICK = BenchPlan(
@@ -49,6 +55,9 @@ QUICK = BenchPlan(
     backlog_n=1000,
     heavy_recipients=2_000,
     limited_recipients=300,
+    listener_kill_samples=3,
+    backlog_rss_rows=5_000,
+    backlog_rss_s=20.0,
 )
 FULL = BenchPlan(
     ceiling_n=2000,
@@ -78,8 +87,16 @@ WAIT_POLL_S = 0.25
 EVENT_POLL_S = 0.05
 RSS_SAMPLE_S = 0.25
 BENCH_WORKFLOW_KEY = "xnovu-bench"
+#: Rows per transaction when the bench inserts a large backlog: a few large commits, not one huge one.
+BACKLOG_INSERT_CHUNK = 25_000
+#: The no-op fan-out ceiling: items per parent run (then continue-as-new) and child starts in flight, as the poll
+#: (`xnovu.temporal.workflows`: one claim batch of 100 per run, START_WINDOW = 100).
+FANOUT_BATCH = 100
+FANOUT_WINDOW = 100
 #: Above this share of the machine's CPU used by other processes, the run is flagged as noisy.
 BUSY_HOST_PERCENT = 10.0
+
+
 @dataclass(frozen=True)
 class BenchResult:
     """The figures of one run; `as_dict()` is the `--json` object."""
@@ -104,6 +121,38 @@ class BenchResult:
     wakeup_latency_p99_s: float = 0.0
     wakeup_runs_per_1000_commits: float = 0.0
     """xnovu-poll-new runs started by wake-ups while the rows were committed and sent (ticks held off)."""
+    fanout_per_s: float = 0.0
+    """The no-op fan-out of the poll's shape: parent runs of 100 child starts each, continue-as-new between them."""
+    fanout_ratio: float = 0.0
+    """e2e_per_s / fanout_per_s: how close the pipeline gets to its own shape done with no work."""
+    ceiling_worker_cpu_ms_per_workflow: float = 0.0
+    fanout_worker_cpu_ms_per_item: float = 0.0
+    worker_cpu_ms_per_notification: float = 0.0
+    """xnovu worker CPU (user + system) during the e2e phase, per row."""
+    backlog_worker_cpu_ms_per_notification: float = 0.0
+    temporal_cpu_ms_per_ceiling_workflow: float = 0.0
+    """Temporal server CPU per item; 0 when the server is not one the bench started (TEMPORAL_ADDRESS set)."""
+    temporal_cpu_ms_per_fanout_item: float = 0.0
+    temporal_cpu_ms_per_notification: float = 0.0
+    backlog_temporal_cpu_ms_per_notification: float = 0.0
+    postgres_cpu_ms_per_notification: float = 0.0
+    """Postgres CPU (postmaster and every backend, the bench's progress queries included) per row in the e2e phase;
+    0 when Postgres is not one the bench started (DATABASE_URL set)."""
+    backlog_postgres_cpu_ms_per_notification: float = 0.0
+    db_round_trips_per_notification: float = 0.0
+    """Statements the worker's pool sent during the e2e phase (claims included) per row: xnovu_db_round_trips_total."""
+    history_events_per_notification: float = 0.0
+    visibility_updates_per_notification: float = 0.0
+    actions_per_notification: float = 0.0
+    """Temporal Cloud billable actions estimated from the e2e phase's histories (docs/performance.md)."""
+    history_events_per_fanout_item: float = 0.0
+    visibility_updates_per_fanout_item: float = 0.0
+    actions_per_fanout_item: float = 0.0
+    listener_killed_latency_p50_s: float = 0.0
+    listener_killed_latency_p99_s: float = 0.0
+    """Commit → Novu receipt of a row committed right after the wake-up LISTEN connection was terminated."""
+    rss_backlog_mb: float = 0.0
+    """Peak worker RSS while it works on a backlog of `backlog_rss_rows` rows (the last phase)."""
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -133,6 +182,14 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def per_item(total: float, items: int) -> float:
+    """`total` (CPU seconds x 1000, statements, events, ...) per item; 0 for no items rather than a division error.
+
+    A phase that ran no items has no cost per item to report, and the bench must still print the rest of its figures.
+    """
+    return total / items if items > 0 else 0.0
 
 
 def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
@@ -169,4 +226,30 @@ def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
             "≤ 5",
             r.wakeup_runs_per_1000_commits <= 5,
         ),
+        TargetCheck("fanout_ratio", r.fanout_ratio, "≥ 0.95", r.fanout_ratio >= 0.95),
+        TargetCheck(
+            "worker_cpu_ms_per_notification",
+            r.worker_cpu_ms_per_notification,
+            f"≤ ceiling worker {r.ceiling_worker_cpu_ms_per_workflow:.2f} ms",
+            r.worker_cpu_ms_per_notification <= r.ceiling_worker_cpu_ms_per_workflow,
+        ),
+        TargetCheck(
+            "backlog_worker_cpu_ms_per_notification",
+            r.backlog_worker_cpu_ms_per_notification,
+            f"≤ ceiling worker {r.ceiling_worker_cpu_ms_per_workflow:.2f} ms",
+            r.backlog_worker_cpu_ms_per_notification <= r.ceiling_worker_cpu_ms_per_workflow,
+        ),
+        TargetCheck(
+            "db_round_trips_per_notification",
+            r.db_round_trips_per_notification,
+            "≤ 3",
+            r.db_round_trips_per_notification <= 3.0,
+        ),
+        TargetCheck(
+            "listener_killed_latency_p99_s",
+            r.listener_killed_latency_p99_s,
+            f"≤ interval + 1 s = {WAKEUP_POLL_INTERVAL_MS / 1000 + 1:g} s",
+            r.listener_killed_latency_p99_s <= WAKEUP_POLL_INTERVAL_MS / 1000 + 1.0,
+        ),
+        TargetCheck("rss_backlog_mb", r.rss_backlog_mb, "≤ 200 MB", r.rss_backlog_mb <= 200.0),
     ]

@@ -37,7 +37,7 @@ def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_perc
         ),
     )
     for metric, value in r.as_dict().items():
-        unit = next((u for suffix, u in units.items() if metric.endswith(suffix)), "")
+        unit = " ms" if "_ms_per_" in metric else next((u for sfx, u in units.items() if metric.endswith(sfx)), "")
         check = checks.get(metric)
         verdict = "-" if check is None else ("[green]pass[/green]" if check.passed else "[red]miss[/red]")
         table.add_row(metric, f"{value:g}{unit}", check.target if check else "-", verdict)

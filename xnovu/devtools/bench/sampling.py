@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -90,3 +90,50 @@ class HostLoad:
         wall = max(1e-3, time.monotonic() - self._started)
         foreign = max(0.0, self._busy() - self._busy0 - ours)
         return 100.0 * foreign / (wall * (psutil.cpu_count() or 1))
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process and all its descendants have used so far, reaped children included.
+
+    Each process's own time plus its waited-for children's (`children_user`/`children_system`): a Postgres backend
+    that exited during the phase is in the postmaster's children times, a live one in its own. 0 for no process (a
+    part of the stack the bench did not start) or one that is gone.
+    """
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by a few named processes (the worker, the Temporal server, Postgres) between `start()` and `stop()`.
+
+    Wall-clock rates move by tens of percent with the machine's load; CPU time per item is what one version costs
+    against another (docs/performance.md "Reading the figures").
+    """
+
+    pids: dict[str, int | None]
+    used_s: dict[str, float] = field(default_factory=dict)
+    _start: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> CpuMeter:
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per name since `start()`; 0 for a process that is not ours to measure."""
+        self.used_s = {
+            name: max(0.0, cpu_seconds(pid) - self._start.get(name, 0.0)) if pid is not None else 0.0
+            for name, pid in self.pids.items()
+        }
+        return self.used_s
