@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from xnovu.devtools.bench.cost import RunCost, count_actions, count_visibility_updates
+from xnovu.devtools.bench.cost import Persistence, RunCost, count_actions, count_visibility_updates, is_write
 from xnovu.devtools.bench.plan import QUICK, BenchResult, evaluate_targets, per_item, percentile
 from xnovu.devtools.bench.render import result_json, results_table
 
@@ -52,6 +52,13 @@ JSON_KEYS = {
     "actions_per_fanout_item",
     "listener_killed_latency_p50_s",
     "listener_killed_latency_p99_s",
+    "ceiling_client_cpu_ms_per_workflow",
+    "server_writes_per_ceiling_workflow",
+    "server_writes_per_fanout_item",
+    "server_writes_per_notification",
+    "server_db_ms_per_ceiling_workflow",
+    "server_db_ms_per_fanout_item",
+    "server_db_ms_per_notification",
     "rss_backlog_mb",
 }
 
@@ -259,3 +266,50 @@ def test_run_cost_sums_runs() -> None:
     cost.add(ONE_LOCAL_ACTIVITY)
     cost.add(ONE_LOCAL_ACTIVITY, scheduled=True)
     assert cost == RunCost(runs=2, history_events=2 * len(ONE_LOCAL_ACTIVITY), visibility_updates=4, actions=6)
+
+
+# -- the Temporal server's persistence writes --------------------------------------------------------------------
+
+
+def test_persistence_counts_writes_by_operation_between_two_snapshots() -> None:
+    def snapshot(create: float, update: float, read: float, seconds: float) -> Persistence:
+        return Persistence.parse(
+            [
+                ("persistence_requests", {"operation": "CreateWorkflowExecution", "service_name": "history"}, create),
+                ("persistence_requests", {"operation": "UpdateWorkflowExecution", "service_name": "history"}, update),
+                ("persistence_requests", {"operation": "GetWorkflowExecution", "service_name": "history"}, read),
+                ("persistence_latency_sum", {"operation": "UpdateWorkflowExecution"}, seconds),
+                ("persistence_latency_count", {"operation": "UpdateWorkflowExecution"}, update),
+                ("persistence_requests", {"service_name": "history"}, 99.0),  # no operation: not a persistence call
+            ]
+        )
+
+    used = snapshot(11, 40, 500, 2.5).since(snapshot(1, 20, 100, 0.5))
+    assert used.writes == 30, "creates and updates write; reads do not"
+    assert used.busy_s == 2.0
+    assert per_item(used.writes, 10) == 3.0
+
+
+def test_write_operations_are_told_from_reads() -> None:
+    writes = [
+        "CreateWorkflowExecution",
+        "UpdateWorkflowExecution",
+        "CreateTasks",
+        "RangeCompleteHistoryTasks",
+        "ConflictResolveWorkflowExecution",
+        "DeleteWorkflowExecution",
+        "UpdateShard",
+        "AppendHistoryNodes",
+    ]
+    reads = [
+        "GetWorkflowExecution",
+        "ReadHistoryBranch",
+        "GetNamespace",
+        "GetTasks",
+        "ListNamespaces",
+        "GetCurrentExecution",
+        "GetTransferTasks",
+        "AssertShardOwnership",
+    ]
+    assert all(is_write(op) for op in writes)
+    assert not any(is_write(op) for op in reads)

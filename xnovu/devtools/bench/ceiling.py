@@ -3,7 +3,8 @@ the no-op fan-out of the poll's shape that starts those workflows as children.
 
 It runs as its own process (`python -m xnovu.devtools.bench.ceiling`), configured by the same environment variables as
 `xnovu worker start` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE, TEMPORAL_MAX_CONCURRENT_*), and
-with the same sandbox, so the ceiling and the real pipeline are measured under the same conditions: one Python
+with the same sandbox settings, so the ceiling and the real pipeline are measured under the same conditions (both
+workflows here run outside the sandbox, as xnovu's poll and per-notification workflows do): one Python
 process per worker, the same slot and cache limits, the same server.
 """
 
@@ -33,7 +34,7 @@ async def noop() -> None:
     """Does nothing: the ceiling measures Temporal's own cost per workflow, not any work."""
 
 
-@workflow.defn(name=CEILING_WORKFLOW)
+@workflow.defn(name=CEILING_WORKFLOW, sandboxed=False)
 class CeilingWorkflow:
     """One local activity, like `NotificationTriggerWorkflow` minus the trigger itself."""
 
@@ -55,7 +56,7 @@ class FanoutInput:
     done: int = 0
 
 
-@workflow.defn(name=FANOUT_WORKFLOW)
+@workflow.defn(name=FANOUT_WORKFLOW, sandboxed=False)
 class FanoutWorkflow:
     """`PollNotificationsWorkflow` (xnovu/temporal/workflows.py) without the work: one batch of FANOUT_BATCH child
     starts per run, deterministic ids, ABANDON, a sliding window of FANOUT_WINDOW starts in flight, continue-as-new

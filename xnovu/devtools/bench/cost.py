@@ -90,3 +90,54 @@ class RunCost:
         self.history_events += len(event_types)
         self.visibility_updates += count_visibility_updates(event_types)
         self.actions += count_actions(event_types, scheduled=scheduled)
+
+
+#: Persistence operations that write, by name prefix. The dev server keeps everything in one SQLite file written
+#: through one connection, so the writes a notification causes, not CPU, are what bound its rate there (README
+#: "Performance"); on a cluster they are what its database must absorb.
+WRITE_PREFIXES = ("Create", "Update", "Upsert", "Append", "Set", "Save", "Delete", "ConflictResolve", "Complete")
+WRITE_PREFIXES_RANGE = "RangeComplete"
+
+
+def is_write(operation: str) -> bool:
+    """Whether a Temporal persistence operation (the `operation` label of `persistence_requests`) writes."""
+    return operation.startswith(WRITE_PREFIXES) or operation.startswith(WRITE_PREFIXES_RANGE)
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """The Temporal server's persistence counters at one moment (its Prometheus `/metrics`), summed per operation."""
+
+    requests: dict[str, float]
+    seconds: dict[str, float]
+
+    @classmethod
+    def parse(cls, samples: Iterable[tuple[str, dict[str, str], float]]) -> Persistence:
+        """From (sample name, labels, value) triples: `persistence_requests` and `persistence_latency_sum`."""
+        requests: dict[str, float] = {}
+        seconds: dict[str, float] = {}
+        for name, labels, value in samples:
+            op = labels.get("operation")
+            if op is None:
+                continue
+            if name in ("persistence_requests", "persistence_requests_total"):
+                requests[op] = requests.get(op, 0.0) + value
+            elif name == "persistence_latency_sum":
+                seconds[op] = seconds.get(op, 0.0) + value
+        return cls(requests, seconds)
+
+    def since(self, before: Persistence) -> Persistence:
+        """What happened between `before` and this snapshot."""
+        return Persistence(
+            {op: n - before.requests.get(op, 0.0) for op, n in self.requests.items()},
+            {op: s - before.seconds.get(op, 0.0) for op, s in self.seconds.items()},
+        )
+
+    @property
+    def writes(self) -> float:
+        return sum(n for op, n in self.requests.items() if is_write(op))
+
+    @property
+    def busy_s(self) -> float:
+        """Time spent in persistence calls, all operations (concurrent calls add up)."""
+        return sum(self.seconds.values())

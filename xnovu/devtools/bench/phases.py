@@ -69,7 +69,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
-from xnovu.devtools.bench.cost import RunCost
+from xnovu.devtools.bench.cost import Persistence, RunCost
 from xnovu.devtools.bench.plan import (
     BACKLOG_INSERT_CHUNK,
     BENCH_WORKFLOW_KEY,
@@ -207,6 +207,8 @@ class Bench:
         """The Temporal server the bench started (None when TEMPORAL_ADDRESS points at another one)."""
         self.postgres_pid: int | None = None
         """The embedded postmaster (None when DATABASE_URL points at another server)."""
+        self.temporal_metrics_url: str | None = None
+        """The started Temporal server's Prometheus endpoint, for its persistence writes per item."""
         self.worker_started_at = datetime.now(UTC)
         self.figures: dict[str, float] = {}
         """The cost figures (BenchResult fields) as the phases measure them."""
@@ -303,6 +305,8 @@ class Bench:
                 await client.start_workflow(CEILING_WORKFLOW, id=f"{prefix}{i}", task_queue=queue)
 
         meter = self._meter(self.ceiling_worker.pid)
+        persistence = await self._persistence()
+        client_cpu = time.process_time()
         began = time.time()
         starter = asyncio.gather(*(start(i) for i in range(n)))
         query = f'TaskQueue = "{queue}" AND ExecutionStatus = "Completed"'
@@ -330,6 +334,8 @@ class Bench:
             ]
         )
         cpu = meter.stop()
+        self.figures["ceiling_client_cpu_ms_per_workflow"] = per_item(1000 * (time.process_time() - client_cpu), n)
+        self._persistence_figures("ceiling_workflow", persistence, await self._persistence(), n)
         self.figures["ceiling_worker_cpu_ms_per_workflow"] = per_item(1000 * cpu["worker"], n)
         self.figures["temporal_cpu_ms_per_ceiling_workflow"] = per_item(1000 * cpu["temporal"], n)
         return n / max(1e-3, last.timestamp() - began)
@@ -351,6 +357,7 @@ class Bench:
         query = f'TaskQueue = "{queue}" AND WorkflowType = "{CEILING_WORKFLOW}" AND ExecutionStatus = "Completed"'
         done_before = (await client.count_workflows(query)).count
         meter = self._meter(self.ceiling_worker.pid)
+        persistence = await self._persistence()
         began = time.time()
         parent = await client.start_workflow(
             FANOUT_WORKFLOW, FanoutInput(prefix, n), id=f"fanout-{self.tag}", task_queue=queue
@@ -364,6 +371,7 @@ class Bench:
             self.ceiling_worker.check()
             phase.tick(done, f"{done}/{n} fan-out children completed")
         cpu = meter.stop()
+        self._persistence_figures("fanout_item", persistence, await self._persistence(), n)
         await parent.result()
         runs = [
             wf
@@ -385,6 +393,27 @@ class Bench:
     def _meter(self, worker_pid: int) -> CpuMeter:
         """CPU of the worker doing the phase, the Temporal server and Postgres, from now (0 for those not ours)."""
         return CpuMeter({"worker": worker_pid, "temporal": self.temporal_pid, "postgres": self.postgres_pid}).start()
+
+    async def _persistence(self) -> Persistence | None:
+        """The started Temporal server's persistence counters now; None when the server is not the bench's."""
+        if self.temporal_metrics_url is None:
+            return None
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.get(self.temporal_metrics_url)
+        reply.raise_for_status()
+        return Persistence.parse(
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(reply.text)
+            for sample in family.samples
+        )
+
+    def _persistence_figures(self, item: str, before: Persistence | None, after: Persistence | None, n: int) -> None:
+        """server_writes_per_<item> and server_db_ms_per_<item> between two snapshots (nothing without them)."""
+        if before is None or after is None:
+            return
+        used = after.since(before)
+        self.figures[f"server_writes_per_{item}"] = per_item(used.writes, n)
+        self.figures[f"server_db_ms_per_{item}"] = per_item(1000 * used.busy_s, n)
 
     async def _round_trips(self) -> float:
         """xnovu_db_round_trips_total of the running xnovu worker (its /metrics)."""
@@ -491,9 +520,11 @@ class Bench:
         phase = self._phase("e2e: 1 recipient/row", n)
         statements = await self._round_trips()
         meter = self._meter(self.worker.pid)
+        persistence = await self._persistence()
         ids, _, committed = await self.insert(n)
         elapsed = await self.wait_sent(ids, committed, phase)
         cpu = meter.stop()
+        self._persistence_figures("notification", persistence, await self._persistence(), n)
         statements = await self._round_trips() - statements
         self._cpu_figures("", cpu, n)
         self.figures["db_round_trips_per_notification"] = per_item(statements, n)
@@ -795,7 +826,8 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
     plan = QUICK if quick else FULL
     base = Path(tempfile.mkdtemp(prefix="xnovu-bench-"))
     namespace = f"{settings.temporal_namespace}-bench"
-    stack = LocalStack(settings, base, namespace=namespace)
+    metrics_port = free_port()
+    stack = LocalStack(settings, base, namespace=namespace, temporal_metrics_port=metrics_port)
     bench: Bench | None = None
     keep = False
     progress = Progress(
@@ -812,6 +844,8 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             stack_settings = await asyncio.to_thread(stack.start)
             stack_settings = stack_settings.model_copy(update={"temporal_namespace": namespace})
             bench = Bench(stack_settings, base, plan, progress)
+            if stack.temporal is not None:
+                bench.temporal_metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             await bench.setup()
             progress.update(starting, completed=1)
             temporal = stack.temporal.process if stack.temporal is not None else None

@@ -151,6 +151,18 @@ class BenchResult:
     listener_killed_latency_p50_s: float = 0.0
     listener_killed_latency_p99_s: float = 0.0
     """Commit → Novu receipt of a row committed right after the wake-up LISTEN connection was terminated."""
+    ceiling_client_cpu_ms_per_workflow: float = 0.0
+    """CPU of the bench process while it started the ceiling's workflows (the client's share of the ceiling; the
+    xnovu worker starts its children itself, so its CPU holds that work too)."""
+    server_writes_per_ceiling_workflow: float = 0.0
+    """Temporal persistence writes (`persistence_requests` of write operations) per item; 0 when the server is
+    not one the bench started."""
+    server_writes_per_fanout_item: float = 0.0
+    server_writes_per_notification: float = 0.0
+    server_db_ms_per_ceiling_workflow: float = 0.0
+    """Time the Temporal server spent in persistence calls per item (`persistence_latency` sums)."""
+    server_db_ms_per_fanout_item: float = 0.0
+    server_db_ms_per_notification: float = 0.0
     rss_backlog_mb: float = 0.0
     """Peak worker RSS while it works on a backlog of `backlog_rss_rows` rows (the last phase)."""
 
