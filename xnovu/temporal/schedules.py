@@ -5,6 +5,7 @@ Pause, resume and trigger also accept a rule's Schedule (`xnovu-rule-{id}`, kept
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleHandle,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -228,8 +230,31 @@ async def set_paused(
             await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
         else:
             await handle.unpause(note=note or _resume_note(kind, stamp))
+        await _settled(handle, paused)
         done.append(sid)
     return done
+
+
+#: How long `set_paused` waits for a Schedule to report the state it was just given.
+SETTLE_TIMEOUT_S = 10.0
+
+
+async def _settled(handle: ScheduleHandle, paused: bool) -> None:
+    """Return once the Schedule describes itself as `paused`, so that a pause is in effect when the command returns.
+
+    The server applies a pause or resume to the Schedule's own state machine asynchronously; on a loaded server a
+    describe right after the call was seen to show the previous state, and a tick already on its way could still
+    start a run (tests/integration/test_notification_lifecycle.py). The claim checks the Schedule's state again
+    before claiming (xnovu/temporal/activities.py), which is only sound once the state reads back as set.
+    """
+    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+    while (await handle.describe()).schedule.state.paused != paused:
+        if asyncio.get_running_loop().time() > deadline:
+            raise XnovuError(
+                f"schedule {handle.id} still reads {'un' if paused else ''}paused {SETTLE_TIMEOUT_S:g} s after the "
+                "change; check the Temporal server's health and run the command again"
+            )
+        await asyncio.sleep(0.1)
 
 
 async def trigger_now(client: Client, kind: ScheduleName) -> None:
