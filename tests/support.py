@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -265,6 +266,27 @@ async def environment(stack: Stack, **overrides: Any) -> AsyncIterator[Env]:
         yield Env(settings, repo, stack.emulator, stack)
     finally:
         await repo.close()
+        await _delete_schedules(settings)
+
+
+async def _delete_schedules(settings: Settings) -> None:
+    """Delete the schedules a test's worker created in the test's namespace.
+
+    Left behind, every test's 1 s poll schedules keep ticking on the session's one Temporal server, so its internal
+    scheduler falls further behind with each test: late in the suite a pause took more than 10 s to show (the pause
+    test failed there and nowhere else).
+    """
+    from temporalio.client import Client
+    from temporalio.service import RPCError
+
+    try:
+        client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        ids = [s.id async for s in await client.list_schedules()]
+    except RPCError:
+        return  # the test never created its namespace
+    for sid in ids:
+        with contextlib.suppress(RPCError):
+            await client.get_schedule_handle(sid).delete()
 
 
 @asynccontextmanager

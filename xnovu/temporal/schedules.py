@@ -236,7 +236,7 @@ async def set_paused(
 
 
 #: How long `set_paused` waits for a Schedule to report the state it was just given.
-SETTLE_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 30.0
 
 
 async def _settled(handle: ScheduleHandle, paused: bool) -> None:
