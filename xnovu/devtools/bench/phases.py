@@ -701,11 +701,7 @@ class Bench:
         """
         assert self.worker is not None and self.repo is not None
         plan = self.plan
-        if self._rss_task is not None:
-            self._rss_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rss_task
-        await asyncio.to_thread(self.worker.stop)
+        await self._stop_worker()
         phase = self._phase(f"backlog RSS: {plan.backlog_rss_rows} rows waiting", plan.backlog_rss_rows)
         ids: list[int] = []
         for start in range(0, plan.backlog_rss_rows, BACKLOG_INSERT_CHUNK):
@@ -723,11 +719,7 @@ class Bench:
             self.rss.sample()
             peak = self.rss.peak_mb
         finally:
-            if self._rss_task is not None:
-                self._rss_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._rss_task
-            await asyncio.to_thread(self.worker.stop)
+            await self._stop_worker()
             await self.repo.pool.execute(DELETE_UNSENT_SQL, ids)
             await self._terminate_open_runs()
         return peak
@@ -808,13 +800,17 @@ class Bench:
 
     async def _restart_worker(self, **overrides: Any) -> None:
         """Stop the xnovu worker (gracefully) and start one with other settings."""
+        await self._stop_worker()
+        await self.start_worker(**overrides)
+
+    async def _stop_worker(self) -> None:
+        """Stop sampling the worker's memory, then the worker itself (gracefully)."""
         assert self.worker is not None
         if self._rss_task is not None:
             self._rss_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._rss_task
         await asyncio.to_thread(self.worker.stop)
-        await self.start_worker(**overrides)
 
 
 async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: Console) -> BenchResult:

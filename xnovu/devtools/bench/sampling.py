@@ -13,6 +13,15 @@ import psutil
 from xnovu.devtools.bench.plan import RSS_SAMPLE_S
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants; empty when it is gone."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 @dataclass
 class RssSampler:
     """Peak resident memory of a process and its children, sampled in the background."""
@@ -21,10 +30,8 @@ class RssSampler:
     peak_bytes: int = 0
 
     def sample(self) -> None:
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        procs = process_tree(self.pid)
+        if not procs:
             return
         total = 0
         for proc in procs:
@@ -66,12 +73,7 @@ class HostLoad:
     def sample(self, *, initial: bool = False) -> None:
         """CPU seconds of every process of our trees; a process first seen later started during the run."""
         for root in self.roots:
-            try:
-                top = psutil.Process(root)
-                procs = [top, *top.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for proc in procs:
+            for proc in process_tree(root):
                 with contextlib.suppress(psutil.Error):
                     times = proc.cpu_times()
                     used = times.user + times.system
@@ -101,13 +103,8 @@ def cpu_seconds(pid: int | None) -> float:
     """
     if pid is None:
         return 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0.0
-    for proc in procs:
+    for proc in process_tree(pid):
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
