@@ -160,6 +160,8 @@ class TriggerResult:
     next_attempt_at: datetime | None = None
     failed_count: int = 0
     """Recipients that failed in this attempt (all of them, also those beyond `results`)."""
+    wait_s: float | None = None
+    """IN_PROGRESS only: wait this long before the next piece (the attempt woke before its send time)."""
 
     @property
     def success(self) -> bool:
@@ -169,3 +171,25 @@ class TriggerResult:
     def more(self) -> bool:
         """The attempt is not over: run its next piece."""
         return self.outcome is Outcome.IN_PROGRESS
+
+
+@dataclass(frozen=True)
+class TriggerPlan:
+    """What TriggerMultipleNotificationsWorkflow does with one id: run the attempt's own workflow, or answer now."""
+
+    notification_id: int
+    attempt: int | None = None
+    """Start (or join) workflow notification-{id}-a{attempt}: the running attempt, or the row's next one."""
+    name: str = ""
+    workflow_key: str | None = None
+    enterprise_id: str | None = None
+    result: TriggerResult | None = None
+    """No attempt may run (missing, sent, retracted, dead-lettered): the answer, without a workflow."""
+
+
+@dataclass(frozen=True)
+class MultipleTriggerPlan:
+    """Result of the trigger_multiple_notifications_by_id activity: one plan per id, in the request's order."""
+
+    plans: list[TriggerPlan]
+    concurrency: int

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerResult
+from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerPlan, TriggerResult
 from xnovu.core.status import NotificationStatus
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
@@ -33,6 +33,9 @@ MAX_PAYLOAD_BYTES = 524_288
 EVENT_OVERHEAD_BYTES = 160
 #: How far in the future a send time may be and still count as due (clock skew between DB and worker).
 SCHEDULE_TOLERANCE = timedelta(seconds=2)
+#: An attempt woken before its send time by the database's clock waits the rest when it is at most this much: a
+#: timer that ended early. Further away, the send time was moved, and the row goes back to the scheduled poll.
+EARLY_WAKE_MAX = timedelta(minutes=5)
 
 
 def retry_delay_ms(attempt: int, base_ms: int, max_ms: int) -> int:
@@ -147,6 +150,21 @@ class NotificationProcessor:
         self.request_concurrency = request_concurrency
         self.clock = clock
 
+    async def plan(self, notification_id: int) -> TriggerPlan:
+        """Which attempt a trigger of this row runs, as the attempt's own workflow (I4: the only sender of attempt k
+        is workflow notification-{id}-a{k}): the attempt under way (joined), or the next one; or, when no attempt
+        may run (missing, sent, retracted, dead-lettered), the answer itself."""
+        row = await self.repo.load(notification_id) if 0 < notification_id < 2**63 else None
+        if row is None:
+            return TriggerPlan(notification_id, result=_missing(notification_id))
+        if row.status == NotificationStatus.PROCESSING:
+            attempt = row.attempts
+        elif row.status in (NotificationStatus.PENDING, NotificationStatus.FAILED) and row.dead_lettered_at is None:
+            attempt = row.attempts + 1
+        else:
+            return TriggerPlan(notification_id, result=await self._not_acquired(notification_id, None, 0))
+        return TriggerPlan(notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id)
+
     async def process_many(self, ids: Sequence[int], concurrency: int) -> list[TriggerResult]:
         """`process` for many ids with at most `concurrency` at a time; one bad id does not stop the rest."""
         gate = asyncio.Semaphore(max(1, concurrency))
@@ -188,6 +206,7 @@ class NotificationProcessor:
         """
         if not 0 < notification_id < 2**63:  # bigint identity: anything else cannot exist
             return _missing(notification_id)
+        owner = attempt is not None
         if attempt is None:
             current = await self.repo.load(notification_id)
             if current is None:
@@ -195,9 +214,9 @@ class NotificationProcessor:
             if current.status not in (NotificationStatus.PENDING, NotificationStatus.FAILED):
                 return await self._not_acquired(notification_id, None, piece)
             attempt = current.attempts + 1
-        row = await self.repo.acquire(notification_id, attempt, self.lease_ms)
+        row = await self.repo.acquire(notification_id, attempt, self.lease_ms, owner=owner)
         if row is None:
-            return await self._not_acquired(notification_id, attempt, piece)
+            return await self._not_acquired(notification_id, attempt if owner else None, piece)
         try:
             return await self._send(row, attempt, time_budget_s, piece)
         except NovuConfigurationError:
@@ -210,22 +229,22 @@ class NotificationProcessor:
             return await self._dead_letter(row, attempt, f"unexpected error: {type(exc).__name__}: {exc}", _Tally())
 
     async def _not_acquired(self, notification_id: int, attempt: int | None, piece: int) -> TriggerResult:
-        """Explain, from the row as it is now, why the attempt cannot go on; give back a claim it must not use."""
+        """Explain, from the row as it is now, why the attempt cannot go on.
+
+        `attempt` is the attempt the caller owns (None: it owns none). When that attempt still holds the row, this
+        settles it (I7: an attempt never ends leaving its row PROCESSING), see `_settle_own_claim`.
+        """
         row = await self.repo.load(notification_id)
         if row is None:
             return _missing(notification_id)
         if row.status == NotificationStatus.SENT:
             return self._skipped(row, f"notification {row.id} was already sent")
-        reason = notification_block_reason(row, self.clock())
+        if attempt is not None and row.status == NotificationStatus.PROCESSING and row.attempts == attempt:
+            return await self._settle_own_claim(row, attempt, piece)
+        reason = notification_block_reason(row, row.db_now or self.clock())
         if reason is not None:
-            status = row.status
-            if attempt is not None and row.status == NotificationStatus.PROCESSING and row.attempts == attempt:
-                # Our claim, but unpublished/deactivated/rescheduled meanwhile: give the row back as PENDING.
-                details = self._details_error(reason, attempt, None, False)
-                await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
-                status = NotificationStatus.PENDING
             log.info("notification rejected", extra={"notification_id": row.id, "reason": reason})
-            return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
+            return TriggerResult(row.id, Outcome.REJECTED, row.status, reason=reason, attempt=attempt)
         if row.dead_lettered_at is not None and row.status == NotificationStatus.FAILED:
             return TriggerResult(
                 row.id,
@@ -239,6 +258,46 @@ class NotificationProcessor:
                 row, f"attempt {row.attempts} (workflow notification-{row.id}-a{row.attempts}) is processing it"
             )
         return self._skipped(row, f"attempt {attempt} is stale: the row is {row.status} at attempt {row.attempts}")
+
+    async def _settle_own_claim(self, row: NotificationRow, attempt: int, piece: int) -> TriggerResult:
+        """The caller's attempt still holds the row, but acquire or the fence refused it: decide, never leave it.
+
+        - sent too early (Temporal's or the worker's clock ahead of Postgres', which every claim condition uses):
+          wait the rest, up to EARLY_WAKE_MAX; a send time moved further away gives the row back;
+        - the notification or its workflow may not be sent now (unpublished, deactivated, DRAFT): give it back
+          PENDING, to be claimed again once it may be sent (held rows are not claimed meanwhile);
+        - its workflow is gone for good (missing, DISCARD, DELETED): dead-letter it;
+        - nothing blocks any more (it flipped back between the check and this read): go on with the next piece.
+        """
+        now = row.db_now or self.clock()
+        early = row.scheduled_for - now if row.scheduled_for is not None else None
+        sendable = row.publish_status == "PUBLISH" and not row.deactivated
+        if sendable and early is not None and SCHEDULE_TOLERANCE < early <= EARLY_WAKE_MAX:
+            return TriggerResult(
+                row.id,
+                Outcome.IN_PROGRESS,
+                NotificationStatus.PROCESSING,
+                reason=f"woke {early.total_seconds():.1f} s before the send time by the database's clock; waiting",
+                attempt=attempt,
+                wait_s=early.total_seconds(),
+            )
+        permanent = workflow_block_reason(row)
+        if permanent is not None:
+            return await self._dead_letter(row, attempt, permanent, _Tally())
+        reason = notification_block_reason(row, now) or workflow_hold_reason(row)
+        if reason is None:
+            return TriggerResult(
+                row.id,
+                Outcome.IN_PROGRESS,
+                NotificationStatus.PROCESSING,
+                reason=f"attempt {attempt} still holds the row and nothing blocks it: it goes on",
+                attempt=attempt,
+            )
+        details = self._details_error(reason, attempt, None, False)
+        released = await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
+        log.info("notification given back", extra={"notification_id": row.id, "reason": reason})
+        status = NotificationStatus.PENDING if released else "unknown"
+        return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
 
     @staticmethod
     def _skipped(row: NotificationRow, reason: str) -> TriggerResult:

@@ -67,11 +67,18 @@ SELECT
 SELECT pg_advisory_xact_lock(7426913580022);
 
 -- name: in_flight
--- What the deployment has claimed and not finished: rows, and the Novu tokens their recipients will cost (a bulk
--- request of 100 recipients costs 100 tokens, a single 1, so about one token per recipient).
+-- What live attempts have claimed and not finished: rows, and the Novu tokens their recipients will cost (a bulk
+-- request of 100 recipients costs 100 tokens, a single 1, so about one token per recipient). Only attempts that
+-- can be using the budget count (I7, docs/design.md "Back-pressure"): a claim whose lease ran out is dead or
+-- stalled until the failed poll says otherwise (it renews a live attempt's lease and recovers a dead one, which
+-- must not count twice: once in flight and once as its own candidate), a legacy row without a lease counts only
+-- while it is fresh ($1 ms), and a scheduled row waiting on its timer sends nothing before its time.
 SELECT count(*) AS rows, coalesce(sum(greatest(cardinality(n.recipients), 1)), 0)::bigint AS tokens
 FROM notify.ent_notification n
-WHERE n.notification_status = 'PROCESSING';
+WHERE n.notification_status = 'PROCESSING'
+  AND (n.next_attempt_at > now()
+       OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000)))
+  AND (n.scheduled_for IS NULL OR n.scheduled_for <= now());
 
 -- name: candidates_new
 -- Due, published PENDING rows, oldest first: unscheduled ones by age and scheduled ones whose time has come, each
@@ -180,7 +187,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.scheduled_for, n.attempts, n.next_attempt_at, n.dead_lettered_at, n.enterprise_id::text AS enterprise_id,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
-  w.default_channels::text[] AS default_channels
+  w.default_channels::text[] AS default_channels, now() AS db_now
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -190,7 +197,9 @@ WHERE n.id = $1;
 -- attempt needs, in one round trip: takes a PENDING/FAILED row at attempts $2-1, or confirms (and extends the
 -- lease of) a row already claimed for $2; returns the row, its workflow and the recipients the ledger says Novu
 -- acknowledged. The I1 conditions are part of the compare-and-set so a row unpublished or retracted meanwhile is
--- not taken.
+-- not taken. Only the owner of attempt $2 (its workflow, $4 true) may confirm a claim already made: a caller that
+-- asks for "the next attempt" ($4 false) takes a PENDING/FAILED row or nothing, so it can never become a second
+-- sender of an attempt a poll claimed after the caller read the row (I4).
 WITH claimed AS (
   UPDATE notify.ent_notification n
   SET notification_status = 'PROCESSING', attempts = $2,
@@ -198,7 +207,7 @@ WITH claimed AS (
   WHERE n.id = $1
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
-    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2)
+    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2 AND $4::bool)
          OR (n.notification_status IN ('PENDING', 'FAILED') AND n.attempts = $2 - 1 AND n.dead_lettered_at IS NULL))
   RETURNING n.*
 )
@@ -207,7 +216,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.scheduled_for, n.attempts, n.next_attempt_at, n.dead_lettered_at, n.enterprise_id::text AS enterprise_id,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
-  w.default_channels::text[] AS default_channels,
+  w.default_channels::text[] AS default_channels, now() AS db_now,
   array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
         WHERE d.notification_id = n.id AND d.status = 'SENT') AS acknowledged,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d

@@ -46,6 +46,9 @@ class NotificationRow:
     """Recipients the ledger says Novu acknowledged (filled by `acquire`, empty from `load`)."""
     key_generations: dict[str, int] = field(default_factory=dict)
     """Idempotency-key generation of each recipient that needs a fresh key (filled by `acquire`)."""
+    db_now: datetime | None = None
+    """Postgres' clock when the row was read: the one clock every claim condition uses (a worker's or Temporal's
+    may be ahead or behind it)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _aware(value: datetime | None) -> datetime | None:
 def _notification(row: asyncpg.Record) -> NotificationRow:
     values = dict(row)
     values["scheduled_for"] = _aware(values["scheduled_for"])
+    if "db_now" in values:
+        values["db_now"] = _aware(values["db_now"])
     if "acknowledged" in values:
         values["acknowledged"] = frozenset(values["acknowledged"] or ())
         generations = values.get("key_generations")
@@ -244,7 +249,7 @@ class Repository:
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q("claim_lock"))
-            flight = await conn.fetchrow(q("in_flight"))
+            flight = await conn.fetchrow(q("in_flight"), lease_ms)
             assert flight is not None
             third = lookahead_ms if kind is PollKind.SCHEDULED else lease_ms
             args: list[Any] = [batch_size, enterprise_id]
@@ -295,9 +300,12 @@ class Repository:
         row = await self.pool.fetchrow(q("load_notification"), notification_id)
         return None if row is None else _notification(row)
 
-    async def acquire(self, notification_id: int, attempt: int, lease_ms: int) -> NotificationRow | None:
-        """Take or confirm the claim for exactly this attempt (I4) and load what it needs, or None if not ours."""
-        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms)
+    async def acquire(
+        self, notification_id: int, attempt: int, lease_ms: int, *, owner: bool = True
+    ) -> NotificationRow | None:
+        """Take (or, for the attempt's `owner`, confirm) the claim for exactly this attempt (I4) and load what it
+        needs, or None if not ours. Only the workflow of the attempt is its owner."""
+        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, owner)
         return None if row is None else _notification(row)
 
     async def fence(self, notification_id: int, attempt: int, lease_ms: int) -> bool:

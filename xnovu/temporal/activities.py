@@ -6,10 +6,8 @@ Bound methods of one object built with its dependencies (repository, trigger cor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,8 +18,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from xnovu.core.models import (
     ClaimBatch,
+    MultipleTriggerPlan,
     MultipleTriggerRequest,
     PollKind,
+    TriggerPlan,
     TriggerRequest,
     TriggerResult,
     child_id,
@@ -40,8 +40,8 @@ DESCRIBE_CONCURRENCY = 20
 #: A claimed row whose attempt workflow does not exist yet may be between its claim and its start (the poll starts
 #: children right after claiming): it is recovered only once its lease has been over for this long.
 START_GRACE = timedelta(seconds=15)
-#: How often a long batch-trigger activity tells Temporal it is alive.
-HEARTBEAT_EVERY = timedelta(seconds=10)
+#: Rows a batch trigger's plan reads at once.
+PLAN_CONCURRENCY = 10
 
 log = logging.getLogger(__name__)
 
@@ -177,36 +177,15 @@ class XnovuActivities:
         return result
 
     @activity.defn(name="trigger_multiple_notifications_by_id")
-    async def trigger_multiple_notifications_by_id(self, request: MultipleTriggerRequest) -> list[TriggerResult]:
-        """Many notifications in one activity, at most `concurrency` at a time; each claims its next attempt."""
-        concurrency = request.concurrency or self.poll.trigger_concurrency
-        started = time.perf_counter()
-        try:
-            async with _heartbeating():
-                results = await self.processor.process_many(request.notification_ids, concurrency)
-        except NovuConfigurationError as exc:
-            METRICS.novu_configuration_errors.inc()
-            raise ApplicationError(
-                str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY
-            ) from None
-        for r in results:
-            METRICS.observe_result(r, (time.perf_counter() - started) / max(1, len(results)))
-        return results
+    async def trigger_multiple_notifications_by_id(self, request: MultipleTriggerRequest) -> MultipleTriggerPlan:
+        """Plan a batch trigger: for each id, the attempt whose own workflow TriggerMultipleNotificationsWorkflow
+        starts or joins (it never sends itself, so it can never be a second sender of an attempt), or the answer
+        when no attempt may run."""
+        gate = asyncio.Semaphore(PLAN_CONCURRENCY)
 
+        async def one(notification_id: int) -> TriggerPlan:
+            async with gate:
+                return await self.processor.plan(notification_id)
 
-@contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while a long activity runs, so Temporal tells a dead worker from a busy one."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY.total_seconds())
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        plans = await asyncio.gather(*(one(i) for i in request.notification_ids))
+        return MultipleTriggerPlan(list(plans), request.concurrency or self.poll.trigger_concurrency)

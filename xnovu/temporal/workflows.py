@@ -22,15 +22,17 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from xnovu.core.models import (
         ClaimedNotification,
         MultipleTriggerRequest,
         NotificationInput,
+        Outcome,
         PollInput,
         PollResult,
+        TriggerPlan,
         TriggerRequest,
         TriggerResult,
         child_id,
@@ -59,6 +61,10 @@ PIECE_BUDGET = timedelta(seconds=30)
 TRIGGER_TIMEOUT = timedelta(minutes=10)
 #: Pieces per run before continue-as-new, so the history of a very long attempt stays small.
 PIECES_PER_RUN = 100
+#: Waits before a poll retries the start of a child whose id is still taken (see PollNotificationsWorkflow._start).
+ALREADY_STARTED_RETRIES = (timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=4))
+#: Patch marker of those retries: histories recorded before them replay without timers.
+RETRY_ALREADY_STARTED = "retry-already-started"
 #: A poll that found rows but no room in flight (back-pressure) claims again after this, doubling up to the cap.
 CAPACITY_WAIT = timedelta(seconds=1)
 CAPACITY_WAIT_MAX = timedelta(seconds=8)
@@ -70,10 +76,6 @@ TRIGGER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
-#: A batch may hold notifications with many recipients: generous overall, and a heartbeat tells a dead worker
-#: from a busy one.
-BATCH_TIMEOUT = timedelta(hours=24)
-BATCH_HEARTBEAT = timedelta(minutes=1)
 
 
 @workflow.defn(name="NotificationTriggerWorkflow", sandboxed=False)
@@ -96,24 +98,74 @@ class NotificationTriggerWorkflow:
             )
             if not result.more:
                 return result
-            attempt, piece = result.attempt, piece + 1
+            attempt = result.attempt
+            if result.wait_s is not None:
+                # Woken before the send time by Postgres' clock (the one the claim uses): wait the rest, then run
+                # the same piece again (processor: a timer that ends early waits the rest).
+                await workflow.sleep(result.wait_s)
+                continue
+            piece += 1
             if piece - inp.pieces_before >= PIECES_PER_RUN:
                 workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece))
 
 
 @workflow.defn(name="TriggerMultipleNotificationsWorkflow")
 class TriggerMultipleNotificationsWorkflow:
-    """Triggers many notifications by id with bounded concurrency (TRIGGER_CONCURRENCY)."""
+    """Triggers many notifications by id, each as its attempt's own workflow notification-{id}-a{k} (started, or
+    joined when it already runs), at most `concurrency` (TRIGGER_CONCURRENCY) at a time.
+
+    It never sends itself: a batch that sent from its own activity could load a row PENDING at attempt k, then
+    confirm the claim of attempt k+1 that a poll made meanwhile, and two senders ran one attempt (and a retried
+    batch activity could race itself the same way).
+    """
 
     @workflow.run
     async def run(self, request: MultipleTriggerRequest) -> list[TriggerResult]:
-        return await workflow.execute_activity_method(
+        plan = await workflow.execute_local_activity_method(
             XnovuActivities.trigger_multiple_notifications_by_id,
             request,
-            start_to_close_timeout=BATCH_TIMEOUT,
-            heartbeat_timeout=BATCH_HEARTBEAT,
-            retry_policy=TRIGGER_RETRY,
+            start_to_close_timeout=CLAIM_TIMEOUT,
+            retry_policy=CLAIM_RETRY,
         )
+        gate = asyncio.Semaphore(max(1, plan.concurrency))
+
+        async def one(p: TriggerPlan) -> TriggerResult:
+            if p.result is not None or p.attempt is None:
+                return p.result or TriggerResult(p.notification_id, Outcome.REJECTED, reason="nothing to run")
+            async with gate:
+                return await self._run(p, p.attempt)
+
+        return list(await asyncio.gather(*(one(p) for p in plan.plans)))
+
+    async def _run(self, p: TriggerPlan, attempt: int) -> TriggerResult:
+        wid = child_id(p.notification_id, attempt)
+        try:
+            handle = await workflow.start_child_workflow(
+                NotificationTriggerWorkflow.run,
+                NotificationInput(p.notification_id, attempt),
+                id=wid,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=searchattrs.for_notification(p.notification_id, p.workflow_key, p.enterprise_id),
+                memo={"notification": p.name},
+            )
+        except WorkflowAlreadyStartedError:
+            return TriggerResult(
+                p.notification_id,
+                Outcome.SKIPPED,
+                "PROCESSING",
+                reason=f"attempt {attempt} is running as workflow {wid}; its result will be there",
+                attempt=attempt,
+            )
+        try:
+            return await handle
+        except ChildWorkflowError as exc:  # e.g. terminated by an operator: that id's outcome, not the batch's
+            return TriggerResult(
+                p.notification_id,
+                Outcome.SKIPPED,
+                reason=f"workflow {wid} did not complete: {type(exc.cause).__name__ if exc.cause else 'failed'}",
+                attempt=attempt,
+            )
 
 
 @workflow.defn(name="PollNotificationsWorkflow", sandboxed=False)
@@ -163,22 +215,34 @@ class PollNotificationsWorkflow:
         return sum(outcomes), len(outcomes) - sum(outcomes)
 
     async def _start(self, row: ClaimedNotification) -> bool:
-        try:
-            # By name and without a result type: the poll never reads a child's result, so it is not decoded.
-            await workflow.start_child_workflow(
-                "NotificationTriggerWorkflow",
-                NotificationInput(row.notification_id, row.attempt, row.scheduled_for),
-                id=child_id(row.notification_id, row.attempt),
-                task_queue=workflow.info().task_queue,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=searchattrs.for_notification(
-                    row.notification_id, row.workflow_key, row.enterprise_id
-                ),
-                memo={"notification": row.name},
-            )
-        except WorkflowAlreadyStartedError:
-            return False  # a racing poll or a manual trigger already runs this attempt: handled
-        return True
+        """Start the row's child; True if this poll started it, False if a workflow under its id runs it.
+
+        A workflow already running under the id is either the attempt's sender (a manual trigger raced the poll)
+        or the attempt's previous workflow still closing: a row given back unsent keeps its attempt number, so the
+        same id can be claimed again before the old run has closed. The start is retried for a few seconds, so the
+        second case is sent now instead of after a whole lease; in the first, the running workflow sends it.
+        """
+        for wait in (*ALREADY_STARTED_RETRIES, None):
+            try:
+                # By name and without a result type: the poll never reads a child's result, so it is not decoded.
+                await workflow.start_child_workflow(
+                    "NotificationTriggerWorkflow",
+                    NotificationInput(row.notification_id, row.attempt, row.scheduled_for),
+                    id=child_id(row.notification_id, row.attempt),
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    search_attributes=searchattrs.for_notification(
+                        row.notification_id, row.workflow_key, row.enterprise_id
+                    ),
+                    memo={"notification": row.name},
+                )
+            except WorkflowAlreadyStartedError:
+                if wait is None or not workflow.patched(RETRY_ALREADY_STARTED):
+                    return False
+                await workflow.sleep(wait)
+            else:
+                return True
+        return False
 
 
 WORKFLOWS = [NotificationTriggerWorkflow, TriggerMultipleNotificationsWorkflow, PollNotificationsWorkflow]
