@@ -45,7 +45,7 @@ QUERIES: dict[str, list[Any]] = {
     "candidates_new": [100, None],
     "candidates_scheduled": [100, None, 60_000],
     "candidates_failed": [100, None, 900_000, []],
-    "in_flight": [900_000],
+    "in_flight": [900_000, None],
 }
 
 

@@ -6,6 +6,7 @@ and 4); every test runs on the real stack with a lease long enough that recovery
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -239,3 +240,44 @@ async def test_the_batch_trigger_runs_each_attempt_as_its_own_deterministic_work
         desc = await client.get_workflow_handle(child_id(nid, 1)).describe()
         assert desc.status is WorkflowExecutionStatus.COMPLETED
     assert len(_once_each(env)) == 6
+
+
+async def test_a_claim_run_again_under_the_same_key_returns_its_rows_instead_of_orphaning_them(env: Env) -> None:
+    """A poll whose workflow task is lost after its claim (a worker crash before the task completed, a claim whose
+    answer was cut off) runs the claim again: the same key (the poll run and its local activity) returns the rows the
+    first run claimed, instead of claiming new ones and leaving the first PROCESSING, unstarted, for a whole lease
+    while they count against the window."""
+    wf = await env.workflow("welcome")
+    ids = await env.insert(wf, 3)
+    limits = ClaimLimits(max_rows=100, max_tokens=1_000)
+    first = await env.repo.claim(PollKind.NEW, batch_size=2, lease_ms=600_000, limits=limits, claim_key="run-a/1")
+    again = await env.repo.claim(PollKind.NEW, batch_size=2, lease_ms=600_000, limits=limits, claim_key="run-a/1")
+    assert [c.notification_id for c in first.rows] == ids[:2]
+    assert again.rows == first.rows, "the same rows, at the same attempts"
+    other = await env.repo.claim(PollKind.NEW, batch_size=2, lease_ms=600_000, limits=limits, claim_key="run-b/1")
+    assert [c.notification_id for c in other.rows] == ids[2:]
+
+
+async def test_the_claim_activity_keys_its_claim_by_poll_run_and_activity(env: Env) -> None:
+    """The key is what a re-run of the same local activity has in common with the first run (Temporal's info)."""
+    from temporalio.testing import ActivityEnvironment
+
+    from xnovu.worker.composition import build_activities, novu_client
+
+    wf = await env.workflow("welcome")
+    ids = await env.insert(wf, 3)
+    client = novu_client(env.settings)
+    try:
+        activities = build_activities(env.settings.model_copy(update={"poll_batch_size": 2}), env.repo, client)
+        activities._schedule_paused = _never_paused  # type: ignore[method-assign]
+        aenv = ActivityEnvironment()
+        aenv.info = dataclasses.replace(aenv.info, workflow_run_id="run-x", activity_id="1")
+        first = await aenv.run(activities.claim_notifications, PollKind.NEW)
+        again = await aenv.run(activities.claim_notifications, PollKind.NEW)
+    finally:
+        await client.aclose()
+    assert [c.notification_id for c in first.rows] == ids[:2] and again.rows == first.rows
+
+
+async def _never_paused(kind: PollKind) -> bool:
+    return False

@@ -73,12 +73,26 @@ SELECT pg_advisory_xact_lock(7426913580022);
 -- stalled until the failed poll says otherwise (it renews a live attempt's lease and recovers a dead one, which
 -- must not count twice: once in flight and once as its own candidate), a legacy row without a lease counts only
 -- while it is fresh ($1 ms), and a scheduled row waiting on its timer sends nothing before its time.
-SELECT count(*) AS rows, coalesce(sum(greatest(cardinality(n.recipients), 1)), 0)::bigint AS tokens
+-- `rerun`: rows an earlier run of this same claim ($2, the poll run and its activity) already claimed.
+SELECT count(*) FILTER (WHERE live) AS rows,
+       coalesce(sum(greatest(cardinality(recipients), 1)) FILTER (WHERE live), 0)::bigint AS tokens,
+       count(*) FILTER (WHERE xnovu_claim_key = $2) AS rerun
+FROM (
+  SELECT n.recipients, n.xnovu_claim_key,
+    (n.next_attempt_at > now()
+     OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000)))
+    AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()) AS live
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PROCESSING'
+) p;
+
+-- name: claimed_with_key
+-- The rows an earlier run of the same claim made PROCESSING (see in_flight's `rerun`), as claim_rows returns them.
+SELECT n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
+  (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
+    AS workflow_key
 FROM notify.ent_notification n
-WHERE n.notification_status = 'PROCESSING'
-  AND (n.next_attempt_at > now()
-       OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000)))
-  AND (n.scheduled_for IS NULL OR n.scheduled_for <= now());
+WHERE n.notification_status = 'PROCESSING' AND n.xnovu_claim_key = $1;
 
 -- name: candidates_new
 -- Due, published PENDING rows, oldest first: unscheduled ones by age and scheduled ones whose time has come, each
@@ -151,9 +165,10 @@ FOR UPDATE OF n SKIP LOCKED;
 
 -- name: claim_rows
 -- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
--- next_attempt_at becomes the lease ($2 ms from now, or from the send time of a scheduled row).
+-- next_attempt_at becomes the lease ($2 ms from now, or from the send time of a scheduled row); $3 is the claim's
+-- key (NULL for a claim made outside a poll).
 UPDATE notify.ent_notification n
-SET notification_status = 'PROCESSING', attempts = n.attempts + 1,
+SET notification_status = 'PROCESSING', attempts = n.attempts + 1, xnovu_claim_key = $3,
     next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $2::float8 / 1000)
 WHERE n.id = ANY($1::bigint[])
 RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,

@@ -146,6 +146,24 @@ class ClaimLimits:
         return len(costs)
 
 
+def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
+    """Claimed rows as the poll fans them out, in id order."""
+    return sorted(
+        (
+            ClaimedNotification(
+                notification_id=r["id"],
+                attempt=r["attempts"],
+                name=r["name"] or "",
+                workflow_key=r["workflow_key"],
+                enterprise_id=r["enterprise_id"],
+                scheduled_for=_aware(r["scheduled_for"]),
+            )
+            for r in rows
+        ),
+        key=lambda c: c.notification_id,
+    )
+
+
 def database_url(settings: Settings) -> str:
     """The configured DATABASE_URL to connect with, or a readable error saying how to set it.
 
@@ -240,17 +258,25 @@ class Repository:
         lookahead_ms: int = 0,
         enterprise_id: str | None = None,
         recoverable: Sequence[int] = (),
+        claim_key: str | None = None,
     ) -> ClaimBatch:
         """Claim up to `batch_size` rows for a poll kind, no more than `limits` lets the deployment have in flight.
 
         One transaction: claims take turns (advisory lock), read what is in flight, lock candidates in order (SKIP
         LOCKED between workers), keep the longest prefix that fits, and compare-and-set those to PROCESSING (I4).
         The failed poll recovers only the PROCESSING rows in `recoverable` (expired, and their attempt is gone).
+
+        `claim_key` names this claim (the poll run and its activity): run again under the same key, the claim returns
+        the rows its first run claimed, so a poll whose workflow task was lost after claiming starts their children
+        instead of orphaning them (PROCESSING, unstarted, counted in flight until their lease runs out).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q("claim_lock"))
-            flight = await conn.fetchrow(q("in_flight"), lease_ms)
+            flight = await conn.fetchrow(q("in_flight"), lease_ms, claim_key)
             assert flight is not None
+            if flight["rerun"]:
+                rows = await conn.fetch(q("claimed_with_key"), claim_key)
+                return ClaimBatch(rows=_claimed(rows), batch_size=batch_size)
             third = lookahead_ms if kind is PollKind.SCHEDULED else lease_ms
             args: list[Any] = [batch_size, enterprise_id]
             if kind is not PollKind.NEW:
@@ -260,22 +286,8 @@ class Repository:
             candidates = await conn.fetch(q(f"candidates_{kind.value}"), *args)
             picked = limits.prefix(int(flight["rows"]), int(flight["tokens"]), [int(c["tokens"]) for c in candidates])
             ids = [c["id"] for c in candidates[:picked]]
-            rows = await conn.fetch(q("claim_rows"), ids, lease_ms) if ids else []
-        claimed = sorted(
-            (
-                ClaimedNotification(
-                    notification_id=r["id"],
-                    attempt=r["attempts"],
-                    name=r["name"] or "",
-                    workflow_key=r["workflow_key"],
-                    enterprise_id=r["enterprise_id"],
-                    scheduled_for=_aware(r["scheduled_for"]),
-                )
-                for r in rows
-            ),
-            key=lambda c: c.notification_id,
-        )
-        return ClaimBatch(rows=claimed, batch_size=batch_size, capacity_limited=picked < len(candidates))
+            rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
+        return ClaimBatch(rows=_claimed(rows), batch_size=batch_size, capacity_limited=picked < len(candidates))
 
     async def expired_leases(
         self, *, limit: int, lease_ms: int, enterprise_id: str | None = None

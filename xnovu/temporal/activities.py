@@ -65,6 +65,12 @@ class PollClock:
     last_poll: dict[str, float] = field(default_factory=dict)
 
 
+def _claim_key(info: activity.Info) -> str:
+    """What a re-run of one claim has in common with its first run: the poll run, and the local activity's sequence
+    number within it (a replay after a lost workflow task runs the same activity id again)."""
+    return f"{info.workflow_run_id}/{info.activity_id}"
+
+
 class XnovuActivities:
     """Claim, trigger and batch-trigger activities."""
 
@@ -102,6 +108,7 @@ class XnovuActivities:
             lookahead_ms=self.poll.scheduled_lookahead_ms,
             enterprise_id=self.poll.enterprise_id,
             recoverable=recoverable,
+            claim_key=_claim_key(activity.info()),
         )
         self.clock.last_poll[kind.value] = time.time()
         METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
