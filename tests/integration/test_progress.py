@@ -281,3 +281,28 @@ async def test_the_claim_activity_keys_its_claim_by_poll_run_and_activity(env: E
 
 async def _never_paused(kind: PollKind) -> bool:
     return False
+
+
+async def test_a_claim_frozen_inside_its_transaction_does_not_stall_every_other_claim(env: Env) -> None:
+    """A worker stopped (SIGSTOP, a stalled event loop) in the middle of its claim transaction holds the claim lock
+    that every claim of every worker takes: before, every poll waited for it for as long as the worker stayed
+    frozen. Postgres now ends such a transaction after CLAIM_IDLE_TIMEOUT, and the others go on."""
+    import asyncpg
+
+    from xnovu.db.queries import q
+    from xnovu.db.repository import database_url
+
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    frozen = await asyncpg.connect(database_url(env.settings))
+    try:
+        tx = frozen.transaction()
+        await tx.start()
+        await frozen.execute(q("claim_lock"))  # ... and then the worker stops answering
+        limits = ClaimLimits(max_rows=100, max_tokens=1_000)
+        batch = await asyncio.wait_for(
+            env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=600_000, limits=limits), timeout=15
+        )
+        assert [c.notification_id for c in batch.rows] == [nid]
+    finally:
+        frozen.terminate()

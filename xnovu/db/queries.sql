@@ -63,8 +63,11 @@ SELECT
 
 -- name: claim_lock
 -- Claims of every kind take turns (a transaction-scoped lock), so the in-flight bound below holds across
--- concurrent polls and workers.
-SELECT pg_advisory_xact_lock(7426913580022);
+-- concurrent polls and workers. A claim is a few statements back to back: a session that goes quiet inside one
+-- (its worker stopped, its event loop stalled) is ended by Postgres after 5 s, which releases the lock, instead of
+-- holding up every claim of every worker for as long as it stays frozen (I7). Set in the same statement: no extra
+-- round trip, and transaction-local, so it works behind a transaction pooler.
+SELECT set_config('idle_in_transaction_session_timeout', '5s', true), pg_advisory_xact_lock(7426913580022);
 
 -- name: in_flight
 -- What live attempts have claimed and not finished: rows, and the Novu tokens their recipients will cost (a bulk
