@@ -280,3 +280,74 @@ async def test_a_wakeup_storm_from_two_workers_never_delivers_twice(env: Env) ->
         flat = [i for chunk in ids for i in chunk]
         await eventually(lambda: env.all_in(flat, "SENT"), timeout=30)
     assert env.stats()["deliveries"] == 20 and env.stats()["duplicate_deliveries"] == 0
+
+
+# -- cost of the triggers (issue 16, finding 3) -------------------------------------------------------------------
+
+#: Queued rows a bulk edit touches. Big enough that a per-row-pair cost (a nested loop over the two transition
+#: tables) shows as a ratio of 10 and more, small enough to stay a few seconds with linear triggers.
+BULK_ROWS = 20_000
+#: A bulk UPDATE of queued rows costs at most this many times the same statement without xnovu's triggers.
+MAX_TRIGGER_COST_RATIO = 2.0
+
+
+async def _queue_rows(env: Env, n: int, name: str = "bulk") -> None:
+    wf = await env.workflow("welcome")
+    await env.execute(
+        "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients)"
+        " SELECT $2 || i, 'PUBLISH', $1, jsonb_build_object('campaign', 'spring', 'i', i), ARRAY[gen_random_uuid()]"
+        " FROM generate_series(1, $3) i",
+        wf,
+        name,
+        n,
+    )
+
+
+async def _timed_update(conn: asyncpg.Connection, statement: str, *, triggers: bool) -> float:
+    """Seconds one UPDATE takes, committed, with xnovu's triggers or with every user trigger of the table disabled
+    for that transaction only (ALTER TABLE ... DISABLE TRIGGER USER is undone before the commit). VACUUM afterwards,
+    so each run starts from the same heap."""
+    async with conn.transaction():
+        if not triggers:
+            await conn.execute("ALTER TABLE notify.ent_notification DISABLE TRIGGER USER")
+        started = time.perf_counter()
+        await conn.execute(statement)
+        elapsed = time.perf_counter() - started
+        if not triggers:
+            await conn.execute("ALTER TABLE notify.ent_notification ENABLE TRIGGER USER")
+    await conn.execute("VACUUM notify.ent_notification")
+    return elapsed
+
+
+async def _trigger_cost(env: Env, statement: str, rounds: int = 3) -> tuple[float, float]:
+    """(best seconds with the triggers, best seconds without), measured side by side, alternating."""
+    conn = await asyncpg.connect(database_url(env.settings))
+    try:
+        with_: list[float] = []
+        without: list[float] = []
+        for i in range(rounds):
+            with_.append(await _timed_update(conn, statement.format(i=i), triggers=True))
+            without.append(await _timed_update(conn, statement.format(i=i + 100), triggers=False))
+            if with_[-1] / without[-1] > 10 * MAX_TRIGGER_COST_RATIO:
+                break  # quadratic, not noise: repeating only takes longer
+        return min(with_), min(without)
+    finally:
+        await conn.close()
+
+
+async def test_a_bulk_payload_edit_of_queued_rows_costs_at_most_twice_the_statement_without_triggers(
+    env: Env,
+) -> None:
+    await _queue_rows(env, BULK_ROWS)
+    await env.execute("VACUUM ANALYZE notify.ent_notification")
+    edit = (
+        "UPDATE notify.ent_notification SET payload = payload || jsonb_build_object('edit', {i})"
+        " WHERE notification_status = 'PENDING'"
+    )
+    with_, without = await _trigger_cost(env, edit)
+    ratio = with_ / without
+    print(f"\nbulk payload edit of {BULK_ROWS} PENDING rows: {with_:.3f} s with triggers, {without:.3f} s without,"
+          f" ratio {ratio:.2f}")
+    assert ratio <= MAX_TRIGGER_COST_RATIO, (
+        f"UPDATE of {BULK_ROWS} queued rows: {with_:.2f} s with xnovu's triggers vs {without:.2f} s without"
+    )
