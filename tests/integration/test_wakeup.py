@@ -346,8 +346,10 @@ async def test_a_bulk_payload_edit_of_queued_rows_costs_at_most_twice_the_statem
     )
     with_, without = await _trigger_cost(env, edit)
     ratio = with_ / without
-    print(f"\nbulk payload edit of {BULK_ROWS} PENDING rows: {with_:.3f} s with triggers, {without:.3f} s without,"
-          f" ratio {ratio:.2f}")
+    print(
+        f"\nbulk payload edit of {BULK_ROWS} PENDING rows: {with_:.3f} s with triggers, {without:.3f} s without,"
+        f" ratio {ratio:.2f}"
+    )
     assert ratio <= MAX_TRIGGER_COST_RATIO, (
         f"UPDATE of {BULK_ROWS} queued rows: {with_:.2f} s with xnovu's triggers vs {without:.2f} s without"
     )
