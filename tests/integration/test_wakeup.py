@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -353,3 +354,121 @@ async def test_a_bulk_payload_edit_of_queued_rows_costs_at_most_twice_the_statem
     assert ratio <= MAX_TRIGGER_COST_RATIO, (
         f"UPDATE of {BULK_ROWS} queued rows: {with_:.2f} s with xnovu's triggers vs {without:.2f} s without"
     )
+
+
+# -- the database's switch (migration 0007) -----------------------------------------------------------------------
+
+
+async def test_switched_off_in_the_database_no_notification_is_delivered_and_switched_on_it_is(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    insert = (
+        "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients)"
+        " VALUES ($2, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()])"
+    )
+    assert (await env.repo.wakeup_switch() or {}).get("notify") is True, "on in a fresh database"
+    async with listening(env) as (_, received):
+        state = await env.repo.set_wakeup_switch(False)
+        assert state["notify"] is False and state["changed_by"] == "postgres"
+        assert await notifications_of(env, received, insert, wf, "off1") == []
+        await _queue_rows(env, 10, "offbulk")
+        got = await notifications_of(
+            env,
+            received,
+            "UPDATE notify.ent_notification SET notification_status = 'FAILED', dead_lettered_at = now()"
+            " WHERE name LIKE 'off%'",
+        )
+        assert got == []
+        ids = [r["id"] for r in await env.repo.pool.fetch("SELECT id FROM notify.ent_notification")]
+        before = len(received)
+        assert len(await env.repo.dlq_requeue(ids)) == 11
+        assert await notifications_of(env, received, "SELECT 1") == []
+        assert received[before:] == ["marker"], "a requeue notifies nothing while switched off"
+        # Scheduled rows too, and a held connection of a pool sees the change at its next statement.
+        future = "UPDATE notify.ent_notification SET scheduled_for = now() + interval '1 hour' WHERE name = 'off1'"
+        assert await notifications_of(env, received, future) == []
+
+        assert (await env.repo.set_wakeup_switch(True))["notify"] is True
+        assert await notifications_of(env, received, insert, wf, "on1") == ["new"]
+        assert await notifications_of(env, received, future.replace("1 hour", "2 hours")) == ["scheduled"]
+
+
+async def test_status_says_when_the_worker_listens_but_the_database_does_not_notify(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    await env.repo.set_wakeup_switch(False)
+    with caplog.at_level(logging.INFO, logger="xnovu"):
+        async with env.worker() as manager:
+            await eventually(lambda: _connected(listener(manager)), timeout=30)
+            status = (await manager.status())["wakeup"]
+    assert status["enabled"] is True and status["state"] == "connected"
+    assert status["database_notify"] is False
+    assert "switched off in the database" in status["reason"] and "poll interval" in status["reason"]
+    assert any("switched off in the database" in r.getMessage() for r in caplog.records), "said in the log"
+
+
+async def _connected(w: WakeupListener) -> bool:
+    return w.state == "connected" and w.database_notify is not None
+
+
+#: Seconds each insert-rate round lasts, and rounds per mode (the modes alternate within a round).
+INSERT_ROUND_S = 2.0
+INSERT_ROUNDS = 3
+
+
+async def _insert_rate(urls: list[str], wf: int, seconds: float, synchronous_commit: str) -> float:
+    """Single-row inserts per second, one insert per transaction, one loop per connection, side by side."""
+    settings = {"synchronous_commit": synchronous_commit}
+    conns = [await asyncpg.connect(url, server_settings=settings) for url in urls]
+    statement = (
+        "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients)"
+        " VALUES ('rate', 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()])"
+    )
+
+    async def loop(conn: asyncpg.Connection, deadline: float) -> int:
+        n = 0
+        while time.perf_counter() < deadline:
+            await conn.execute(statement, wf)
+            n += 1
+        return n
+
+    try:
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(loop(c, started + seconds) for c in conns))
+        return sum(counts) / (time.perf_counter() - started)
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+@pytest.mark.slow
+async def test_print_single_row_inserts_per_second_with_the_notify_on_and_off(env: Env) -> None:
+    """Benchmark, no timed assertion (run with `-m slow -s`): what the per-insert pg_notify costs where nobody
+    listens. Rounds alternate: switch on, switch off, no xnovu trigger at all."""
+    wf = await env.workflow("welcome")
+    url = database_url(env.settings)
+
+    async def mode(name: str) -> None:
+        if name == "no triggers":
+            await env.execute("ALTER TABLE notify.ent_notification DISABLE TRIGGER USER")
+        else:
+            await env.execute("ALTER TABLE notify.ent_notification ENABLE TRIGGER USER")
+            await env.repo.set_wakeup_switch(name == "notify on")
+
+    rates: dict[tuple[str, int, str], list[float]] = {}
+    for _ in range(INSERT_ROUNDS):
+        for sync in ("on", "off"):
+            for connections in (1, 4):
+                for name in ("notify on", "notify off", "no triggers"):
+                    await mode(name)
+                    rate = await _insert_rate([url] * connections, wf, INSERT_ROUND_S, sync)
+                    rates.setdefault((sync, connections, name), []).append(rate)
+                    await env.execute("TRUNCATE notify.ent_notification CASCADE")
+    await mode("notify on")
+    print(f"\nsingle-row inserts/s, one per transaction, {INSERT_ROUNDS} rounds of {INSERT_ROUND_S:.0f} s, median:")
+    for (sync, connections, name), values in sorted(rates.items()):
+        each = ", ".join(f"{v:.0f}" for v in values)
+        print(
+            f"  synchronous_commit={sync:3} {connections} connection(s), {name:12}: {statistics.median(values):6.0f}"
+            f"  (rounds: {each})"
+        )
+    assert all(v > 0 for values in rates.values() for v in values)
