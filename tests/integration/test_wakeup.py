@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -287,9 +288,13 @@ async def test_a_wakeup_storm_from_two_workers_never_delivers_twice(env: Env) ->
 
 #: Queued rows a bulk edit touches. Big enough that a per-row-pair cost (a nested loop over the two transition
 #: tables) shows as a ratio of 10 and more, small enough to stay a few seconds with linear triggers.
-BULK_ROWS = 20_000
-#: A bulk UPDATE of queued rows costs at most this many times the same statement without xnovu's triggers.
+BULK_ROWS = int(os.environ.get("XNOVU_TEST_BULK_ROWS", "20000"))
+#: A bulk UPDATE of queued rows costs at most this many times the same statement without xnovu's triggers
+#: (the issue's requirement, for an edit that makes no row sendable: the triggers' WHEN clauses reject every row).
 MAX_TRIGGER_COST_RATIO = 2.0
+#: The same for an edit that makes every row sendable again: each row then calls the trigger function once
+#: (1.6x measured at 20 000 and 100 000 rows, docs/performance.md); the bound leaves room for a loaded CI machine.
+MAX_FIRING_COST_RATIO = 3.0
 
 
 async def _queue_rows(env: Env, n: int, name: str = "bulk") -> None:
@@ -320,7 +325,7 @@ async def _timed_update(conn: asyncpg.Connection, statement: str, *, triggers: b
     return elapsed
 
 
-async def _trigger_cost(env: Env, statement: str, rounds: int = 3) -> tuple[float, float]:
+async def _trigger_cost(env: Env, statement: str, rounds: int = 5) -> tuple[float, float]:
     """(best seconds with the triggers, best seconds without), measured side by side, alternating."""
     conn = await asyncpg.connect(database_url(env.settings))
     try:
@@ -336,23 +341,36 @@ async def _trigger_cost(env: Env, statement: str, rounds: int = 3) -> tuple[floa
         await conn.close()
 
 
-async def test_a_bulk_payload_edit_of_queued_rows_costs_at_most_twice_the_statement_without_triggers(
-    env: Env,
+#: The bulk edits timed, with their bound: one that makes nothing sendable (the issue's campaign edit; xnovu's own
+#: claims and finalizes look the same to the triggers) and one that makes every row sendable again (each row fires).
+BULK_EDITS = {
+    "payload edit": (
+        "UPDATE notify.ent_notification SET payload = payload || jsonb_build_object('edit', {i})"
+        " WHERE notification_status = 'PENDING'",
+        MAX_TRIGGER_COST_RATIO,
+    ),
+    "reschedule to now": (
+        "UPDATE notify.ent_notification SET scheduled_for = now() - interval '{i} seconds'"
+        " WHERE notification_status = 'PENDING'",
+        MAX_FIRING_COST_RATIO,
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(BULK_EDITS))
+async def test_a_bulk_update_of_queued_rows_costs_at_most_twice_the_statement_without_triggers(
+    env: Env, edit: str
 ) -> None:
     await _queue_rows(env, BULK_ROWS)
     await env.execute("VACUUM ANALYZE notify.ent_notification")
-    edit = (
-        "UPDATE notify.ent_notification SET payload = payload || jsonb_build_object('edit', {i})"
-        " WHERE notification_status = 'PENDING'"
-    )
-    with_, without = await _trigger_cost(env, edit)
+    statement, bound = BULK_EDITS[edit]
+    with_, without = await _trigger_cost(env, statement)
     ratio = with_ / without
     print(
-        f"\nbulk payload edit of {BULK_ROWS} PENDING rows: {with_:.3f} s with triggers, {without:.3f} s without,"
-        f" ratio {ratio:.2f}"
+        f"\n{edit} of {BULK_ROWS} PENDING rows: {with_:.3f} s with triggers, {without:.3f} s without, ratio {ratio:.2f}"
     )
-    assert ratio <= MAX_TRIGGER_COST_RATIO, (
-        f"UPDATE of {BULK_ROWS} queued rows: {with_:.2f} s with xnovu's triggers vs {without:.2f} s without"
+    assert ratio <= bound, (
+        f"{edit} of {BULK_ROWS} queued rows: {with_:.2f} s with xnovu's triggers vs {without:.2f} s without"
     )
 
 
