@@ -374,6 +374,43 @@ async def test_a_bulk_update_of_queued_rows_costs_at_most_twice_the_statement_wi
     )
 
 
+async def test_one_notification_per_kind_and_transaction_and_none_from_a_rolled_back_savepoint(env: Env) -> None:
+    """The update triggers notify from the first row that fires in a transaction and mark it done for the rest; a
+    savepoint rolled back takes its notification and its mark with it."""
+    await _queue_rows(env, 20, "sp")
+    park = "UPDATE notify.ent_notification SET notification_status = 'FAILED' WHERE name LIKE 'sp%'"
+    requeue = "UPDATE notify.ent_notification SET notification_status = 'PENDING' WHERE name = $1"
+    async with listening(env) as (_, received):
+        conn = await asyncpg.connect(database_url(env.settings))
+        try:
+            await conn.execute(park)
+
+            async def transaction(*steps: tuple[str, bool]) -> list[str]:
+                """Run (name to requeue, in a savepoint rolled back?) steps in one transaction; what it notified."""
+                before = len(received)
+                async with conn.transaction():
+                    for name, rolled_back in steps:
+                        if rolled_back:
+                            tr = conn.transaction()
+                            await tr.start()
+                            await conn.execute(requeue, name)
+                            await tr.rollback()
+                        else:
+                            await conn.execute(requeue, name)
+                await conn.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+                await eventually(lambda: _has_marker(received, before), timeout=10, interval=0.02)
+                return received[before:-1]
+
+            assert await transaction(("sp1", False), ("sp2", False), ("sp3", False)) == ["new"]
+            assert await transaction(("sp4", True)) == [], "the savepoint's notification was rolled back"
+            assert await transaction(("sp5", True), ("sp6", False)) == ["new"], "and its mark with it"
+            assert await transaction(("sp7", False), ("sp8", True)) == ["new"]
+            # The mark is transaction-local: the session's next transaction notifies again.
+            assert await transaction(("sp9", False)) == ["new"]
+        finally:
+            await conn.close()
+
+
 # -- the database's switch (migration 0007) -----------------------------------------------------------------------
 
 
