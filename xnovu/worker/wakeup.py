@@ -1,6 +1,8 @@
 """Wake-ups: a commit that makes notifications PENDING triggers the poll schedule now, not at its next tick.
 
-    INSERT/UPDATE ─▶ statement trigger (migration 0005) ─▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled')
+    INSERT ─▶ statement trigger (0005/0007) ┐
+    UPDATE ─▶ row triggers WHEN <transition> (0007) ┴▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled'), once per kind
+                                                        and transaction
         ─▶ every worker's one LISTEN connection ─▶ WakeupListener (throttled per kind)
         ─▶ paused? (describe) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
 
