@@ -147,6 +147,34 @@ def db_migrate() -> None:
     out.print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
 
 
+WAKEUP_ACTIONS = ("on", "off", "status")
+
+
+@db_app.command("wakeups")
+def db_wakeups(
+    action: str = typer.Argument("status", help="on | off | status"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Switch the wake-up triggers' pg_notify in the database: off where no worker listens (behind a transaction
+    pooler, WAKEUP_ENABLED=false), so commits skip Postgres' global notify lock; workers then poll at intervals."""
+    if action not in WAKEUP_ACTIONS:
+        raise XnovuError(f"unknown action {action!r}: use on, off or status")
+    if action == "status":
+        state = _with_repo(lambda r: r.wakeup_switch())
+    else:
+        state = _with_repo(lambda r: r.set_wakeup_switch(action == "on"))
+    if as_json:
+        print_json(state)
+        return
+    if state is None:
+        out.print("wake-up notifications: on (no switch before migration 0007: run `xnovu db migrate`)")
+        return
+    changed = f" (changed {_when(state['changed_at'])} by {state['changed_by']})" if state["changed_at"] else ""
+    out.print(f"wake-up notifications: {'on' if state['notify'] else 'off'}{changed}")
+    if not state["notify"]:
+        out.print("workers that listen wait for their poll interval; `xnovu db wakeups on` switches them back on")
+
+
 # -- bootstrap ------------------------------------------------------------------------------------------------
 
 

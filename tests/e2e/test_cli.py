@@ -32,10 +32,28 @@ async def test_doctor_passes_every_check_on_a_bootstrapped_stack(cli: Cli) -> No
     (await cli("bootstrap")).ok()
     as_json, as_table = await asyncio.gather(cli("doctor", "--json"), cli("doctor"))
     checks = as_json.ok().json()
-    assert [c["name"] for c in checks] == ["postgres", "schema", "temporal", "namespace", "novu"]
+    assert [c["name"] for c in checks] == ["postgres", "schema", "wakeups", "temporal", "namespace", "novu"]
     assert all(c["ok"] for c in checks), checks
     table = as_table.ok().stdout
-    assert "FAIL" not in table and table.count(" ok ") == 5, table
+    assert "FAIL" not in table and table.count(" ok ") == 6, table
+
+
+async def test_db_wakeups_switches_the_notify_off_and_on_and_doctor_says_when_the_worker_disagrees(cli: Cli) -> None:
+    assert "wake-up notifications: on" in (await cli("db", "wakeups", "status")).ok().stdout
+    off = (await cli("db", "wakeups", "off")).ok().stdout
+    assert "wake-up notifications: off (changed " in off and "poll interval" in off, off
+    assert (await cli.json("db", "wakeups", "status"))["notify"] is False
+
+    doctor = await cli("doctor", "--json")
+    assert doctor.returncode == 1, doctor
+    wakeups = {c["name"]: c for c in doctor.json()}["wakeups"]
+    assert not wakeups["ok"] and "switched off in the database" in wakeups["detail"], wakeups
+    quiet = {c["name"]: c for c in (await cli("doctor", "--json", env={"WAKEUP_ENABLED": "false"})).json()}
+    assert quiet["wakeups"]["ok"], "a worker that does not listen agrees with a database that does not notify"
+
+    assert "wake-up notifications: on (changed " in (await cli("db", "wakeups", "on")).ok().stdout
+    assert {c["name"]: c for c in (await cli("doctor", "--json")).json()}["wakeups"]["ok"]
+    assert "unknown action" in (await cli("db", "wakeups", "maybe")).error_line()
 
 
 async def test_doctor_fails_the_novu_check_with_a_wrong_key_and_never_prints_the_key(cli: Cli) -> None:

@@ -18,7 +18,7 @@ from tests.support import Stack, original_database
 from xnovu.db.migrate import migrate
 
 #: What xnovu's migrations add; everything else in the database belongs to the user.
-XNOVU_TABLES = {"ent_notification_delivery", "xnovu_schema_migrations", "xnovu_rate_budget"}
+XNOVU_TABLES = {"ent_notification_delivery", "xnovu_schema_migrations", "xnovu_rate_budget", "xnovu_wakeup_switch"}
 
 #: The claim indexes of migration 0004 (their names are relied on by the claim queries).
 CLAIM_INDEXES = {
@@ -178,6 +178,10 @@ async def test_migrate_on_the_original_schema_changes_nothing_it_does_not_own_an
         }
         assert valid >= CLAIM_INDEXES
         assert "ent_notification.xnovu_touch_updated_at" in after["triggers"]
+        # 0007 replaced 0005's statement update trigger by two row triggers with a WHEN clause.
+        assert "ent_notification.xnovu_wakeup_after_update" not in after["triggers"]
+        assert "ent_notification.xnovu_wakeup_after_update_new" in after["triggers"]
+        assert "ent_notification.xnovu_wakeup_after_update_scheduled" in after["triggers"]
     finally:
         await conn.close()
 

@@ -310,6 +310,18 @@ SET notification_status = 'PENDING', attempts = 0, dead_lettered_at = NULL, next
 WHERE id = ANY($1::bigint[]) AND dead_lettered_at IS NOT NULL AND notification_status = 'FAILED'
 RETURNING id;
 
+-- name: wakeup_switch
+-- The database's wake-up switch (migration 0007; README "Operations → Wake-ups"): whether the triggers pg_notify.
+SELECT s.notify, s.changed_at, s.changed_by FROM notify.xnovu_wakeup_switch s WHERE s.id;
+
+-- name: wakeup_switch_set
+-- Holds for every session from this commit on: the triggers read the row at each statement.
+INSERT INTO notify.xnovu_wakeup_switch AS s (id, notify, changed_at, changed_by)
+VALUES (true, $1, now(), current_user)
+ON CONFLICT (id) DO UPDATE SET notify = EXCLUDED.notify, changed_at = EXCLUDED.changed_at,
+  changed_by = EXCLUDED.changed_by
+RETURNING s.notify, s.changed_at, s.changed_by;
+
 -- name: status_counts
 SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notification GROUP BY 1;
 

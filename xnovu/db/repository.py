@@ -373,6 +373,24 @@ class Repository:
     async def dlq_requeue(self, ids: Sequence[int]) -> list[int]:
         return [r["id"] for r in await self.pool.fetch(q("dlq_requeue"), list(ids))]
 
+    async def wakeup_switch(self) -> dict[str, Any] | None:
+        """The database's wake-up switch: `notify` (do the triggers pg_notify), `changed_at`, `changed_by`; None
+        before migration 0007 (the triggers then always notify)."""
+        try:
+            row = await self.pool.fetchrow(q("wakeup_switch"))
+        except asyncpg.UndefinedTableError:
+            return None
+        return dict(row) if row else {"notify": True, "changed_at": None, "changed_by": None}
+
+    async def set_wakeup_switch(self, notify: bool) -> dict[str, Any]:
+        """Switch the triggers' pg_notify on or off for every session (README "Operations → Wake-ups")."""
+        try:
+            row = await self.pool.fetchrow(q("wakeup_switch_set"), notify)
+        except asyncpg.UndefinedTableError as exc:
+            raise DatabaseError("the wake-up switch needs migration 0007: run `xnovu db migrate`") from exc
+        assert row is not None
+        return dict(row)
+
     async def status_counts(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in await self.pool.fetch(q("status_counts"))}
 

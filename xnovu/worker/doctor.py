@@ -1,9 +1,11 @@
-"""`xnovu doctor`: is every dependency reachable and configured? Each failed check says how to fix it."""
+"""`xnovu doctor`: is every dependency reachable and configured (and do the worker and the database agree on
+wake-ups)? Each failed check says how to fix it."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.service import RPCError
@@ -13,6 +15,7 @@ from xnovu.db.repository import connect
 from xnovu.errors import XnovuError
 from xnovu.temporal.connection import connect_temporal
 from xnovu.worker.composition import novu_client
+from xnovu.worker.wakeup import off_reason
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,11 @@ async def _database(settings: Settings) -> list[Check]:
         return [
             Check("postgres", False, str(exc) or "timed out; check DATABASE_URL"),
             Check("schema", False, "skipped"),
+            Check("wakeups", False, "skipped"),
         ]
     try:
         present = await repo.schema_present()
+        switch = await repo.wakeup_switch() if present.get("notifications") else None
     finally:
         await repo.close()
     missing = [name for name, ok in present.items() if not ok]
@@ -40,7 +45,31 @@ async def _database(settings: Settings) -> list[Check]:
         Check(
             "schema", not missing, "present" if not missing else f"missing {', '.join(missing)}: run `xnovu db migrate`"
         ),
+        _wakeups(settings, switch),
     ]
+
+
+def _wakeups(settings: Settings, switch: dict[str, Any] | None) -> Check:
+    """Do this worker's settings and the database's switch (migration 0007) agree on wake-ups?"""
+    database_on = switch is None or bool(switch["notify"])
+    reason = off_reason(settings)
+    if reason is None and not database_on:
+        return Check(
+            "wakeups",
+            False,
+            "enabled in the worker but switched off in the database: new notifications wait for the poll interval; "
+            "run `xnovu db wakeups on` (or set WAKEUP_ENABLED=false)",
+        )
+    if reason is None:
+        return Check("wakeups", True, "on: the worker listens and the database notifies")
+    if database_on:
+        return Check(
+            "wakeups",
+            True,
+            f"off in the worker ({reason}); the database still notifies at every insert: "
+            "if no worker listens, `xnovu db wakeups off` spares commits the notify lock",
+        )
+    return Check("wakeups", True, f"off in the worker ({reason}) and in the database")
 
 
 async def _temporal(settings: Settings) -> list[Check]:

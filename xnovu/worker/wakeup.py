@@ -1,8 +1,14 @@
 """Wake-ups: a commit that makes notifications PENDING triggers the poll schedule now, not at its next tick.
 
-    INSERT/UPDATE ─▶ statement trigger (migration 0005) ─▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled')
+    INSERT ─▶ statement trigger (0005/0007) ┐
+    UPDATE ─▶ row triggers WHEN <transition> (0007) ┴▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled'), once per kind
+                                                        and transaction
         ─▶ every worker's one LISTEN connection ─▶ WakeupListener (throttled per kind)
         ─▶ paused? (describe) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
+
+The triggers notify only while the database's switch (`notify.xnovu_wakeup_switch`, migration 0007, `xnovu db
+wakeups on|off`) is on; the listener reads it at connect and with every keepalive, and /status says when this worker
+listens but the database does not notify (it then relies on the poll interval).
 
 The run is still an action of the Schedule (visible in the Web UI), and BUFFER_ONE collapses triggers from many
 workers and many commits into at most one run after the one in progress. The schedules keep their intervals as the
@@ -35,7 +41,7 @@ from xnovu.temporal.schedules import schedule_id
 
 log = logging.getLogger(__name__)
 
-#: The channel the triggers of migration 0005 notify on; payload = the poll kind.
+#: The channel the triggers of migrations 0005/0007 notify on; payload = the poll kind.
 CHANNEL = "xnovu_wakeup"
 #: Shown in pg_stat_activity, so operators (and tests) can tell the LISTEN connection apart.
 APPLICATION_NAME = "xnovu-wakeup"
@@ -48,6 +54,12 @@ CONNECT_TIMEOUT_S = 10.0
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 30.0
 RPC_TIMEOUT = timedelta(seconds=5)
+
+#: /status `reason` while this worker listens but the database's switch is off.
+DATABASE_OFF = (
+    "switched off in the database (`xnovu db wakeups on` switches them on): "
+    "new notifications wait for the poll interval"
+)
 
 State = Literal["off", "connecting", "connected", "reconnecting"]
 
@@ -86,6 +98,9 @@ class WakeupListener:
         self.errors = 0
         self.reconnects = 0
         self.last_wakeup_at: float | None = None
+        #: The database's switch as last read: False = the triggers do not notify; None = not read yet (or no switch
+        #: before migration 0007, when they always notify).
+        self.database_notify: bool | None = None
         self._pending: set[PollKind] = set()
         self._last_fire: dict[PollKind, float] = {}
         self._fires: set[asyncio.Task[None]] = set()
@@ -122,10 +137,14 @@ class WakeupListener:
     def status(self) -> dict[str, Any]:
         """The `wakeup` section of /status."""
         last = self.last_wakeup_at
+        reason = self.reason
+        if self.state == "connected" and self.database_notify is False:
+            reason = DATABASE_OFF
         return {
             "enabled": self.enabled,
             "state": self.state,
-            "reason": self.reason,
+            "reason": reason,
+            "database_notify": self.database_notify,
             "debounce_ms": self.settings.wakeup_debounce_ms,
             "notifications_received": self.notifications_received,
             "wakeups_sent": self.wakeups_sent,
@@ -159,6 +178,7 @@ class WakeupListener:
                     self.reconnects += 1
                 connected_before = True
                 self.state, self.reason = "connected", None
+                await self._read_switch(conn)
                 delay = RECONNECT_MIN_S
                 log.info("wake-ups listening", extra={"channel": CHANNEL, "backend_pid": self.backend_pid})
                 # Commits made while nobody listened were never heard: one wake-up per kind catches up on them.
@@ -168,7 +188,7 @@ class WakeupListener:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), KEEPALIVE_S)
                     if not lost.is_set():
-                        await asyncio.wait_for(conn.fetchval(q("ping")), PING_TIMEOUT_S)
+                        await asyncio.wait_for(self._read_switch(conn), PING_TIMEOUT_S)  # the keepalive ping
                 reason = "the LISTEN connection was closed by the server"
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {self._clean(exc)}"
@@ -183,6 +203,20 @@ class WakeupListener:
             )
             await asyncio.sleep(wait)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _read_switch(self, conn: asyncpg.Connection) -> None:
+        """Read the database's switch; say in the log when it changes to off (and back)."""
+        try:
+            row = await conn.fetchrow(q("wakeup_switch"))
+        except asyncpg.UndefinedTableError:  # before migration 0007: the triggers always notify
+            notify = None
+        else:
+            notify = True if row is None else bool(row["notify"])
+        if notify is False and self.database_notify is not False:
+            log.warning("wake-ups are " + DATABASE_OFF, extra={"poll_interval_ms": self.settings.poll_interval_ms})
+        elif notify and self.database_notify is False:
+            log.info("wake-ups switched back on in the database")
+        self.database_notify = notify
 
     def _clean(self, exc: BaseException) -> str:
         """The first line of an error, without the database password (I6)."""
