@@ -67,14 +67,20 @@ class Migration:
         return not self.sql.lstrip().startswith(NO_TRANSACTION)
 
     def statements(self) -> list[str]:
-        """The statements of a no-transaction file: comment lines dropped, each ending with `;` at a line end."""
+        """The statements of a no-transaction file: comment lines dropped, each ending with `;` at a line end.
+
+        A `;` at a line end inside a `$$ … $$` body (a DO block) does not end the statement.
+        """
         out: list[str] = []
         current: list[str] = []
+        in_body = False
         for line in self.sql.splitlines():
             if not line.strip() or line.lstrip().startswith("--"):
                 continue
             current.append(line)
-            if line.rstrip().endswith(";"):
+            if line.count("$$") % 2:
+                in_body = not in_body
+            if not in_body and line.rstrip().endswith(";"):
                 out.append("\n".join(current).strip().removesuffix(";"))
                 current = []
         if current:
