@@ -291,7 +291,8 @@ async def insert_waits_during(url: str, work: Any) -> tuple[float, int]:
 
 #: Rows in the table the migration guard runs on: CI uses 200 000, `XNOVU_SCALE_ROWS=1000000` the issue's size.
 GUARD_ROWS = int(os.environ.get("XNOVU_SCALE_ROWS", "200000"))
-#: SPEC I7 (README, Operations: "What `xnovu db migrate` does on a live database"): no insert waits more than 0.5 s.
+#: I7 (docs/design.md; README, Operations: "What `xnovu db migrate` does on a live database"): no insert waits
+#: more than 0.5 s.
 MAX_INSERT_WAIT_S = 0.5
 #: The same bound, per statement that holds a lock inserts wait for: a migration that keeps such a lock while it
 #: reads the table (a plain CREATE INDEX, a VALIDATE in the transaction that added the constraint) holds it in
@@ -406,7 +407,7 @@ async def test_migrate_behind_a_long_transaction_retries_without_blocking_insert
         worst, inserts = await insert_waits_during(url, migrate(conn))
         await releaser
         print(f"\nbehind a 3 s transaction: {inserts} inserts, max insert wait {worst * 1000:.0f} ms")
-        assert worst < 0.5, f"an insert waited {worst:.2f} s behind migrate's DDL (SPEC I7: 0.5 s)"
+        assert worst < 0.5, f"an insert waited {worst:.2f} s behind migrate's DDL (I7: 0.5 s)"
         assert await migrate(conn) == []
     finally:
         await holder.close()

@@ -1,4 +1,4 @@
-"""Delivery goes on while `xnovu db migrate` builds an index on a large `notify.ent_notification` (SPEC I7).
+"""Delivery goes on while `xnovu db migrate` builds an index on a large `notify.ent_notification` (I7, docs/design.md).
 
 Claims and `migrate` runs take different advisory locks (the key table heads xnovu/db/queries.sql and
 docs/design.md), so a claim never waits for a migration, and a claim is a short transaction, so the index build
@@ -20,7 +20,7 @@ from xnovu.core.models import PollKind
 from xnovu.db.repository import ClaimLimits, connect
 
 ROWS = int(os.environ.get("XNOVU_SCALE_ROWS", "200000"))
-#: SPEC I7: a migration never blocks claims for long.
+#: I7 (docs/design.md): a migration never blocks claims for long.
 MAX_CLAIM_S = 0.5
 #: A claim that has not returned after this counts as blocked (and is cancelled, so the test cannot hang).
 GIVE_UP_S = 5.0

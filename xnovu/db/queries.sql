@@ -4,7 +4,7 @@
 -- Advisory lock keys: every key xnovu takes, one purpose each (docs/design.md, "Advisory locks", has the same
 -- table; tests/unit/test_advisory_keys.py keeps the two and the queries below in step). Two purposes never share a
 -- key: when claims shared the migrate run's key, every claim waited for the whole `xnovu db migrate`, and each
--- waiting claim held a snapshot that the run's CREATE INDEX CONCURRENTLY then waited for (SPEC I7).
+-- waiting claim held a snapshot that the run's CREATE INDEX CONCURRENTLY then waited for (I7, docs/design.md).
 --   advisory-key 7426913580021  migrations_lock            one migration's transaction (xact lock)
 --   advisory-key 7426913580022  claim_lock                 claims of every kind take turns (xact lock)
 --   advisory-key 7426913580023  migrations_run_try_lock,   a whole `migrate` run (xact lock on a second connection,
