@@ -88,9 +88,9 @@ def _worst_claim() -> timedelta:
     return CLAIM_TIMEOUT * tries + waits
 
 
-#: What bounds one run of a poll (docs/design.md, "Poll schedules' timeouts"). A run claims one batch (at worst
-#: `worst_poll_run()`, under 3 minutes), starts its children and sleeps at most CAPACITY_WAIT_MAX before it continues as
-#: new; ten minutes is well above that. There is no execution timeout: a timeout on the action covers the whole
+#: What bounds one run of a poll (docs/design.md, "Poll schedules' timeouts"). A run claims one batch, starts its
+#: children and sleeps at most CAPACITY_WAIT_MAX before it continues as new: `worst_poll_run()`, under 3 minutes;
+#: ten minutes is well above that. There is no execution timeout: a timeout on the action covers the whole
 #: continue-as-new chain, and a drain or back-pressure chain may rightly last for hours (its rows' leases are kept by
 #: their attempts, not by the poll).
 POLL_RUN_TIMEOUT = timedelta(minutes=10)
@@ -142,14 +142,9 @@ def desired_rules_sync_schedule(settings: Settings, state: ScheduleState | None 
     )
 
 
-def _desired(
-    settings: Settings,
-    name: ScheduleName,
-    state: ScheduleState | None = None,
-    poll_run_timeout: timedelta | None = None,
-) -> Schedule:
+def _desired(settings: Settings, name: ScheduleName, state: ScheduleState | None = None) -> Schedule:
     if isinstance(name, PollKind):
-        return desired_schedule(settings, name, state, run_timeout=poll_run_timeout or POLL_RUN_TIMEOUT)
+        return desired_schedule(settings, name, state)
     return desired_rules_sync_schedule(settings, state)
 
 
@@ -175,18 +170,15 @@ def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
     )
 
 
-async def ensure_schedules(
-    client: Client, settings: Settings, *, poll_run_timeout: timedelta | None = None
-) -> dict[str, str]:
+async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]:
     """Create each schedule, or update spec/action/policy while keeping its paused state and note.
 
     Returns schedule id → "created" | "updated" | "unchanged". Running it twice changes nothing.
-    `poll_run_timeout` (default POLL_RUN_TIMEOUT) lets a test run the polls' chains on seconds.
     """
     outcome: dict[str, str] = {}
     for kind in SYSTEM_SCHEDULES:
         sid = any_schedule_id(kind)
-        desired = _desired(settings, kind, poll_run_timeout=poll_run_timeout)
+        desired = _desired(settings, kind)
         try:
             await client.create_schedule(sid, desired)
             outcome[sid] = "created"
@@ -200,8 +192,7 @@ async def ensure_schedules(
             continue
 
         def keep_state(update: ScheduleUpdateInput, kind: ScheduleName = kind) -> ScheduleUpdate:
-            state = update.description.schedule.state
-            return ScheduleUpdate(schedule=_desired(settings, kind, state, poll_run_timeout=poll_run_timeout))
+            return ScheduleUpdate(schedule=_desired(settings, kind, update.description.schedule.state))
 
         await handle.update(keep_state)
         outcome[sid] = "updated"
