@@ -303,28 +303,34 @@ MAX_BLOCKING_HOLD_S = max(0.1, MAX_INSERT_WAIT_S * min(GUARD_ROWS, 1_000_000) / 
 
 #: Locks on ent_notification that the given backend holds and that an insert (ROW EXCLUSIVE) waits for.
 _BLOCKING_HOLDS = """
-SELECT count(*) FROM pg_locks
+SELECT (SELECT left(a.query, 100) FROM pg_stat_activity a WHERE a.pid = $1) AS query FROM pg_locks
 WHERE pid = $1 AND granted AND relation = 'notify.ent_notification'::regclass
   AND mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+LIMIT 1
 """
 
 
-async def longest_blocking_hold(url: str, pid: int, stop: asyncio.Event) -> float:
-    """Sample (every 10 ms) how long backend `pid` keeps holding a lock inserts wait for; the longest stretch."""
+async def longest_blocking_hold(url: str, pid: int, stop: asyncio.Event) -> tuple[float, str]:
+    """Sample (every 10 ms) how long backend `pid` keeps holding a lock inserts wait for: the longest stretch, and
+    the start of the statement (a transactional migration's whole file) that was running when it began."""
     conn = await asyncpg.connect(url)
-    longest, since = 0.0, None
+    longest, since, what, culprit = 0.0, None, "", ""
     try:
         while not stop.is_set():
-            held = await conn.fetchval(_BLOCKING_HOLDS, pid) > 0
+            row = await conn.fetchrow(_BLOCKING_HOLDS, pid)
             now = time.monotonic()
-            if held and since is None:
-                since = now
-            elif not held and since is not None:
-                longest, since = max(longest, now - since), None
+            if row is not None and since is None:
+                since, what = now, " ".join((row["query"] or "").split())
+            elif row is None and since is not None:
+                if now - since > longest:
+                    longest, culprit = now - since, what
+                since = None
             await asyncio.sleep(0.01)
     finally:
         await conn.close()
-    return max(longest, time.monotonic() - since) if since is not None else longest
+    if since is not None and time.monotonic() - since > longest:
+        longest, culprit = time.monotonic() - since, what
+    return longest, culprit
 
 
 async def xnovu_first_install(stack: Stack) -> str:
@@ -367,16 +373,17 @@ async def test_no_insert_waits_over_half_a_second_while_every_migration_runs_on_
             worst, inserts = await insert_waits_during(url, migrate(conn))
         finally:
             stop.set()
-        hold = await holds
+        hold, culprit = await holds
         print(
             f"{start}: migrate on {GUARD_ROWS} rows took {time.monotonic() - started:.1f} s; {inserts} inserts "
             f"meanwhile, max insert wait {worst * 1000:.0f} ms; longest hold of a lock inserts wait for "
-            f"{hold * 1000:.0f} ms"
+            f"{hold * 1000:.0f} ms ({culprit!r})"
         )
         assert worst < MAX_INSERT_WAIT_S, f"an insert waited {worst:.2f} s during migrate"
         assert hold < MAX_BLOCKING_HOLD_S, (
             f"migrate held a lock inserts wait for during {hold:.2f} s (bound {MAX_BLOCKING_HOLD_S:.2f} s at "
-            f"{GUARD_ROWS} rows): build indexes CONCURRENTLY and validate constraints outside the adding transaction"
+            f"{GUARD_ROWS} rows) in {culprit!r}: build indexes CONCURRENTLY and validate constraints outside the "
+            "adding transaction"
         )
         assert await migrate(conn) == []
         invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
