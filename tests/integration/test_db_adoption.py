@@ -7,6 +7,7 @@ what xnovu owns and leave every object and row of the original schema exactly as
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.support import Stack, original_database
-from xnovu.db.migrate import migrate
+from tests.support import Stack, empty_database, new_database, original_database
+from xnovu.db.migrate import migrate, migrations
+from xnovu.db.queries import q
 
 #: What xnovu's migrations add; everything else in the database belongs to the user.
 XNOVU_TABLES = {"ent_notification_delivery", "xnovu_schema_migrations", "xnovu_rate_budget", "xnovu_wakeup_switch"}
@@ -247,7 +249,7 @@ async def fill(conn: asyncpg.Connection, rows: int) -> None:
             SELECT 'bulk ' || g, 'PUBLISH', $1,
                    (CASE WHEN g % 100 = 0 THEN 'PENDING' WHEN g % 100 = 1 THEN 'FAILED' ELSE 'SENT' END)
                      ::shared_types.notification_status,
-                   jsonb_build_object('n', g, 'text', repeat('x', 80)), ARRAY[gen_random_uuid()], now(),
+                   jsonb_build_object('n', g, 'text', repeat('x', 400)), ARRAY[gen_random_uuid()], now(),
                    '{"successCount": 1, "totalRecipients": 1}'
             FROM generate_series($2::bigint, $3::bigint) g
             """,
@@ -291,34 +293,109 @@ async def insert_waits_during(url: str, work: Any) -> tuple[float, int]:
     return max(waits), len(waits)
 
 
-async def _migrate_a_large_table_while_inserting(stack: Stack, rows: int) -> None:
-    url = await original_database(stack)
+#: Rows in the table the migration guard runs on: CI uses 200 000, `XNOVU_SCALE_ROWS=1000000` the issue's size.
+GUARD_ROWS = int(os.environ.get("XNOVU_SCALE_ROWS", "200000"))
+#: I7 (docs/design.md; README, Operations: "What `xnovu db migrate` does on a live database"): no insert waits
+#: more than 0.5 s.
+MAX_INSERT_WAIT_S = 0.5
+#: The same bound, per statement that holds a lock inserts wait for: a migration that keeps such a lock while it
+#: reads the table (a plain CREATE INDEX, a VALIDATE in the transaction that added the constraint) holds it in
+#: proportion to the table, so a CI table smaller than the issue's 1 000 000 rows gets its share of the 0.5 s (never
+#: under 0.1 s, room for a busy machine). Catalogue-only DDL holds its locks for milliseconds at any size. A DDL that
+#: *waits* for a lock (insert queue behind it for up to migrate's 250 ms lock_timeout) is bounded by the first check.
+MAX_BLOCKING_HOLD_S = max(0.1, MAX_INSERT_WAIT_S * min(GUARD_ROWS, 1_000_000) / 1_000_000)
+
+#: Locks on ent_notification that the given backend holds and that an insert (ROW EXCLUSIVE) waits for.
+_BLOCKING_HOLDS = """
+SELECT (SELECT left(a.query, 100) FROM pg_stat_activity a WHERE a.pid = $1) AS query FROM pg_locks
+WHERE pid = $1 AND granted AND relation = 'notify.ent_notification'::regclass
+  AND mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+LIMIT 1
+"""
+
+
+async def longest_blocking_hold(url: str, pid: int, stop: asyncio.Event) -> tuple[float, str]:
+    """Sample (every 10 ms) how long backend `pid` keeps holding a lock inserts wait for: the longest stretch, and
+    the start of the statement (a transactional migration's whole file) that was running when it began."""
+    conn = await asyncpg.connect(url)
+    longest, since, what, culprit = 0.0, None, "", ""
+    try:
+        while not stop.is_set():
+            row = await conn.fetchrow(_BLOCKING_HOLDS, pid)
+            now = time.monotonic()
+            if row is not None and since is None:
+                since, what = now, " ".join((row["query"] or "").split())
+            elif row is None and since is not None:
+                if now - since > longest:
+                    longest, culprit = now - since, what
+                since = None
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    if since is not None and time.monotonic() - since > longest:
+        longest, culprit = time.monotonic() - since, what
+    return longest, culprit
+
+
+async def xnovu_first_install(stack: Stack) -> str:
+    """A database as xnovu's first release created it: only migration 0001 applied (no later column, constraint,
+    trigger or index), so every later migration runs against the filled table."""
+    url = await empty_database(stack, f"first{next(stack.counter)}_{uuid.uuid4().hex[:6]}")
+    conn = await asyncpg.connect(url)
+    try:
+        first = migrations()[0]
+        await conn.execute(first.sql)
+        await conn.execute(q("migrations_table"))
+        await conn.execute(q("migrations_record"), first.version)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("start", ["original_schema", "xnovu_first_install"])
+async def test_no_insert_waits_over_half_a_second_while_every_migration_runs_on_a_large_table(
+    stack: Stack, start: str
+) -> None:
+    """The guard for every migration, present and future: all shipped migrations run on a large live table.
+
+    From the adopter's original schema (tests/fixtures/original_schema.sql) and from xnovu's own first schema
+    (where 0006 adds the rule column and its foreign key), a loop of single-row inserts runs on another connection
+    while `migrate` applies everything; the slowest insert must stay under MAX_INSERT_WAIT_S, and no statement may
+    hold a lock inserts wait for longer than MAX_BLOCKING_HOLD_S.
+    """
+    url = await (original_database(stack) if start == "original_schema" else xnovu_first_install(stack))
     conn = await asyncpg.connect(url)
     try:
         started = time.monotonic()
-        await fill(conn, rows)
-        print(f"\nfilled {rows} rows in {time.monotonic() - started:.1f} s")
+        await fill(conn, GUARD_ROWS)
+        print(f"\n{start}: filled {GUARD_ROWS} rows in {time.monotonic() - started:.1f} s")
         started = time.monotonic()
-        worst, inserts = await insert_waits_during(url, migrate(conn))
+        stop = asyncio.Event()
+        holds = asyncio.create_task(longest_blocking_hold(url, conn.get_server_pid(), stop))
+        try:
+            worst, inserts = await insert_waits_during(url, migrate(conn))
+        finally:
+            stop.set()
+        hold, culprit = await holds
         print(
-            f"migrate on {rows} rows: {time.monotonic() - started:.1f} s; {inserts} inserts meanwhile, "
-            f"max insert wait {worst * 1000:.0f} ms"
+            f"{start}: migrate on {GUARD_ROWS} rows took {time.monotonic() - started:.1f} s; {inserts} inserts "
+            f"meanwhile, max insert wait {worst * 1000:.0f} ms; longest hold of a lock inserts wait for "
+            f"{hold * 1000:.0f} ms ({culprit!r})"
         )
-        assert worst < 1.0, f"an insert waited {worst:.2f} s during migrate"
+        assert worst < MAX_INSERT_WAIT_S, f"an insert waited {worst:.2f} s during migrate"
+        assert hold < MAX_BLOCKING_HOLD_S, (
+            f"migrate held a lock inserts wait for during {hold:.2f} s (bound {MAX_BLOCKING_HOLD_S:.2f} s at "
+            f"{GUARD_ROWS} rows) in {culprit!r}: build indexes CONCURRENTLY and validate constraints outside the "
+            "adding transaction"
+        )
+        assert await migrate(conn) == []
         invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
         assert invalid == 0
+        not_valid = await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE NOT convalidated")
+        assert not_valid == 0, "every constraint a migration added NOT VALID is validated"
     finally:
         await conn.close()
-
-
-async def test_inserts_never_wait_long_while_migrate_runs_on_a_large_table(stack: Stack) -> None:
-    await _migrate_a_large_table_while_inserting(stack, 200_000)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-async def test_inserts_never_wait_long_while_migrate_runs_on_two_million_rows(stack: Stack) -> None:
-    await _migrate_a_large_table_while_inserting(stack, 2_000_000)
 
 
 async def test_migrate_behind_a_long_transaction_retries_without_blocking_inserts(stack: Stack) -> None:
@@ -341,8 +418,37 @@ async def test_migrate_behind_a_long_transaction_retries_without_blocking_insert
         worst, inserts = await insert_waits_during(url, migrate(conn))
         await releaser
         print(f"\nbehind a 3 s transaction: {inserts} inserts, max insert wait {worst * 1000:.0f} ms")
-        assert worst < 1.0, f"an insert waited {worst:.2f} s behind migrate's DDL"
+        assert worst < 0.5, f"an insert waited {worst:.2f} s behind migrate's DDL (I7: 0.5 s)"
         assert await migrate(conn) == []
     finally:
         await holder.close()
+        await conn.close()
+
+
+async def test_the_rules_index_migration_changes_nothing_where_an_earlier_0006_built_the_index(stack: Stack) -> None:
+    """Installs that applied 0006 before it was split already have the index and the validated key: the new
+    0006_rules_index.sql finds both and does nothing, and 0006_rules.sql still runs again cleanly."""
+    url = await new_database(stack, f"split{next(stack.counter)}_{uuid.uuid4().hex[:6]}")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("DELETE FROM notify.xnovu_schema_migrations WHERE version = '0006_rules_index'")
+        index = await conn.fetchval("SELECT 'notify.ent_notification_rule_id_idx'::regclass::oid")
+        keys = await conn.fetch(
+            "SELECT oid, convalidated FROM pg_constraint WHERE conrelid = 'notify.ent_notification'::regclass "
+            "AND confrelid = 'notify.ent_notification_rule'::regclass"
+        )
+        assert [k["convalidated"] for k in keys] == [True]
+
+        assert await migrate(conn) == ["0006_rules_index"]
+        [rules] = [m for m in migrations() if m.version == "0006_rules"]
+        await conn.execute(rules.sql)
+        assert await migrate(conn) == []
+
+        assert await conn.fetchval("SELECT 'notify.ent_notification_rule_id_idx'::regclass::oid") == index
+        after = await conn.fetch(
+            "SELECT oid, convalidated FROM pg_constraint WHERE conrelid = 'notify.ent_notification'::regclass "
+            "AND confrelid = 'notify.ent_notification_rule'::regclass"
+        )
+        assert [(k["oid"], k["convalidated"]) for k in after] == [(keys[0]["oid"], True)]
+    finally:
         await conn.close()

@@ -15,7 +15,15 @@ from xnovu.core.models import PollInput, PollKind
 from xnovu.db.queries import q, queries
 from xnovu.errors import XnovuError
 from xnovu.temporal import searchattrs
-from xnovu.temporal.schedules import NOTES, _fingerprint, desired_schedule, parse_kind, schedule_id
+from xnovu.temporal.schedules import (
+    NOTES,
+    POLL_RUN_TIMEOUT,
+    _fingerprint,
+    desired_schedule,
+    parse_kind,
+    schedule_id,
+    worst_poll_run,
+)
 from xnovu.temporal.workflows import child_id
 
 PACKAGE = Path(xnovu.__file__).parent
@@ -108,7 +116,21 @@ def test_action_starts_the_poll_workflow_on_the_configured_queue(kind: PollKind)
     assert action.id == f"xnovu-poll-{kind.value}"
     assert action.task_queue == "tq-custom"
     assert list(action.args) == [PollInput(kind)]
-    assert action.execution_timeout is not None  # a stuck poll cannot block its schedule forever
+    # A stuck run cannot block its schedule forever, but a long drain or back-pressure chain (continue-as-new)
+    # is never cut: the bound is per run, none covers the chain (issue 16, finding 6).
+    assert action.execution_timeout is None
+    assert action.run_timeout == POLL_RUN_TIMEOUT
+
+
+def test_a_poll_run_timeout_is_well_above_one_poll_run() -> None:
+    # claim (every try and backoff of CLAIM_RETRY) + at most CAPACITY_WAIT_MAX of back-pressure sleep
+    assert worst_poll_run() < timedelta(minutes=4)
+    assert POLL_RUN_TIMEOUT >= 2 * worst_poll_run()
+
+
+def test_an_installed_schedule_with_the_old_chain_wide_timeout_is_updated() -> None:
+    current = desired_schedule(settings(), PollKind.NEW, run_timeout=None, execution_timeout=timedelta(hours=1))
+    assert _fingerprint(current) != _fingerprint(desired_schedule(settings(), PollKind.NEW))
 
 
 @pytest.mark.parametrize("kind", list(PollKind))

@@ -9,7 +9,8 @@ Built to run against a live database (README, Operations: "What `xnovu db migrat
 - A file whose first line is `-- xnovu:no-transaction` runs outside a transaction, one statement at a time
   (statements end with `;` at the end of a line): that is where `CREATE INDEX CONCURRENTLY` lives, which builds an
   index while the table keeps taking writes. An index an interrupted build left INVALID is dropped and rebuilt.
-- Concurrent `migrate` runs (several replicas starting at once) are serialised by an advisory lock. Behind a
+- Concurrent `migrate` runs (several replicas starting at once) are serialised by an advisory lock whose key no
+  claim uses (the key table heads queries.sql; docs/design.md "Advisory locks"), so delivery goes on. Behind a
   transaction pooler such as pgbouncer a session-level lock cannot be held across statements (each transaction may
   run on another server connection), so `Repository.migrate` holds it in a transaction on a second connection for
   the whole run; on a single direct connection it is a session-level lock. Each statement is idempotent besides, and
@@ -66,14 +67,20 @@ class Migration:
         return not self.sql.lstrip().startswith(NO_TRANSACTION)
 
     def statements(self) -> list[str]:
-        """The statements of a no-transaction file: comment lines dropped, each ending with `;` at a line end."""
+        """The statements of a no-transaction file: comment lines dropped, each ending with `;` at a line end.
+
+        A `;` at a line end inside a `$$ … $$` body (a DO block) does not end the statement.
+        """
         out: list[str] = []
         current: list[str] = []
+        in_body = False
         for line in self.sql.splitlines():
             if not line.strip() or line.lstrip().startswith("--"):
                 continue
             current.append(line)
-            if line.rstrip().endswith(";"):
+            if line.count("$$") % 2:
+                in_body = not in_body
+            if not in_body and line.rstrip().endswith(";"):
                 out.append("\n".join(current).strip().removesuffix(";"))
                 current = []
         if current:

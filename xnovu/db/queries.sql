@@ -1,5 +1,16 @@
 -- Every SQL statement xnovu runs, as named blocks ("-- name: NAME"), loaded once by xnovu.db.queries.
 -- Parameters are positional ($1 …); nothing here is ever built with string formatting.
+--
+-- Advisory lock keys: every key xnovu takes, one purpose each (docs/design.md, "Advisory locks", has the same
+-- table; tests/unit/test_advisory_keys.py keeps the two and the queries below in step). Two purposes never share a
+-- key: when claims shared the migrate run's key, every claim waited for the whole `xnovu db migrate`, and each
+-- waiting claim held a snapshot that the run's CREATE INDEX CONCURRENTLY then waited for (I7, docs/design.md).
+--   advisory-key 7426913580021  migrations_lock            one migration's transaction (xact lock)
+--   advisory-key 7426913580022  claim_lock                 claims of every kind take turns (xact lock)
+--   advisory-key 7426913580023  migrations_run_try_lock,   a whole `migrate` run (xact lock on a second connection,
+--                               migrations_session_*       or session lock on a single direct connection)
+-- The claim keeps the key it always had, so old and new workers still take turns during a rolling upgrade; the
+-- run lock moved to a key of its own.
 
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS notify.xnovu_schema_migrations (
@@ -17,7 +28,7 @@ SELECT pg_advisory_xact_lock(7426913580021);
 -- connection keeps open for the run: behind a transaction pooler that pins one server connection, where a
 -- session-level lock could not be held. Tried, never waited for: a statement waiting for a lock holds a snapshot,
 -- and CREATE INDEX CONCURRENTLY waits for every older snapshot, so a waiting run would stall the running one.
-SELECT pg_try_advisory_xact_lock(7426913580022);
+SELECT pg_try_advisory_xact_lock(7426913580023);
 
 -- name: migrations_close_portal
 -- Run (simple protocol) right after the lock was taken: the extended-protocol portal of the try keeps its snapshot,
@@ -26,10 +37,10 @@ SELECT 1;
 
 -- name: migrations_session_try_lock
 -- The same, for a run on a single direct connection (the embedded dev database, tests): a session-level lock.
-SELECT pg_try_advisory_lock(7426913580022);
+SELECT pg_try_advisory_lock(7426913580023);
 
 -- name: migrations_session_unlock
-SELECT pg_advisory_unlock(7426913580022);
+SELECT pg_advisory_unlock(7426913580023);
 
 -- name: migrations_lock_timeout
 -- DDL waiting for a lock queues every later insert behind it; give up after $1 (e.g. '250ms') and retry instead.
@@ -63,10 +74,11 @@ SELECT
 
 -- name: claim_lock
 -- Claims of every kind take turns (a transaction-scoped lock), so the in-flight bound below holds across
--- concurrent polls and workers. A claim is a few statements back to back: a session that goes quiet inside one
--- (its worker stopped, its event loop stalled) is ended by Postgres after 5 s, which releases the lock, instead of
--- holding up every claim of every worker for as long as it stays frozen (I7). Set in the same statement: no extra
--- round trip, and transaction-local, so it works behind a transaction pooler.
+-- concurrent polls and workers. A key of its own (see the top of this file): a migrate run never makes a claim wait.
+-- A claim is a few statements back to back: a session that goes quiet inside one (its worker stopped, its event
+-- loop stalled) is ended by Postgres after 5 s, which releases the lock, instead of holding up every claim of every
+-- worker for as long as it stays frozen (I7). Set in the same statement: no extra round trip, and
+-- transaction-local, so it works behind a transaction pooler.
 SELECT set_config('idle_in_transaction_session_timeout', '5s', true), pg_advisory_xact_lock(7426913580022);
 
 -- name: in_flight

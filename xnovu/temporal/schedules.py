@@ -31,7 +31,7 @@ from xnovu.core.models import PollInput, PollKind
 from xnovu.core.models import schedule_id as schedule_id
 from xnovu.core.rules import parse_rule_schedule_id
 from xnovu.errors import XnovuError
-from xnovu.temporal.workflows import PollNotificationsWorkflow
+from xnovu.temporal.workflows import CAPACITY_WAIT_MAX, CLAIM_RETRY, CLAIM_TIMEOUT, PollNotificationsWorkflow
 
 NOTES = {
     PollKind.NEW: "Claims due, published PENDING notifications and starts one child workflow per row.",
@@ -73,15 +73,51 @@ def parse_kind(name: str) -> PollKind:
         raise XnovuError(f"unknown schedule {name!r}; use one of {valid} (or new, failed, scheduled)") from None
 
 
-def desired_schedule(settings: Settings, kind: PollKind, state: ScheduleState | None = None) -> Schedule:
-    """The schedule as configuration says it should be; `state` (paused, note) is kept from the server."""
+def worst_poll_run() -> timedelta:
+    """A poll run's claim at its worst plus its longest back-pressure sleep (child starts take seconds)."""
+    return _worst_claim() + CAPACITY_WAIT_MAX
+
+
+def _worst_claim() -> timedelta:
+    """The longest a poll run's claim can take: every try of CLAIM_RETRY at CLAIM_TIMEOUT, plus the backoffs."""
+    tries = CLAIM_RETRY.maximum_attempts
+    backoff, waits = CLAIM_RETRY.initial_interval, timedelta(0)
+    for _ in range(tries - 1):
+        waits += backoff
+        backoff = min(backoff * CLAIM_RETRY.backoff_coefficient, CLAIM_RETRY.maximum_interval or backoff)
+    return CLAIM_TIMEOUT * tries + waits
+
+
+#: What bounds one run of a poll (docs/design.md, "Poll schedules' timeouts"). A run claims one batch, starts its
+#: children and sleeps at most CAPACITY_WAIT_MAX before it continues as new: `worst_poll_run()`, under 3 minutes;
+#: ten minutes is well above that. There is no execution timeout: a timeout on the action covers the whole
+#: continue-as-new chain, and a drain or back-pressure chain may rightly last for hours (its rows' leases are kept by
+#: their attempts, not by the poll).
+POLL_RUN_TIMEOUT = timedelta(minutes=10)
+#: The rules sync is one run (it never continues as new): the bound it always had.
+RULES_SYNC_RUN_TIMEOUT = timedelta(hours=1)
+
+
+def desired_schedule(
+    settings: Settings,
+    kind: PollKind,
+    state: ScheduleState | None = None,
+    *,
+    run_timeout: timedelta | None = POLL_RUN_TIMEOUT,
+    execution_timeout: timedelta | None = None,
+) -> Schedule:
+    """The schedule as configuration says it should be; `state` (paused, note) is kept from the server.
+
+    The timeouts are parameters so a test can run the chain on seconds; xnovu itself uses the defaults.
+    """
     return Schedule(
         action=ScheduleActionStartWorkflow(
             PollNotificationsWorkflow.run,
             PollInput(kind),
             id=schedule_id(kind),
             task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(hours=1),
+            execution_timeout=execution_timeout,
+            run_timeout=run_timeout,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.interval_seconds(kind)))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE, catchup_window=CATCHUP_WINDOW),
@@ -96,7 +132,7 @@ def desired_rules_sync_schedule(settings: Settings, state: ScheduleState | None 
             "SyncRulesWorkflow",
             id=RULES_SYNC_ID,
             task_queue=settings.temporal_task_queue,
-            execution_timeout=timedelta(hours=1),
+            run_timeout=RULES_SYNC_RUN_TIMEOUT,
         ),
         spec=ScheduleSpec(
             intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.interval_seconds("rules-sync")))]
@@ -116,7 +152,11 @@ SYSTEM_SCHEDULES: tuple[ScheduleName, ...] = (*PollKind, RULES_SYNC_ID)
 
 
 def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
-    """What bootstrap manages: interval, workflow, task queue, overlap and catch-up (not state)."""
+    """What bootstrap manages: interval, workflow, task queue, timeouts, overlap and catch-up (not state).
+
+    The timeouts are part of it so that an installed deployment's schedules get new ones on its next start (an
+    earlier release gave the polls a one-hour execution timeout over the whole continue-as-new chain).
+    """
     action = schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
     return (
@@ -124,6 +164,7 @@ def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
         action.workflow,
         action.task_queue,
         action.execution_timeout,
+        action.run_timeout,
         schedule.policy.overlap,
         schedule.policy.catchup_window,
     )

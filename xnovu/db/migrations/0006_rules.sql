@@ -1,7 +1,7 @@
 -- Notification rules (README "Rules"): the original schema's notify.ent_notification_rule, the link from a
 -- notification to the rule that made it, and two small tables xnovu owns: one row per fire (the dedup key that
 -- makes a fire insert exactly one notification) and the outcome of the last sync per rule.
--- Creates only what is missing; nothing here rewrites a table or touches existing rows.
+-- Creates only what is missing; nothing here rewrites a table, reads a large one or touches existing rows.
 
 DO $$ BEGIN
   CREATE TYPE shared_types.notification_trigger_type AS ENUM ('EVENT', 'SCHEDULE', 'CRON');
@@ -29,8 +29,11 @@ CREATE TABLE IF NOT EXISTS notify.ent_notification_rule (
 ALTER TABLE notify.ent_notification ADD COLUMN IF NOT EXISTS notification_rule_id bigint;
 ALTER TABLE notify.ent_notification ADD COLUMN IF NOT EXISTS business_id uuid;
 
--- The foreign key, unless the existing schema already has one: NOT VALID takes no long lock, and VALIDATE then
--- only reads (the column is new, so every value is NULL).
+-- The foreign key, unless the existing schema already has one. Added NOT VALID: a catalogue change that holds its
+-- SHARE ROW EXCLUSIVE lock (which inserts wait for) only until this short transaction commits. It is validated, and
+-- the column's index built, by 0006_rules_index.sql, outside this transaction: both read the whole table, and in here
+-- they would keep every insert waiting for as long (README, Operations: "What `xnovu db migrate` does on a live
+-- database"; docs/design.md "Migrations"). Databases that applied an earlier 0006 validated and indexed it there.
 DO $$ BEGIN
   IF NOT EXISTS (
     SELECT 1 FROM pg_constraint
@@ -40,12 +43,8 @@ DO $$ BEGIN
     ALTER TABLE notify.ent_notification
       ADD CONSTRAINT ent_notification_notification_rule_id_fkey FOREIGN KEY (notification_rule_id)
       REFERENCES notify.ent_notification_rule (id) ON DELETE SET NULL NOT VALID;
-    ALTER TABLE notify.ent_notification VALIDATE CONSTRAINT ent_notification_notification_rule_id_fkey;
   END IF;
 END $$;
-
-CREATE INDEX IF NOT EXISTS ent_notification_rule_id_idx
-  ON notify.ent_notification (notification_rule_id) WHERE notification_rule_id IS NOT NULL;
 
 -- One row per (rule, scheduled time): inserted in the same transaction as the notification, so a retried
 -- activity, a second worker or a manual trigger for the same time finds the row and inserts nothing.
