@@ -86,19 +86,19 @@ class NotificationTriggerWorkflow:
             delay = (inp.scheduled_for - workflow.now()).total_seconds()
             if delay > 0:
                 await workflow.sleep(delay)
-        attempt, piece = inp.attempt, inp.pieces_before
+        attempt, piece, progress = inp.attempt, inp.pieces_before, inp.progress
         while True:
             result = await workflow.execute_local_activity_method(
                 XnovuActivities.trigger_notification_by_id,
-                TriggerRequest(inp.notification_id, attempt, PIECE_BUDGET.total_seconds(), piece),
+                TriggerRequest(inp.notification_id, attempt, PIECE_BUDGET.total_seconds(), piece, progress),
                 start_to_close_timeout=TRIGGER_TIMEOUT,
                 retry_policy=TRIGGER_RETRY,
             )
             if not result.more:
                 return result
-            attempt, piece = result.attempt, piece + 1
+            attempt, piece, progress = result.attempt, piece + 1, result.progress
             if piece - inp.pieces_before >= PIECES_PER_RUN:
-                workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece))
+                workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece, progress))
 
 
 @workflow.defn(name="TriggerMultipleNotificationsWorkflow")
