@@ -1,9 +1,10 @@
 """Costs that do not grow with the table (issue 16, finding 9; docs/performance.md "Costs that do not grow").
 
-Every claim (new, scheduled, failed) and every acquire must touch about the same number of buffers on a table of
-XNOVU_COST_ROWS rows (default 200 000; `XNOVU_COST_ROWS=1000000` gives the issue's size) holding a tenth of that in
-held rows (PENDING under a DRAFT workflow, the oldest of all), a tenth in retries hours ahead, and one notification of
-100 000 recipients of which Novu acknowledged 90 000, as on a table holding only the due rows. Measured with
+Every claim (new, scheduled, failed), the hold sweep that precedes the new and scheduled ones, and every acquire must
+touch about the same number of buffers on a table of XNOVU_COST_ROWS rows (default 200 000;
+`XNOVU_COST_ROWS=1000000` gives the issue's size) holding a tenth of that in held rows (PENDING under a DRAFT
+workflow, the oldest of all), a tenth in retries hours ahead, and one notification of 100 000 recipients of which
+Novu acknowledged 90 000, as on a table holding only the due rows. Measured with
 `EXPLAIN (ANALYZE, BUFFERS)` (shared buffers hit or read), never wall time.
 """
 
@@ -129,7 +130,11 @@ async def _costs(
     conn: asyncpg.Connection, probe: int, plans: dict[str, list[str]], *, index_plans: bool = False
 ) -> dict[str, int]:
     out: dict[str, int] = {}
-    for name, args in [*CLAIMS.items(), ("acquire", [probe, 1, LEASE_MS, None, PIECE_RECIPIENTS])]:
+    others: list[tuple[str, list[Any]]] = [
+        ("acquire", [probe, 1, LEASE_MS, None, PIECE_RECIPIENTS]),
+        ("hold_sweep", [1000]),
+    ]
+    for name, args in [*CLAIMS.items(), *others]:
         plan = await _explain(conn, q(name), *args, index_plans=index_plans)
         out[name] = _buffers(plan)
         plans[name] = _scans(plan)
