@@ -22,10 +22,13 @@ from xnovu.db.queries import q
 #: What xnovu's migrations add; everything else in the database belongs to the user.
 XNOVU_TABLES = {"ent_notification_delivery", "xnovu_schema_migrations", "xnovu_rate_budget", "xnovu_wakeup_switch"}
 
-#: The claim indexes of migration 0004 (their names are relied on by the claim queries).
+#: The claim indexes of migrations 0004 and 0008 (their names are relied on by the claim queries).
 CLAIM_INDEXES = {
-    "ent_notification_xnovu_new_idx2",
-    "ent_notification_xnovu_scheduled_idx2",
+    "ent_notification_xnovu_new_idx3",
+    "ent_notification_xnovu_scheduled_idx3",
+    "ent_notification_xnovu_holdable_idx",
+    "ent_notification_xnovu_held_idx",
+    "xnovu_rule_fire_notification_idx",
     "ent_notification_xnovu_retry_idx",
     "ent_notification_xnovu_inflight_idx",
     "ent_notification_xnovu_dlq_idx",

@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, processor_for
-from xnovu.core.models import Outcome
+from xnovu.core import processor as processor_module
+from xnovu.core.models import Outcome, TriggerResult
 from xnovu.core.processor import NotificationProcessor
 from xnovu.errors import NovuConfigurationError
 
@@ -234,3 +235,38 @@ async def test_scheduled_in_the_past_is_due_and_sent(env: Env, processor: Notifi
     wf = await env.workflow("welcome")
     [nid] = await env.insert(wf, scheduled_for=datetime.now(UTC) - timedelta(minutes=5))
     assert (await processor.process(nid)).outcome is Outcome.SENT
+
+
+async def test_pieces_go_through_windows_and_carry_the_counts_of_the_earlier_ones(
+    env: Env, processor: NotificationProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece reads the ledger of one window only (docs/performance.md); the attempt's counts stay those of every
+    recipient: 25 recipients in windows of 10, a third of the requests failing, then a retry attempt."""
+    monkeypatch.setattr(processor_module, "PIECE_RECIPIENTS", 10)
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=25)
+    env.configure_emulator(error_rate=0.3, seed=5)
+
+    async def attempt(number: int | None) -> tuple[TriggerResult, int]:
+        result = await processor.process(nid, number, time_budget_s=60)
+        pieces = 1
+        while result.more:
+            assert result.progress is not None and result.attempt is not None
+            result = await processor.process(nid, result.attempt, time_budget_s=60, progress=result.progress)
+            pieces += 1
+        return result, pieces
+
+    first, pieces = await attempt(None)
+    assert pieces == 3, "three windows of at most 10"
+    acked = await env.repo.pool.fetchval(
+        "SELECT count(*) FROM notify.ent_notification_delivery WHERE notification_id = $1 AND status = 'SENT'", nid
+    )
+    assert first.outcome is Outcome.RETRY and 0 < acked < 25
+    assert first.success_count == acked and first.failed_count == 25 - acked and first.total_recipients == 25
+    row = await env.row(nid)
+    assert row["error_details"]["successCount"] == acked
+    env.configure_emulator(error_rate=0.0)
+    second, _ = await attempt(None)
+    assert second.outcome is Outcome.SENT and second.success_count == 25 and second.failed_count == 0
+    stats = env.stats()
+    assert stats["deliveries"] == 25 and stats["duplicate_deliveries"] == 0

@@ -91,6 +91,24 @@ class PollResult:
 
 
 @dataclass(frozen=True)
+class PieceProgress:
+    """Where an attempt of a notification stands between two pieces (docs/performance.md "Costs that do not grow
+    with the table"): the pieces go through the recipients in id order, one window at a time, so each reads a bounded
+    part of the delivery ledger; what the earlier pieces counted is carried here instead of being re-read."""
+
+    start: str
+    """The next piece begins with this recipient id: every recipient before it (in id order) was tried."""
+    acknowledged: int = 0
+    """Recipients before `start` that Novu acknowledged (in this attempt or before)."""
+    failed: int = 0
+    """Recipients before `start` whose request failed in this attempt (the next attempt retries them)."""
+    permanent: bool = False
+    """One of those failures was permanent (the attempt dead-letters once it has tried everyone)."""
+    first_error: str | None = None
+    """The first of those failures, for the attempt's summary."""
+
+
+@dataclass(frozen=True)
 class NotificationInput:
     """Input of NotificationTriggerWorkflow: one notification, one attempt."""
 
@@ -101,6 +119,8 @@ class NotificationInput:
     """Wait on a durable timer until then before sending."""
     pieces_before: int = 0
     """Pieces of this attempt already run by earlier runs of this workflow (continue-as-new)."""
+    progress: PieceProgress | None = None
+    """Where the next piece resumes (continue-as-new); None: from the first recipient."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,9 @@ class TriggerRequest:
     """Stop starting Novu requests after this long and report IN_PROGRESS (None: run the attempt to the end)."""
     piece: int = 0
     """Which piece of the attempt this is (0 = the first)."""
+    progress: PieceProgress | None = None
+    """Where this piece resumes, from the previous piece's result; None: from the first recipient (a history
+    written before pieces carried it resumes there too, which re-reads but never re-sends)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,8 @@ class TriggerResult:
     """Recipients that failed in this attempt (all of them, also those beyond `results`)."""
     wait_s: float | None = None
     """IN_PROGRESS only: wait this long before the next piece (the attempt woke before its send time)."""
+    progress: PieceProgress | None = None
+    """IN_PROGRESS: where the next piece of the attempt resumes."""
 
     @property
     def success(self) -> bool:

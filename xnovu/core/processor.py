@@ -9,6 +9,7 @@ It knows nothing of Temporal: activities call it, and so can a user's own code.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import dataclasses
 import json
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, RecipientResult, TriggerPlan, TriggerResult
+from xnovu.core.models import MAX_RESULT_ENTRIES, Outcome, PieceProgress, RecipientResult, TriggerPlan, TriggerResult
 from xnovu.core.status import NotificationStatus
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
@@ -36,6 +37,11 @@ SCHEDULE_TOLERANCE = timedelta(seconds=2)
 #: An attempt woken before its send time by the database's clock waits the rest when it is at most this much: a
 #: timer that ended early. Further away, the send time was moved, and the row goes back to the scheduled poll.
 EARLY_WAKE_MAX = timedelta(minutes=5)
+#: Recipients one piece of an attempt tries at most (a window of the recipients in id order): what bounds the ledger
+#: rows its acquire reads, however many recipients the row has (docs/performance.md "Costs that do not grow with the
+#: table"). 100 bulk requests; a piece that uses its whole window before its time budget ends early, the next one
+#: takes the next window.
+PIECE_RECIPIENTS = 10_000
 
 
 def retry_delay_ms(attempt: int, base_ms: int, max_ms: int) -> int:
@@ -196,10 +202,12 @@ class NotificationProcessor:
         *,
         time_budget_s: float | None = None,
         piece: int = 0,
+        progress: PieceProgress | None = None,
     ) -> TriggerResult:
         """One attempt (or one piece of it): `attempt` is the attempt number this caller owns, or None to claim
-        the next one. With `time_budget_s`, no Novu request starts after that long: the result is IN_PROGRESS and
-        the caller runs the next piece, which resumes from the ledger under the same claim.
+        the next one. With `time_budget_s`, no Novu request starts after that long and at most PIECE_RECIPIENTS
+        recipients (in id order, from `progress.start`) are tried: the result is IN_PROGRESS with the `progress`
+        the caller hands to the next piece, which resumes under the same claim.
 
         Raises NovuConfigurationError (Novu refused the key) after recording what was acknowledged: the row
         keeps its claim and attempt count, so fixing the key lets the same attempt finish.
@@ -214,11 +222,13 @@ class NotificationProcessor:
             if current.status not in (NotificationStatus.PENDING, NotificationStatus.FAILED):
                 return await self._not_acquired(notification_id, None, piece)
             attempt = current.attempts + 1
-        row = await self.repo.acquire(notification_id, attempt, self.lease_ms, owner=owner)
+        window = None if time_budget_s is None else PIECE_RECIPIENTS
+        start = None if progress is None or window is None else progress.start
+        row = await self.repo.acquire(notification_id, attempt, self.lease_ms, start=start, window=window, owner=owner)
         if row is None:
             return await self._not_acquired(notification_id, attempt if owner else None, piece)
         try:
-            return await self._send(row, attempt, time_budget_s, piece)
+            return await self._send(row, attempt, time_budget_s, piece, progress if window else None, window)
         except NovuConfigurationError:
             raise
         except Exception as exc:
@@ -303,7 +313,15 @@ class NotificationProcessor:
     def _skipped(row: NotificationRow, reason: str) -> TriggerResult:
         return TriggerResult(row.id, Outcome.SKIPPED, row.status, reason=reason, attempt=row.attempts)
 
-    async def _send(self, row: NotificationRow, attempt: int, time_budget_s: float | None, piece: int) -> TriggerResult:
+    async def _send(
+        self,
+        row: NotificationRow,
+        attempt: int,
+        time_budget_s: float | None,
+        piece: int,
+        progress: PieceProgress | None = None,
+        window_size: int | None = None,
+    ) -> TriggerResult:
         permanent = workflow_block_reason(row) or malformed_reason(row)
         if permanent is None and attempt > self.max_attempts:
             permanent = f"gave up after {self.max_attempts} attempts"
@@ -317,9 +335,18 @@ class NotificationProcessor:
             return TriggerResult(row.id, Outcome.REJECTED, NotificationStatus.PENDING, reason=held, attempt=attempt)
 
         recipients = unique_recipients(row.recipients)
-        pending = [r for r in recipients if r not in row.acknowledged]
+        # The recipients this piece tries: all of them, or (a piece with a window) the next window in id order,
+        # the same window whose ledger rows acquire read. Everything before it was tried by earlier pieces, whose
+        # counts `progress` carries.
+        window, after = recipients, None
+        if window_size is not None:
+            ordered = sorted(recipients)
+            begin = 0 if progress is None else bisect.bisect_left(ordered, progress.start)
+            window = ordered[begin : begin + window_size]
+            after = ordered[begin + window_size] if begin + window_size < len(ordered) else None
+        pending = [r for r in window if r not in row.acknowledged]
         assert row.workflow_key is not None  # checked by workflow_block_reason
-        tally = _Tally(acknowledged_before=len(recipients) - len(pending))
+        tally = _Tally(acknowledged_before=len(window) - len(pending), carried=progress, track=window_size is not None)
         if pending:
             started = time.monotonic()
             deadline = None if time_budget_s is None else started + time_budget_s
@@ -345,7 +372,7 @@ class NotificationProcessor:
             if claim.lost:
                 lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0))
                 return dataclasses.replace(lost, **tally.counts(len(recipients)))
-            if tally.unsent:
+            if tally.unsent and window_size is None:
                 return TriggerResult(
                     row.id,
                     Outcome.IN_PROGRESS,
@@ -355,14 +382,29 @@ class NotificationProcessor:
                     **tally.counts(len(recipients)),
                 )
 
+        if window_size is not None:
+            unsent = tally.unsent_ids()
+            resume = min(unsent) if unsent else after
+            if resume is not None:
+                progress = tally.progress(resume, window, row.acknowledged)
+                left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
+                return TriggerResult(
+                    row.id,
+                    Outcome.IN_PROGRESS,
+                    NotificationStatus.PROCESSING,
+                    reason=f"{left} recipients left for the next piece of attempt {attempt}",
+                    attempt=attempt,
+                    progress=progress,
+                    **(tally.counts(len(recipients)) | {"success_count": progress.acknowledged}),
+                )
+
         results = tally.results(row.id)
         if not tally.failed:
             details = self._details(row, tally, results, attempt)
             ok = await self.repo.finalize(row.id, attempt, status=NotificationStatus.SENT, error_details=details)
             return self._finalized(row, attempt, ok, Outcome.SENT, NotificationStatus.SENT, tally, results, None, None)
 
-        first = tally.first_failures[0]
-        summary = f"{tally.failed} of {len(recipients)} recipients failed; first: {first.error or first.outcome}"
+        summary = f"{tally.failed} of {len(recipients)} recipients failed; first: {tally.first_error()}"
         if tally.permanent:
             return await self._dead_letter(row, attempt, f"Novu rejected the notification: {summary}", tally)
         if attempt >= self.max_attempts:
@@ -458,18 +500,56 @@ def _missing(notification_id: int) -> TriggerResult:
 
 
 class _Tally:
-    """What one attempt (piece) learnt from Novu, kept small: counts, and entries for the first recipients only."""
+    """What one attempt (piece) learnt from Novu, kept small: counts, and entries for the first recipients only.
 
-    def __init__(self, acknowledged_before: int = 0) -> None:
-        self.acknowledged_before = acknowledged_before
+    With `carried` (what the earlier pieces of the attempt counted) the counts are the attempt's; with `track`, the
+    outcome of each recipient of the piece is kept too (a window: at most PIECE_RECIPIENTS), to tell what the next
+    piece must carry.
+    """
+
+    def __init__(
+        self, acknowledged_before: int = 0, *, carried: PieceProgress | None = None, track: bool = False
+    ) -> None:
+        self.carried = carried
+        self.acknowledged_before = acknowledged_before + (carried.acknowledged if carried else 0)
         self.acknowledged_now = 0
-        self.failed = 0
+        self.failed = carried.failed if carried else 0
         self.unsent = 0
         self.sent_requests = 0
-        self.permanent = False
+        self.permanent = bool(carried and carried.permanent)
         self.config_error: str | None = None
         self.first_failures: list[EventOutcome] = []
         self.first_acknowledged: list[EventOutcome] = []
+        self.outcomes: dict[str, EventOutcome] | None = {} if track else None
+
+    def first_error(self) -> str:
+        """The first failure of the attempt, for its summary."""
+        if self.carried is not None and self.carried.first_error is not None:
+            return self.carried.first_error
+        first = self.first_failures[0] if self.first_failures else None
+        return "unknown" if first is None else (first.error or first.outcome)
+
+    def unsent_ids(self) -> list[str]:
+        return [r for r, o in (self.outcomes or {}).items() if o.outcome == "unsent"]
+
+    def progress(self, resume: str, window: Sequence[str], acknowledged: frozenset[str]) -> PieceProgress:
+        """What the next piece carries when it resumes at `resume`: the counts of every recipient before it."""
+        carried = self.carried or PieceProgress(start="")
+        done = [r for r in window if r < resume]
+        outcomes = self.outcomes or {}
+        now = {r: o.outcome for r, o in outcomes.items()}
+        acked = sum(1 for r in done if r in acknowledged or now.get(r) == "acknowledged")
+        failures = [outcomes[r] for r in done if now.get(r) not in (None, "acknowledged", "unsent")]
+        first = carried.first_error
+        if first is None and failures:
+            first = failures[0].error or failures[0].outcome
+        return PieceProgress(
+            start=resume,
+            acknowledged=carried.acknowledged + acked,
+            failed=carried.failed + len(failures),
+            permanent=carried.permanent or any(f.outcome == "permanent" for f in failures),
+            first_error=first,
+        )
 
     @property
     def acknowledged_total(self) -> int:
@@ -483,6 +563,8 @@ class _Tally:
         if outcomes and outcomes[0].outcome != "unsent":
             self.sent_requests += 1
         for o in outcomes:
+            if self.outcomes is not None:
+                self.outcomes[o.recipient_id] = o
             if o.outcome == "acknowledged":
                 self.acknowledged_now += 1
                 if len(self.first_acknowledged) < MAX_RESULT_ENTRIES:

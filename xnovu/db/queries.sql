@@ -112,12 +112,13 @@ WHERE n.notification_status = 'PROCESSING' AND n.xnovu_claim_key = $1;
 -- name: candidates_new
 -- Due, published PENDING rows, oldest first: unscheduled ones by age and scheduled ones whose time has come, each
 -- through its own partial index so rows scheduled weeks ahead or unpublished are never visited. Rows whose Novu
--- workflow is DRAFT/NONE or deactivated are held back (not claimed) until it is published again.
+-- workflow is DRAFT/NONE or deactivated are held back (not claimed) until it is published again; once the hold sweep
+-- marked them (held_at) they are out of the index too, so a claim does not re-read them (docs/design.md "Held rows").
 WITH unscheduled AS (
   SELECT n.id, n.updated_at AS due, greatest(cardinality(n.recipients), 1) AS tokens
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-    AND n.scheduled_for IS NULL
+    AND n.scheduled_for IS NULL AND n.held_at IS NULL
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
@@ -129,7 +130,7 @@ WITH unscheduled AS (
   SELECT n.id, n.scheduled_for AS due, greatest(cardinality(n.recipients), 1) AS tokens
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-    AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now()
+    AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
@@ -147,7 +148,7 @@ LIMIT $1;
 SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens
 FROM notify.ent_notification n
 WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-  AND n.scheduled_for IS NOT NULL
+  AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
   AND n.scheduled_for <= now() + make_interval(secs => $3::float8 / 1000)
   AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
   AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
@@ -161,22 +162,40 @@ FOR UPDATE OF n SKIP LOCKED;
 -- Retries that are due, and the PROCESSING rows $4 whose lease expired and whose attempt's workflow Temporal says
 -- is gone (checked by the claim activity just before; a live attempt's lease was extended instead). A FAILED row
 -- without next_attempt_at was left by the original TypeScript worker and is due now (a legacy PROCESSING row comes
--- through $4 once it has not moved for a lease, $3 ms).
-SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens
-FROM notify.ent_notification n
-WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
-  AND (n.next_attempt_at <= now()
-       OR (n.next_attempt_at IS NULL
-           AND (n.notification_status = 'FAILED'
-                OR n.updated_at <= now() - make_interval(secs => $3::float8 / 1000))))
-  AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
-       OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-           AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-                           AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
-  AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
-ORDER BY n.next_attempt_at NULLS FIRST, n.id
-LIMIT $1
-FOR UPDATE OF n SKIP LOCKED;
+-- through $4 once it has not moved for a lease, $3 ms). Legacy rows first, then due rows by next_attempt_at: two
+-- scans of the retry index, each in the index's own order and bounded by its index condition, so rows whose retry
+-- is hours ahead are never read and nothing is sorted but the 2 × $1 rows found.
+WITH legacy AS (
+  SELECT n.id, 0 AS part, NULL::timestamptz AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  FROM notify.ent_notification n
+  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
+    AND n.next_attempt_at IS NULL
+    AND (n.notification_status = 'FAILED' OR n.updated_at <= now() - make_interval(secs => $3::float8 / 1000))
+    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
+         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                             AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+    AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+  ORDER BY n.next_attempt_at, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+), due AS (
+  SELECT n.id, 1 AS part, n.next_attempt_at AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  FROM notify.ent_notification n
+  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
+    AND n.next_attempt_at <= now()
+    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
+         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                             AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+    AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+  ORDER BY n.next_attempt_at, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+)
+SELECT c.id, c.tokens FROM (SELECT * FROM legacy UNION ALL SELECT * FROM due) c
+ORDER BY c.part, c.due, c.id
+LIMIT $1;
 
 -- name: claim_rows
 -- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
@@ -190,17 +209,67 @@ RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS en
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
     AS workflow_key;
 
+-- name: hold_sweep
+-- Keeps held rows out of the claim indexes (docs/design.md "Held rows"), $1 rows at most each way per call, each
+-- row locked only for this short statement (SKIP LOCKED: never waits for a claim): marks the PENDING rows of
+-- workflows that are DRAFT/NONE or deactivated (held_at), and unmarks the rows of workflows published or
+-- reactivated since. Found per workflow through the two hold indexes, so a call that finds nothing reads a few
+-- index pages per workflow and no notification. The mark is a hint: claims, acquire and fence still check the
+-- workflow (I1), so a row unmarked while its workflow goes back to DRAFT is still not sent.
+WITH held AS (
+  SELECT m.id FROM notify.ent_notification_workflow w
+  CROSS JOIN LATERAL (
+    SELECT n.id FROM notify.ent_notification n
+    WHERE n.notification_workflow_id = w.id AND n.notification_status = 'PENDING'
+      AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
+    ORDER BY n.notification_workflow_id, n.id
+    LIMIT $1
+    FOR UPDATE OF n SKIP LOCKED
+  ) m
+  WHERE w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')
+  LIMIT $1
+), released AS (
+  SELECT m.id FROM notify.ent_notification_workflow w
+  CROSS JOIN LATERAL (
+    SELECT n.id FROM notify.ent_notification n
+    WHERE n.notification_workflow_id = w.id AND n.held_at IS NOT NULL
+    ORDER BY n.notification_workflow_id, n.id
+    LIMIT $1
+    FOR UPDATE OF n SKIP LOCKED
+  ) m
+  WHERE w.deactivated IS NOT TRUE AND w.publish_status NOT IN ('DRAFT', 'NONE')
+  LIMIT $1
+), mark AS (
+  UPDATE notify.ent_notification n SET held_at = now()
+  WHERE n.id = ANY(ARRAY(SELECT id FROM held)) AND n.held_at IS NULL
+  RETURNING n.id
+), unmark AS (
+  UPDATE notify.ent_notification n SET held_at = NULL
+  WHERE n.id = ANY(ARRAY(SELECT id FROM released)) AND n.held_at IS NOT NULL
+  RETURNING n.id
+)
+SELECT (SELECT count(*) FROM mark) AS held, (SELECT count(*) FROM unmark) AS released;
+
 -- name: expired_leases
 -- PROCESSING rows whose lease ran out (or legacy rows that have not moved for a lease): the claim activity asks
--- Temporal whether each attempt's workflow still runs before any is recovered.
-SELECT n.id, n.attempts,
-  extract(epoch FROM now() - coalesce(n.next_attempt_at, n.updated_at))::float8 AS expired_for_s
-FROM notify.ent_notification n
-WHERE n.notification_status = 'PROCESSING' AND n.dead_lettered_at IS NULL
-  AND (n.next_attempt_at <= now()
-       OR (n.next_attempt_at IS NULL AND n.updated_at <= now() - make_interval(secs => $3::float8 / 1000)))
-  AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
-ORDER BY n.next_attempt_at NULLS FIRST, n.id
+-- Temporal whether each attempt's workflow still runs before any is recovered. Legacy rows first, then by expiry:
+-- two bounded scans of the retry index (as candidates_failed), no sort over every PROCESSING row.
+SELECT e.id, e.attempts, e.expired_for_s FROM (
+  (SELECT n.id, n.attempts, extract(epoch FROM now() - n.updated_at)::float8 AS expired_for_s
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PROCESSING' AND n.dead_lettered_at IS NULL
+     AND n.next_attempt_at IS NULL AND n.updated_at <= now() - make_interval(secs => $3::float8 / 1000)
+     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+   ORDER BY n.next_attempt_at, n.id
+   LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.attempts, extract(epoch FROM now() - n.next_attempt_at)::float8 AS expired_for_s
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PROCESSING' AND n.dead_lettered_at IS NULL AND n.next_attempt_at <= now()
+     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+   ORDER BY n.next_attempt_at, n.id
+   LIMIT $1)
+) e
 LIMIT $1;
 
 -- name: extend_leases
@@ -227,9 +296,13 @@ WHERE n.id = $1;
 -- attempt needs, in one round trip: takes a PENDING/FAILED row at attempts $2-1, or confirms (and extends the
 -- lease of) a row already claimed for $2; returns the row, its workflow and the recipients the ledger says Novu
 -- acknowledged. The I1 conditions are part of the compare-and-set so a row unpublished or retracted meanwhile is
--- not taken. Only the owner of attempt $2 (its workflow, $4 true) may confirm a claim already made: a caller that
--- asks for "the next attempt" ($4 false) takes a PENDING/FAILED row or nothing, so it can never become a second
+-- not taken. Only the owner of attempt $2 (its workflow, $6 true) may confirm a claim already made: a caller that
+-- asks for "the next attempt" ($6 false) takes a PENDING/FAILED row or nothing, so it can never become a second
 -- sender of an attempt a poll claimed after the caller read the row (I4).
+-- The ledger is read for one window of recipients only: the $5 smallest distinct recipient ids from $4 on (NULL $4:
+-- from the first, NULL $5: all of them), a range of the ledger's primary key (notification_id, recipient_id). A
+-- piece of an attempt tries one window, so it reads at most $5 ledger rows however many recipients the row has and
+-- however many Novu already acknowledged (docs/performance.md "Costs that do not grow with the table").
 WITH claimed AS (
   UPDATE notify.ent_notification n
   SET notification_status = 'PROCESSING', attempts = $2,
@@ -237,7 +310,7 @@ WITH claimed AS (
   WHERE n.id = $1
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
-    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2 AND $4::bool)
+    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2 AND $6::bool)
          OR (n.notification_status IN ('PENDING', 'FAILED') AND n.attempts = $2 - 1 AND n.dead_lettered_at IS NULL))
   RETURNING n.*
 )
@@ -248,11 +321,21 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
   w.default_channels::text[] AS default_channels, now() AS db_now,
   array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
-        WHERE d.notification_id = n.id AND d.status = 'SENT') AS acknowledged,
+        WHERE d.notification_id = n.id AND d.status = 'SENT'
+          AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS acknowledged,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
-   WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0) AS key_generations
+   WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0
+     AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations
 FROM claimed n
-LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id;
+LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
+CROSS JOIN LATERAL (
+  SELECT coalesce($4::uuid, '00000000-0000-0000-0000-000000000000'::uuid) AS first,
+         coalesce((SELECT DISTINCT u.r FROM unnest(n.recipients) AS u(r)
+                   WHERE $5::int IS NOT NULL
+                     AND u.r >= coalesce($4::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
+                   ORDER BY u.r OFFSET $5::int - 1 LIMIT 1),
+                  'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid) AS last
+) r;
 
 -- name: fence
 -- Checked right before each Novu request of an attempt (and periodically while it waits): the attempt still holds

@@ -289,6 +289,13 @@ class Repository:
             rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
         return ClaimBatch(rows=_claimed(rows), batch_size=batch_size, capacity_limited=picked < len(candidates))
 
+    async def hold_sweep(self, limit: int = 1_000) -> tuple[int, int]:
+        """Move held rows out of the claim indexes and released ones back (docs/design.md "Held rows"), at most
+        `limit` each way; returns (marked, unmarked). Its own short statement, outside the claim lock."""
+        row = await self.pool.fetchrow(q("hold_sweep"), limit)
+        assert row is not None
+        return int(row["held"]), int(row["released"])
+
     async def expired_leases(
         self, *, limit: int, lease_ms: int, enterprise_id: str | None = None
     ) -> list[tuple[int, int, float]]:
@@ -313,11 +320,22 @@ class Repository:
         return None if row is None else _notification(row)
 
     async def acquire(
-        self, notification_id: int, attempt: int, lease_ms: int, *, owner: bool = True
+        self,
+        notification_id: int,
+        attempt: int,
+        lease_ms: int,
+        *,
+        start: str | None = None,
+        window: int | None = None,
+        owner: bool = True,
     ) -> NotificationRow | None:
         """Take (or, for the attempt's `owner`, confirm) the claim for exactly this attempt (I4) and load what it
-        needs, or None if not ours. Only the workflow of the attempt is its owner."""
-        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, owner)
+        needs, or None if not ours. Only the workflow of the attempt is its owner.
+
+        The ledger (`acknowledged`, `key_generations`) covers the `window` smallest distinct recipient ids from
+        `start` on (None: from the first; all of them), so a piece of an attempt reads a bounded part of it.
+        """
+        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, start, window, owner)
         return None if row is None else _notification(row)
 
     async def fence(self, notification_id: int, attempt: int, lease_ms: int) -> bool:

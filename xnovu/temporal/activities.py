@@ -100,6 +100,9 @@ class XnovuActivities:
             activity.logger.info("schedule paused: nothing claimed", extra={"kind": kind.value})
             return ClaimBatch(rows=[], batch_size=self.poll.batch_size)
         recoverable = await self._keep_live_leases() if kind is PollKind.FAILED else []
+        if kind is not PollKind.FAILED:
+            # Held rows out of (and released rows back into) the index this claim reads: bounded, before the lock.
+            await self.repo.hold_sweep()
         batch = await self.repo.claim(
             kind,
             batch_size=self.poll.batch_size,
@@ -172,7 +175,11 @@ class XnovuActivities:
         started = time.perf_counter()
         try:
             result = await self.processor.process(
-                request.notification_id, request.attempt, time_budget_s=request.time_budget_s, piece=request.piece
+                request.notification_id,
+                request.attempt,
+                time_budget_s=request.time_budget_s,
+                piece=request.piece,
+                progress=request.progress,
             )
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()

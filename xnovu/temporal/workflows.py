@@ -88,11 +88,11 @@ class NotificationTriggerWorkflow:
             delay = (inp.scheduled_for - workflow.now()).total_seconds()
             if delay > 0:
                 await workflow.sleep(delay)
-        attempt, piece = inp.attempt, inp.pieces_before
+        attempt, piece, progress = inp.attempt, inp.pieces_before, inp.progress
         while True:
             result = await workflow.execute_local_activity_method(
                 XnovuActivities.trigger_notification_by_id,
-                TriggerRequest(inp.notification_id, attempt, PIECE_BUDGET.total_seconds(), piece),
+                TriggerRequest(inp.notification_id, attempt, PIECE_BUDGET.total_seconds(), piece, progress),
                 start_to_close_timeout=TRIGGER_TIMEOUT,
                 retry_policy=TRIGGER_RETRY,
             )
@@ -104,9 +104,11 @@ class NotificationTriggerWorkflow:
                 # the same piece again (processor: a timer that ends early waits the rest).
                 await workflow.sleep(result.wait_s)
                 continue
-            piece += 1
+            # A piece that stopped without saying where to resume (its claim was refused, then held again) is
+            # resumed where it began: its window's ledger tells what it did.
+            piece, progress = piece + 1, result.progress or progress
             if piece - inp.pieces_before >= PIECES_PER_RUN:
-                workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece))
+                workflow.continue_as_new(NotificationInput(inp.notification_id, attempt, None, piece, progress))
 
 
 @workflow.defn(name="TriggerMultipleNotificationsWorkflow")
