@@ -134,14 +134,30 @@ class NotificationClient:
     async def async_trigger_multiple_notifications(
         self, notification_ids: Sequence[int], *, concurrency: int | None = None
     ) -> list[TriggerResult]:
-        """Trigger many notifications in one TriggerMultipleNotificationsWorkflow (bounded concurrency)."""
+        """Trigger many notifications in one TriggerMultipleNotificationsWorkflow (bounded concurrency).
+
+        The workflow starts each row's attempt as its own workflow; a row whose attempt was already running (a poll
+        claimed it first) comes back SKIPPED and PROCESSING, and is joined here: its result is that workflow's.
+        """
         client = await self.client()
-        return await client.execute_workflow(
+        results = await client.execute_workflow(
             TriggerMultipleNotificationsWorkflow.run,
             MultipleTriggerRequest(list(notification_ids), concurrency),
             id=f"trigger-multiple-{uuid.uuid4()}",
             task_queue=self.settings.temporal_task_queue,
         )
+
+        async def joined(r: TriggerResult) -> TriggerResult:
+            if not (r.outcome is Outcome.SKIPPED and r.notification_status == NotificationStatus.PROCESSING):
+                return r
+            if r.attempt is None:
+                return r
+            wid = child_id(r.notification_id, r.attempt)
+            return await self.result_of(
+                r.notification_id, client.get_workflow_handle_for(NotificationTriggerWorkflow.run, wid)
+            )
+
+        return list(await asyncio.gather(*(joined(r) for r in results)))
 
     async def get_workflow_status(self, workflow_id: str) -> dict[str, Any]:
         d = await (await self.client()).get_workflow_handle(workflow_id).describe()

@@ -223,7 +223,8 @@ async def test_trigger_multiple_processes_each_id_with_its_own_outcome(env: Env)
     wf = await env.workflow("welcome")
     good = await env.insert(wf, 5, recipients=2)
     [draft] = await env.insert(wf, publish_status="DRAFT")
-    async with env.worker(poll_interval_ms=3_600_000), NotificationClient(env.settings) as nc:
+    # No poll races the batch here (no wake-up at start, no tick): each row's outcome is the batch's own.
+    async with env.worker(poll_interval_ms=3_600_000, wakeup_enabled=False), NotificationClient(env.settings) as nc:
         results = await nc.async_trigger_multiple_notifications([*good, draft, 999_999], concurrency=3)
     by_id = {r.notification_id: r for r in results}
     assert all(by_id[i].outcome is Outcome.SENT for i in good)

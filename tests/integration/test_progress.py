@@ -306,3 +306,27 @@ async def test_a_claim_frozen_inside_its_transaction_does_not_stall_every_other_
         assert [c.notification_id for c in batch.rows] == [nid]
     finally:
         frozen.terminate()
+
+
+async def test_the_batch_trigger_joins_an_attempt_that_is_already_running(env: Env) -> None:
+    """A row whose attempt already runs (here: waiting on its send time) is joined, not started again: the batch's
+    answer for it is that workflow's result, and the recipient gets one delivery."""
+    from xnovu.api import NotificationClient
+
+    wf = await env.workflow("welcome")
+    at = datetime.now(UTC) + timedelta(seconds=3)
+    [nid] = await env.insert(wf, scheduled_for=at)
+    limits = ClaimLimits(max_rows=100, max_tokens=1_000)
+    await env.repo.claim(PollKind.SCHEDULED, batch_size=10, lease_ms=600_000, limits=limits, lookahead_ms=60_000)
+    client = await connect_temporal(env.settings)
+    async with env.worker(poll_interval_ms=3_600_000, wakeup_enabled=False):
+        await client.start_workflow(
+            "NotificationTriggerWorkflow",
+            NotificationInput(nid, 1, at),
+            id=child_id(nid, 1),
+            task_queue=env.settings.temporal_task_queue,
+        )
+        async with NotificationClient(env.settings, client=client, repo=env.repo) as nc:
+            [result] = await nc.async_trigger_multiple_notifications([nid])
+    assert result.outcome is Outcome.SENT and result.attempt == 1, result
+    assert env.stats()["deliveries"] == 1
