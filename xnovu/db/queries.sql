@@ -90,10 +90,11 @@ SELECT set_config('idle_in_transaction_session_timeout', '5s', true), pg_advisor
 -- while it is fresh ($1 ms), and a scheduled row waiting on its timer sends nothing before its time.
 -- `rerun`: rows an earlier run of this same claim ($2, the poll run and its activity) already claimed.
 SELECT count(*) FILTER (WHERE live) AS rows,
-       coalesce(sum(greatest(cardinality(recipients), 1)) FILTER (WHERE live), 0)::bigint AS tokens,
+       coalesce(sum(coalesce(xnovu_claim_tokens, greatest(cardinality(recipients), 1))) FILTER (WHERE live), 0)::bigint
+         AS tokens,
        count(*) FILTER (WHERE xnovu_claim_key = $2) AS rerun
 FROM (
-  SELECT n.recipients, n.xnovu_claim_key,
+  SELECT n.recipients, n.xnovu_claim_key, n.xnovu_claim_tokens,
     (n.next_attempt_at > now()
      OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000)))
     AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()) AS live
@@ -203,6 +204,7 @@ LIMIT $1;
 -- key (NULL for a claim made outside a poll).
 UPDATE notify.ent_notification n
 SET notification_status = 'PROCESSING', attempts = n.attempts + 1, xnovu_claim_key = $3,
+    xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
     next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $2::float8 / 1000)
 WHERE n.id = ANY($1::bigint[])
 RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
@@ -305,7 +307,7 @@ WHERE n.id = $1;
 -- however many Novu already acknowledged (docs/performance.md "Costs that do not grow with the table").
 WITH claimed AS (
   UPDATE notify.ent_notification n
-  SET notification_status = 'PROCESSING', attempts = $2,
+  SET notification_status = 'PROCESSING', attempts = $2, xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
       next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000)
   WHERE n.id = $1
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
