@@ -126,3 +126,20 @@ async def test_an_outcome_the_feed_cannot_tell_is_held_recorded_and_counted(env:
     assert result.outcome is Outcome.SENT, result
     assert env.stats()["deliveries"] == 1 and _duplicates(env) == 0
     assert await env.repo.pool.fetchval(UNKNOWN_ROWS, [nid]) == 0
+
+
+async def test_the_fence_requires_the_piece_that_holds_the_attempt(env: Env) -> None:
+    """The fencing token at the level of the queries: a re-run of the piece (same attempt) takes the next token, and
+    from then on the fence, the lease renewal and finalize refuse the old one."""
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf)
+    lease = env.settings.processing_lease_ms
+    first = await env.repo.acquire(nid, 1, lease)
+    assert first is not None and await env.repo.fence(nid, 1, lease, first.piece)
+    second = await env.repo.acquire(nid, 1, lease)
+    assert second is not None and second.piece == first.piece + 1
+    assert second.previous_piece_open_s is not None, "the first piece never ended: its requests may be on the wire"
+    assert not await env.repo.fence(nid, 1, lease, first.piece)
+    assert not await env.repo.finalize(nid, 1, status="SENT", error_details={}, piece=first.piece)
+    assert await env.repo.fence(nid, 1, lease, second.piece)
+    assert await env.repo.finalize(nid, 1, status="SENT", error_details={}, piece=second.piece)

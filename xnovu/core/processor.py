@@ -344,7 +344,9 @@ class NotificationProcessor:
             pending = await self._resolve_unknown(row, pending, tally)
         if pending:
             deadline = None if time_budget_s is None else started + time_budget_s
-            claim = _Claim(self.repo, row.id, attempt, self.lease_ms, acquired_at=time.monotonic(), piece=row.piece)
+            # acquired_at is the acquire's time: after a look-up that took longer than the grace, the first request
+            # is fenced (and marked) like every other.
+            claim = _Claim(self.repo, row.id, attempt, self.lease_ms, acquired_at=started, piece=row.piece)
             async with claim:
 
                 async def record(outcomes: Sequence[EventOutcome]) -> None:
