@@ -365,6 +365,8 @@ class NotificationProcessor:
                     control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
                 )
             if tally.config_error is not None:
+                # Nothing is on the wire (every request was answered): the retry need not look anything up.
+                await self.repo.close_piece(row.id, row.piece, resolved=True)
                 raise NovuConfigurationError(tally.config_error)
             if claim.lost:
                 lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0), row.piece)
