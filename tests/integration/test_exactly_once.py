@@ -16,6 +16,7 @@ import pytest
 from tests.support import Env, eventually, processor_for
 from xnovu.core.models import Outcome
 from xnovu.metrics import METRICS
+from xnovu.novu.client import NovuClient, RecipientEvent, transaction_id_for
 
 UNKNOWN_ROWS = (
     "SELECT count(*) FROM notify.ent_notification_delivery d "
@@ -143,3 +144,29 @@ async def test_the_fence_requires_the_piece_that_holds_the_attempt(env: Env) -> 
     assert not await env.repo.finalize(nid, 1, status="SENT", error_details={}, piece=first.piece)
     assert await env.repo.fence(nid, 1, lease, second.piece)
     assert await env.repo.finalize(nid, 1, status="SENT", error_details={}, piece=second.piece)
+
+
+async def test_the_settle_delay_lets_a_late_feed_entry_appear_before_the_look_up(env: Env) -> None:
+    """Novu answers a trigger once its job is queued and creates the feed entry when its worker runs the job: a
+    look-up right after a lost answer can miss an event Novu did process. The settle delay covers that lag; the
+    limit (a lag longer than NOVU_OUTCOME_SETTLE_MS means a resend) is docs/novu-contract.md's."""
+    assert env.settings.novu_secret_key is not None
+    key = env.settings.novu_secret_key.get_secret_value()
+    env.configure_emulator(idempotency=False, timeout_rate=1.0, timeout_delay_s=3.0, feed_delay_ms=400)
+    event = RecipientEvent("subscriber-1", transaction_id_for(1, "subscriber-1"), 0)
+    async with NovuClient(env.emulator.url, key, timeout_s=0.3, settle_s=0.6) as novu:
+        [out] = await novu.trigger(workflow_key="welcome", payload={}, overrides=None, events=[event])
+    assert out.outcome == "acknowledged" and env.stats()["deliveries"] == 1, "found in the feed, not resent"
+
+    env.emulator.emulator.reset()  # keeps the config: the first request is answered too late again
+    async with NovuClient(env.emulator.url, key, timeout_s=0.3, settle_s=0.0) as novu:
+        task = asyncio.create_task(novu.trigger(workflow_key="welcome", payload={}, overrides=None, events=[event]))
+
+        async def delivered_once() -> bool:
+            return bool(env.stats()["deliveries"] == 1)
+
+        await eventually(delivered_once, timeout=5, interval=0.02)
+        env.configure_emulator(timeout_rate=0.0)  # the resend is answered in time
+        [out] = await task
+    assert out.outcome == "acknowledged"
+    assert env.stats()["deliveries"] == 2, "without the settle delay the feed did not list it yet: resent (the limit)"
