@@ -242,6 +242,7 @@ def test_settings(stack: Stack, database_url: str, **overrides: Any) -> Settings
         "novu_secret_key": NOVU_SECRET,
         "novu_rate_limit_rps": 10_000,
         "novu_timeout_ms": 2_000,
+        "novu_outcome_settle_ms": 200,
         "poll_interval_ms": 1_000,
         "failed_poll_interval_ms": 1_000,
         "scheduled_poll_interval_ms": 1_000,

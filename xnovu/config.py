@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     novu_api_url: str = "https://api.novu.co"
     novu_rate_limit_rps: float = Field(60.0, gt=0, le=1_000_000)
     novu_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    #: How long to let Novu settle before asking its activity feed about a request whose outcome is unknown (no
+    #: answer, a cut connection, 502/503/504): docs/novu-contract.md "Unknown outcomes" justifies the default.
+    novu_outcome_settle_ms: int = Field(2_000, ge=0, le=60_000)
 
     # Database
     database_url: SecretStr | None = None

@@ -53,6 +53,12 @@ class Metrics:
         self.novu_configuration_errors = Counter(
             "xnovu_novu_configuration_errors", "Novu refused the API key (401/403/402)", registry=self.registry
         )
+        self.novu_unknown_outcomes = Counter(
+            "xnovu_novu_unknown_outcomes",
+            "Events Novu may have processed (no answer, a cut connection, 408/502/503/504) whose outcome its activity "
+            "feed could not tell; recorded unknown in the ledger and held, never resent blindly",
+            registry=self.registry,
+        )
         self.build_info = Gauge("xnovu_build_info", "Always 1; the xnovu version", ["version"], registry=self.registry)
         self.worker_running = Gauge(
             "xnovu_worker_running", "1 while the Temporal worker polls its task queue", registry=self.registry
@@ -120,6 +126,9 @@ class Metrics:
     def count_round_trip(self, _record: object) -> None:
         """asyncpg query-logger callback (registered on each pool connection by xnovu/db/repository.py)."""
         self.db_round_trips.inc()
+
+    def observe_unknown_outcomes(self, events: int) -> None:
+        self.novu_unknown_outcomes.inc(events)
 
     def observe_novu(self, status_code: int | None, seconds: float) -> None:
         self.novu_requests.labels(status_code=str(status_code) if status_code else "none").inc()

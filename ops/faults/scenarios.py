@@ -442,6 +442,18 @@ async def _kill_mid_heavy_notification(run: ScenarioRun) -> None:
     await run.start_worker("worker-2", novu_rate_limit_rps=2000)
 
 
+async def _late_answers_idempotency_off(run: ScenarioRun) -> None:
+    # Novu Cloud's default: the Idempotency-Key is ignored, so only the activity-feed look-up keeps a request whose
+    # answer came too late from being delivered twice (docs/novu-contract.md "Unknown outcomes").
+    await run.stack.configure_emulator(idempotency=False, timeout_rate=0.1, timeout_delay_s=3.0, seed=16)
+    await run.start_worker("worker-1")
+
+
+async def _kill_mid_heavy_notification_idempotency_off(run: ScenarioRun) -> None:
+    await run.stack.configure_emulator(idempotency=False)
+    await _kill_mid_heavy_notification(run)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.key: s
     for s in (
@@ -462,6 +474,20 @@ SCENARIOS: dict[str, Scenario] = {
             "worker-sigkill-heavy",
             "SIGKILL the worker in the middle of one 5 000-recipient notification, then start a new one",
             _kill_mid_heavy_notification,
+            rows=1,
+            recipients=5_000,
+        ),
+        Scenario(
+            "g",
+            "late-answers-idempotency-off",
+            "Novu's idempotency off; 10% of requests processed but answered after the client's timeout",
+            _late_answers_idempotency_off,
+        ),
+        Scenario(
+            "h",
+            "worker-sigkill-heavy-idempotency-off",
+            "as worker-sigkill-heavy, with Novu's idempotency off (requests cut off in flight are looked up)",
+            _kill_mid_heavy_notification_idempotency_off,
             rows=1,
             recipients=5_000,
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -439,6 +440,7 @@ def test_reset_clears_state_and_keeps_config_unless_asked(client: httpx.Client) 
         "tokens": 0,
         "deliveries": 0,
         "duplicate_deliveries": 0,
+        "feed_lookups": 0,
         "status_codes": {},
     }
     assert events(client) == []
@@ -455,6 +457,8 @@ def test_reset_clears_state_and_keeps_config_unless_asked(client: httpx.Client) 
         "idempotency": True,
         "workflows": None,
         "seed": None,
+        "feed_delay_ms": 0,
+        "feed_error_rate": 0.0,
     }
 
 
@@ -468,3 +472,61 @@ def test_config_round_trips_and_rejects_bad_values(client: httpx.Client) -> None
     assert client.get("/emulator/config").json() == posted
     assert client.get("/emulator/health").status_code == 200
     assert EmulatorConfig().rate_limit_rps is None
+
+
+# -- the activity feed (docs/novu-contract.md "Unknown outcomes")
+
+FEED = "/v1/notifications"
+
+
+def feed(client: httpx.Client, **params: Any) -> httpx.Response:
+    return client.get(FEED, params=params, headers=AUTH)
+
+
+def test_the_activity_feed_lists_processed_events_by_transaction_id(client: httpx.Client) -> None:
+    trigger(client, {"name": "welcome", "to": ["u1", "u2"], "transactionId": "tx-feed"})
+    trigger(client, {"name": "welcome", "to": "u3", "transactionId": "tx-other"})
+    response = feed(client, transactionId="tx-feed")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["page"] == 0 and body["pageSize"] == 10 and body["hasMore"] is False
+    assert sorted(e["subscriber"]["subscriberId"] for e in body["data"]) == ["u1", "u2"]
+    assert {e["transactionId"] for e in body["data"]} == {"tx-feed"}
+    assert all(e["template"]["triggers"][0]["identifier"] == "welcome" and e["_id"] for e in body["data"])
+    assert feed(client, transactionId="tx-never").json()["data"] == []
+    assert stats(client)["feed_lookups"] == 2 and stats(client)["requests"] == 2, "reads are not trigger requests"
+
+
+def test_the_activity_feed_paginates_and_filters_by_subscriber(client: httpx.Client) -> None:
+    trigger(client, {"name": "welcome", "to": [f"u{i}" for i in range(5)], "transactionId": "tx-many"})
+    first = feed(client, transactionId="tx-many", limit=2).json()
+    last = feed(client, transactionId="tx-many", limit=2, page=2).json()
+    assert len(first["data"]) == 2 and first["hasMore"] is True and first["pageSize"] == 2
+    assert len(last["data"]) == 1 and last["hasMore"] is False and last["page"] == 2
+    only = feed(client, transactionId="tx-many", subscriberIds="u3").json()["data"]
+    assert [e["subscriber"]["subscriberId"] for e in only] == ["u3"]
+    assert_error_body(feed(client, limit=0), 422)
+
+
+def test_the_activity_feed_needs_the_api_key(client: httpx.Client) -> None:
+    assert_error_body(client.get(FEED, params={"transactionId": "x"}), 401, "Missing authorization header")
+    bad = client.get(FEED, params={"transactionId": "x"}, headers={"Authorization": "ApiKey wrong"})
+    assert_error_body(bad, 401, "API Key not found")
+
+
+def test_an_event_answered_too_late_is_in_the_feed_once_processed(client: httpx.Client) -> None:
+    """The fault the feed exists for: processed, answer lost; the feed shows it after Novu's processing lag."""
+    configure(client, timeout_rate=1.0, timeout_delay_s=3, feed_delay_ms=800, idempotency=False)
+    with pytest.raises(httpx.ReadTimeout):
+        trigger(client, {"name": "welcome", "to": "u1", "transactionId": "tx-late"}, timeout=0.2)
+    assert feed(client, transactionId="tx-late").json()["data"] == [], "not yet processed by Novu's worker"
+    time.sleep(0.8)
+    [entry] = feed(client, transactionId="tx-late").json()["data"]
+    assert entry["subscriber"]["subscriberId"] == "u1"
+
+
+def test_a_feed_error_rate_answers_500(client: httpx.Client) -> None:
+    configure(client, feed_error_rate=1.0)
+    assert_error_body(feed(client, transactionId="x"), 500)
+    configure(client, feed_error_rate=0.0)
+    assert feed(client, transactionId="x").status_code == 200

@@ -227,7 +227,7 @@ async def test_trigger_multiple_processes_each_id_with_its_own_outcome(env: Env)
     async with env.worker(poll_interval_ms=3_600_000, wakeup_enabled=False), NotificationClient(env.settings) as nc:
         results = await nc.async_trigger_multiple_notifications([*good, draft, 999_999], concurrency=3)
     by_id = {r.notification_id: r for r in results}
-    assert all(by_id[i].outcome is Outcome.SENT for i in good)
+    assert all(by_id[i].outcome is Outcome.SENT for i in good), [by_id[i] for i in good]
     assert by_id[draft].outcome is Outcome.REJECTED and "DRAFT" in (by_id[draft].reason or "")
     assert by_id[999_999].outcome is Outcome.REJECTED and "does not exist" in (by_id[999_999].reason or "")
     assert env.stats()["deliveries"] == 10

@@ -228,17 +228,20 @@ async def test_novu_429_storm_is_ridden_out_honouring_retry_after(env: Env) -> N
 async def test_a_retry_after_a_timeout_that_meets_a_429_does_not_deliver_twice(env: Env) -> None:
     """Three attempts at one recipient, each carrying the key generation the previous one left in the ledger."""
     assert env.settings.novu_secret_key is not None
-    novu = NovuClient(env.emulator.url, env.settings.novu_secret_key.get_secret_value(), timeout_s=0.5, quick_retries=0)
+    novu = NovuClient(
+        env.emulator.url, env.settings.novu_secret_key.get_secret_value(), timeout_s=0.5, quick_retries=0, settle_s=0.1
+    )
     tx = transaction_id_for(1, "subscriber-1")
     try:
-        # 1: Novu runs the trigger but answers after the client gave up: ambiguous, the key is kept.
-        env.configure_emulator(timeout_rate=1.0, timeout_delay_s=2.0)
+        # 1: Novu runs the trigger but answers after the client gave up, and its activity feed cannot be asked
+        # (were it up, it would settle the outcome): unknown, the key is kept.
+        env.configure_emulator(timeout_rate=1.0, timeout_delay_s=2.0, feed_error_rate=1.0)
         [first] = await novu.trigger(
             workflow_key="welcome", payload={}, overrides=None, events=[RecipientEvent("subscriber-1", tx, 0)]
         )
-        assert first.outcome == "transient" and first.next_key_generation == 0
+        assert first.outcome == "unknown" and first.next_key_generation == 0
         # 2: the retry meets the rate limit, which Novu checks before the idempotency key (the key is not consulted).
-        env.configure_emulator(timeout_rate=0.0, rate_limit_rps=0.2)  # a bucket of one token...
+        env.configure_emulator(timeout_rate=0.0, feed_error_rate=0.0, rate_limit_rps=0.2)  # a bucket of one token...
         assert (await novu.check_auth())[0]  # ...spent by a cancel, which delivers nothing
         [second] = await novu.trigger(
             workflow_key="welcome",

@@ -19,6 +19,7 @@ import pytest
 
 from xnovu.novu.client import (
     BULK_PATH,
+    FEED_PATH,
     TRIGGER_PATH,
     EventOutcome,
     NovuClient,
@@ -37,14 +38,38 @@ API = "https://novu.test"
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
+async def feed_knows_nothing(request: httpx.Request) -> httpx.Response:
+    """Novu's activity feed for events it never processed."""
+    return httpx.Response(200, json={"data": [], "hasMore": False, "pageSize": 10, "page": 0})
+
+
+def feed_knows(*transaction_ids: str) -> Handler:
+    """The activity feed listing these transactionIds as processed."""
+
+    async def respond(request: httpx.Request) -> httpx.Response:
+        tx = request.url.params["transactionId"]
+        data = (
+            [{"_id": "n1", "transactionId": tx, "subscriber": {"subscriberId": "s"}}] if tx in transaction_ids else []
+        )
+        return httpx.Response(200, json={"data": data, "hasMore": False, "pageSize": 10, "page": 0})
+
+    return respond
+
+
 @dataclass
 class Recorder:
-    """Records every request the client makes and answers through `respond`."""
+    """Records every trigger request the client makes and answers through `respond`; activity-feed look-ups go to
+    `lookups`, answered by `feed`."""
 
     respond: Handler
     requests: list[httpx.Request] = field(default_factory=list)
+    feed: Handler = feed_knows_nothing
+    lookups: list[httpx.Request] = field(default_factory=list)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == FEED_PATH:
+            self.lookups.append(request)
+            return await self.feed(request)
         self.requests.append(request)
         return await self.respond(request)
 
@@ -110,6 +135,7 @@ def make_events(n: int, notification_id: int = 7, generation: int = 0) -> list[R
 
 def client_for(recorder: Recorder, **kwargs: Any) -> NovuClient:
     kwargs.setdefault("max_retry_sleep_s", 0.01)
+    kwargs.setdefault("settle_s", 0.0)
     return NovuClient(API, SECRET, transport=httpx.MockTransport(recorder), **kwargs)
 
 
@@ -552,7 +578,7 @@ async def test_a_lost_claim_stops_the_request_and_every_later_one() -> None:
     recorder = Recorder(novu_ok)
     answers = iter([True, False])
 
-    async def fence() -> bool:
+    async def fence(events: Any) -> bool:
         return next(answers, False)
 
     outcomes = await send(
@@ -569,9 +595,7 @@ async def test_requests_not_started_by_the_deadline_come_back_unsent() -> None:
 
     recorder = Recorder(slow)
     deadline = time.monotonic() + 0.1
-    outcomes = await send(
-        client_for(recorder), make_events(300), concurrency=1, control=SendControl(deadline=deadline)
-    )
+    outcomes = await send(client_for(recorder), make_events(300), concurrency=1, control=SendControl(deadline=deadline))
     assert len(recorder.requests) == 1, "the request under way finished; none started after the deadline"
     assert Counter(o.outcome for o in outcomes) == {"acknowledged": 100, "unsent": 200}
 
@@ -596,3 +620,148 @@ async def test_a_failing_ledger_write_stops_the_sibling_requests() -> None:
         await send(client_for(recorder), make_events(5), concurrency=1, control=SendControl(on_outcomes=on_outcomes))
     await asyncio.sleep(0.1)
     assert len(recorder.requests) == 1, "no request starts after the attempt failed"
+
+
+# -- unknown outcomes: looked up in the activity feed before anything is resent (docs/novu-contract.md) -----------
+
+
+async def test_a_timeout_whose_event_novu_processed_is_acknowledged_from_the_feed_and_not_resent() -> None:
+    """Idempotency off, the request was processed but its answer came too late: resending it would deliver twice."""
+    events = make_events(1)
+    rec = Recorder(sequence(httpx.ReadTimeout("read timed out")), feed=feed_knows(events[0].transaction_id))
+    [out] = await send(client_for(rec), events)
+    assert len(rec.requests) == 1, "not resent"
+    assert len(rec.lookups) == 1
+    assert out.outcome == "acknowledged" and out.novu_transaction_id == events[0].transaction_id
+    assert out.next_key_generation == 0 and out.error is None
+
+
+async def test_a_timeout_whose_event_the_feed_does_not_know_is_resent_under_the_same_key() -> None:
+    rec = Recorder(sequence(httpx.ReadTimeout("read timed out")))
+    [out] = await send(client_for(rec), make_events(1))
+    assert len(rec.lookups) == 1 and len(rec.requests) == 2 and rec.keys()[0] == rec.keys()[1]
+    assert out.outcome == "acknowledged"
+
+
+async def test_the_feed_is_asked_only_after_the_settle_delay() -> None:
+    asked_at: list[float] = []
+
+    async def feed(request: httpx.Request) -> httpx.Response:
+        asked_at.append(time.monotonic())
+        return await feed_knows_nothing(request)
+
+    rec = Recorder(sequence(httpx.ReadTimeout("read timed out")), feed=feed)
+    started = time.monotonic()
+    await send(client_for(rec, settle_s=0.3), make_events(1))
+    assert asked_at and asked_at[0] - started >= 0.3
+
+
+async def test_an_outcome_the_feed_cannot_tell_stays_unknown_is_not_resent_and_is_counted() -> None:
+    async def feed_down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, json=error_body(503, "unavailable"))
+
+    counted: list[int] = []
+    rec = Recorder(sequence(httpx.Response(504, json=error_body(504, "gateway timeout"))), feed=feed_down)
+    [out] = await send(client_for(rec, on_unknown=counted.append), make_events(1, generation=2))
+    assert len(rec.requests) == 1, "held: never resent blindly"
+    assert out.outcome == "unknown" and out.next_key_generation == 2
+    assert "HTTP 504" in (out.error or "") and "looked up again" in (out.error or "")
+    assert counted == [1]
+
+
+@pytest.mark.parametrize("status", [408, 502, 503, 504])
+async def test_answers_that_leave_the_outcome_open_are_looked_up_before_a_resend(status: int) -> None:
+    rec = Recorder(sequence(httpx.Response(status, json=error_body(status, "gateway"))))
+    [out] = await send(client_for(rec), make_events(1))
+    assert len(rec.lookups) == 1 and len(rec.requests) == 2 and rec.keys()[0] == rec.keys()[1]
+    assert out.outcome == "acknowledged"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(409, headers={"Retry-After": "0"}, json=error_body(409, "in flight")),
+        httpx.Response(429, headers={"Retry-After": "0"}, json=error_body(429, "API rate limit exceeded")),
+        httpx.Response(500, json=error_body(500, "Internal server error")),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=["409", "429", "500", "connect-error"],
+)
+async def test_answers_that_say_the_request_was_not_processed_are_retried_without_a_lookup(
+    failure: httpx.Response | Exception,
+) -> None:
+    rec = Recorder(sequence(failure))
+    [out] = await send(client_for(rec), make_events(1))
+    assert rec.lookups == [] and len(rec.requests) == 2
+    assert out.outcome == "acknowledged"
+
+
+async def test_a_cut_off_bulk_resends_only_the_events_novu_does_not_know() -> None:
+    events = make_events(100)
+    processed = {e.transaction_id for e in events[:60]}
+    rec = Recorder(
+        sequence(httpx.RemoteProtocolError("Server disconnected without sending a response.")),
+        feed=feed_knows(*processed),
+    )
+    outcomes = await send(client_for(rec), events)
+    assert len(rec.lookups) == 100 and len(rec.requests) == 2
+    resent = [e["transactionId"] for e in rec.bodies()[1]["events"]]
+    assert resent == [e.transaction_id for e in events[60:]]
+    assert rec.keys()[1] == idempotency_key_for(resent, 0), "the resent subset is a request of its own"
+    assert [o.transaction_id for o in outcomes] == [e.transaction_id for e in events], "input order"
+    assert all(o.outcome == "acknowledged" for o in outcomes)
+
+
+async def test_not_processed_by_the_feed_with_no_quick_retry_left_is_transient() -> None:
+    rec = Recorder(sequence(httpx.ReadTimeout("read timed out")))
+    [out] = await send(client_for(rec, quick_retries=0), make_events(1))
+    assert len(rec.requests) == 1 and len(rec.lookups) == 1
+    assert out.outcome == "transient" and out.next_key_generation == 0
+
+
+async def test_lookup_asks_the_feed_by_transaction_id_with_the_api_key() -> None:
+    events = make_events(3)
+    rec = Recorder(novu_ok, feed=feed_knows(events[1].transaction_id))
+    async with client_for(rec) as client:
+        outcomes = await client.lookup(events)
+    assert [o.outcome for o in outcomes] == ["unsent", "acknowledged", "unsent"]
+    request = rec.lookups[0]
+    assert request.url.path == "/v1/notifications" and request.headers["authorization"] == f"ApiKey {SECRET}"
+    assert {r.url.params["transactionId"] for r in rec.lookups} == {e.transaction_id for e in events}
+    assert rec.requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(500, json=error_body(500, "down")),
+        httpx.Response(200, text="<html>"),
+        httpx.Response(200, json={"items": []}),
+        httpx.ReadTimeout("slow"),
+    ],
+    ids=["500", "not-json", "no-data", "timeout"],
+)
+async def test_a_feed_answer_that_says_nothing_leaves_the_outcome_unknown(answer: httpx.Response | Exception) -> None:
+    async def feed(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    rec = Recorder(novu_ok, feed=feed)
+    async with client_for(rec) as client:
+        [out] = await client.lookup(make_events(1))
+    assert out.outcome == "unknown" and out.novu_transaction_id is None
+
+
+async def test_the_fence_gets_the_events_of_the_request_it_guards() -> None:
+    seen: list[list[str]] = []
+
+    async def fence(events: Any) -> bool:
+        seen.append([e.recipient_id for e in events])
+        return True
+
+    await send(
+        client_for(Recorder(novu_ok)), make_events(102), concurrency=1, control=SendControl(before_request=fence)
+    )
+    assert [len(s) for s in seen] == [100, 1, 1]
+    assert seen[1] == ["user-0100"]

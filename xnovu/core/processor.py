@@ -24,7 +24,14 @@ from xnovu.core.status import NotificationStatus
 from xnovu.db.errors import is_transient_db_error
 from xnovu.db.repository import DeliveryUpdate, NotificationRow, Repository, Undecodable
 from xnovu.errors import NovuConfigurationError
-from xnovu.novu.client import EventOutcome, NovuClient, RecipientEvent, SendControl, transaction_id_for
+from xnovu.novu.client import (
+    BULK_MAX_EVENTS,
+    EventOutcome,
+    NovuClient,
+    RecipientEvent,
+    SendControl,
+    transaction_id_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +243,17 @@ class NotificationProcessor:
                 raise  # the database went away: retried until it is back (the claim holds the row)
             # A bug or a row we could not foresee: this row fails alone, readable, instead of retrying forever (I5).
             log.exception("unexpected error processing a notification", extra={"notification_id": row.id})
-            return await self._dead_letter(row, attempt, f"unexpected error: {type(exc).__name__}: {exc}", _Tally())
+            reason = f"unexpected error: {type(exc).__name__}: {exc}"
+            return await self._dead_letter(row, attempt, reason, _Tally(), resolved=False)
 
-    async def _not_acquired(self, notification_id: int, attempt: int | None, piece: int) -> TriggerResult:
+    async def _not_acquired(
+        self, notification_id: int, attempt: int | None, piece: int, token: int | None = None
+    ) -> TriggerResult:
         """Explain, from the row as it is now, why the attempt cannot go on.
 
-        `attempt` is the attempt the caller owns (None: it owns none). When that attempt still holds the row, this
-        settles it (I7: an attempt never ends leaving its row PROCESSING), see `_settle_own_claim`.
+        `attempt` is the attempt the caller owns (None: it owns none); `token` the fencing token of the caller's
+        piece, when it had one. When that attempt still holds the row, this settles it (I7: an attempt never ends
+        leaving its row PROCESSING), see `_settle_own_claim`, unless a newer piece of the attempt took over.
         """
         row = await self.repo.load(notification_id)
         if row is None:
@@ -250,6 +261,12 @@ class NotificationProcessor:
         if row.status == NotificationStatus.SENT:
             return self._skipped(row, f"notification {row.id} was already sent")
         if attempt is not None and row.status == NotificationStatus.PROCESSING and row.attempts == attempt:
+            if token is not None and row.piece != token:
+                # This piece was re-run elsewhere (its worker stalled past the workflow task timeout): the newer
+                # piece owns the attempt now, and this one stops without touching the row.
+                return self._skipped(
+                    row, f"a newer piece of attempt {attempt} took over (fencing token {row.piece}, ours {token})"
+                )
             return await self._settle_own_claim(row, attempt, piece)
         reason = notification_block_reason(row, row.db_now or self.clock())
         if reason is not None:
@@ -283,6 +300,7 @@ class NotificationProcessor:
         early = row.scheduled_for - now if row.scheduled_for is not None else None
         sendable = row.publish_status == "PUBLISH" and not row.deactivated
         if sendable and early is not None and SCHEDULE_TOLERANCE < early <= EARLY_WAKE_MAX:
+            await self.repo.close_piece(row.id, row.piece, resolved=False)
             return TriggerResult(
                 row.id,
                 Outcome.IN_PROGRESS,
@@ -293,9 +311,10 @@ class NotificationProcessor:
             )
         permanent = workflow_block_reason(row)
         if permanent is not None:
-            return await self._dead_letter(row, attempt, permanent, _Tally())
+            return await self._dead_letter(row, attempt, permanent, _Tally(), resolved=False)
         reason = notification_block_reason(row, now) or workflow_hold_reason(row)
         if reason is None:
+            await self.repo.close_piece(row.id, row.piece, resolved=False)
             return TriggerResult(
                 row.id,
                 Outcome.IN_PROGRESS,
@@ -304,7 +323,7 @@ class NotificationProcessor:
                 attempt=attempt,
             )
         details = self._details_error(reason, attempt, None, False)
-        released = await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
+        released = await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0, piece=row.piece)
         log.info("notification given back", extra={"notification_id": row.id, "reason": reason})
         status = NotificationStatus.PENDING if released else "unknown"
         return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
@@ -326,11 +345,11 @@ class NotificationProcessor:
         if permanent is None and attempt > self.max_attempts:
             permanent = f"gave up after {self.max_attempts} attempts"
         if permanent is not None:
-            return await self._dead_letter(row, attempt, permanent, _Tally())
+            return await self._dead_letter(row, attempt, permanent, _Tally(), resolved=False)
         held = workflow_hold_reason(row)
         if held is not None:
             details = self._details_error(held, attempt, None, False)
-            await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0)
+            await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0, piece=row.piece)
             log.info("notification held back", extra={"notification_id": row.id, "reason": held})
             return TriggerResult(row.id, Outcome.REJECTED, NotificationStatus.PENDING, reason=held, attempt=attempt)
 
@@ -347,10 +366,15 @@ class NotificationProcessor:
         pending = [r for r in window if r not in row.acknowledged]
         assert row.workflow_key is not None  # checked by workflow_block_reason
         tally = _Tally(acknowledged_before=len(window) - len(pending), carried=progress, track=window_size is not None)
+        started = time.monotonic()
+        if pending and (row.previous_piece_open_s is not None or row.unresolved):
+            pending = await self._resolve_unknown(row, pending, tally)
         if pending:
-            started = time.monotonic()
             deadline = None if time_budget_s is None else started + time_budget_s
-            async with _Claim(self.repo, row.id, attempt, self.lease_ms, acquired_at=started) as claim:
+            # acquired_at is the acquire's time: after a look-up that took longer than the grace, the first request
+            # is fenced (and marked) like every other.
+            claim = _Claim(self.repo, row.id, attempt, self.lease_ms, acquired_at=started, piece=row.piece)
+            async with claim:
 
                 async def record(outcomes: Sequence[EventOutcome]) -> None:
                     sent = [o for o in outcomes if o.outcome != "unsent"]
@@ -368,11 +392,14 @@ class NotificationProcessor:
                     control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
                 )
             if tally.config_error is not None:
+                # Nothing is on the wire (every request was answered): the retry need not look anything up.
+                await self.repo.close_piece(row.id, row.piece, resolved=True)
                 raise NovuConfigurationError(tally.config_error)
             if claim.lost:
-                lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0))
+                lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0), row.piece)
                 return dataclasses.replace(lost, **tally.counts(len(recipients)))
             if tally.unsent and window_size is None:
+                await self.repo.close_piece(row.id, row.piece, resolved=True)
                 return TriggerResult(
                     row.id,
                     Outcome.IN_PROGRESS,
@@ -386,6 +413,8 @@ class NotificationProcessor:
             unsent = tally.unsent_ids()
             resume = min(unsent) if unsent else after
             if resume is not None:
+                # The piece ends normally with the attempt still under way: every request was answered.
+                await self.repo.close_piece(row.id, row.piece, resolved=True)
                 progress = tally.progress(resume, window, row.acknowledged)
                 left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
                 return TriggerResult(
@@ -401,7 +430,9 @@ class NotificationProcessor:
         results = tally.results(row.id)
         if not tally.failed:
             details = self._details(row, tally, results, attempt)
-            ok = await self.repo.finalize(row.id, attempt, status=NotificationStatus.SENT, error_details=details)
+            ok = await self.repo.finalize(
+                row.id, attempt, status=NotificationStatus.SENT, error_details=details, piece=row.piece
+            )
             return self._finalized(row, attempt, ok, Outcome.SENT, NotificationStatus.SENT, tally, results, None, None)
 
         summary = f"{tally.failed} of {len(recipients)} recipients failed; first: {tally.first_error()}"
@@ -415,17 +446,74 @@ class NotificationProcessor:
         )
         details = self._details(row, tally, results, attempt) | self._details_error(summary, attempt, next_at, False)
         ok = await self.repo.finalize(
-            row.id, attempt, status=NotificationStatus.FAILED, error_details=details, next_attempt_at=next_at
+            row.id,
+            attempt,
+            status=NotificationStatus.FAILED,
+            error_details=details,
+            next_attempt_at=next_at,
+            piece=row.piece,
         )
         return self._finalized(
             row, attempt, ok, Outcome.RETRY, NotificationStatus.FAILED, tally, results, summary, next_at
         )
 
-    async def _dead_letter(self, row: NotificationRow, attempt: int, reason: str, tally: _Tally) -> TriggerResult:
+    async def _resolve_unknown(self, row: NotificationRow, pending: list[str], tally: _Tally) -> list[str]:
+        """Before this piece sends anything, settle what Novu may already have (docs/design.md "Pieces, fencing
+        tokens and unknown outcomes"): the recipients the ledger marks unknown (on the wire when their piece ended,
+        or left unknown by the feed), and, when the previous piece never ended normally, its first request, which
+        went out unfenced under the acquire's grace. Each is looked up in Novu's activity feed once anything still
+        on the wire has had time to land (NOVU_TIMEOUT_MS) and the feed time to show it (NOVU_OUTCOME_SETTLE_MS).
+        Returns the recipients left to send: acknowledged ones are recorded SENT, and those the feed cannot tell
+        about are recorded unknown and held (never sent blindly; a later attempt asks again)."""
+        unresolved = [r for r in pending if r in row.unresolved]
+        candidates = set(unresolved)
+        if row.previous_piece_open_s is not None:
+            first_request = [r for r in pending if r not in candidates][:BULK_MAX_EVENTS]
+            candidates.update(first_request)
+        if not candidates:
+            return pending
+        # The newest request that may still be on the wire: a marked one, or the previous piece's first request.
+        ages = [a for a in (row.unresolved_age_s,) if a is not None]
+        if row.previous_piece_open_s is not None:
+            ages.append(max(0.0, row.previous_piece_open_s - _Claim.FIRST_REQUEST_GRACE_S))
+        in_flight_left = max([0.0] + [self.novu.timeout_s - age for age in ages])
+        await asyncio.sleep(in_flight_left + self.novu.settle_s)
+        events = [
+            RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0))
+            for r in pending
+            if r in candidates
+        ]
+        looked_up = await self.novu.lookup(events)
+        decided = [o for o in looked_up if o.outcome != "unsent"]
+        await self.repo.record_outcomes(row.id, [_ledger_update(o) for o in decided])
+        tally.add(decided)
+        done = {o.recipient_id for o in decided}
+        log.info(
+            "unknown outcomes looked up in Novu's activity feed",
+            extra={
+                "notification_id": row.id,
+                "looked_up": len(events),
+                "acknowledged": sum(1 for o in decided if o.outcome == "acknowledged"),
+                "still_unknown": sum(1 for o in decided if o.outcome == "unknown"),
+            },
+        )
+        return [r for r in pending if r not in done]
+
+    async def _dead_letter(
+        self, row: NotificationRow, attempt: int, reason: str, tally: _Tally, *, resolved: bool = True
+    ) -> TriggerResult:
+        """`resolved` False: the piece ends before it resolved what an open predecessor may have sent, which stays
+        open (a requeue looks it up first)."""
         results = tally.results(row.id)
         details = self._details(row, tally, results, attempt) | self._details_error(reason, attempt, None, True)
         ok = await self.repo.finalize(
-            row.id, attempt, status=NotificationStatus.FAILED, error_details=details, dead_letter=True
+            row.id,
+            attempt,
+            status=NotificationStatus.FAILED,
+            error_details=details,
+            dead_letter=True,
+            piece=row.piece,
+            resolved=resolved,
         )
         log.warning(
             "notification dead-lettered", extra={"notification_id": row.id, "attempt": attempt, "reason": reason}
@@ -572,6 +660,7 @@ class _Tally:
             elif o.outcome == "unsent":
                 self.unsent += 1
             else:
+                # transient, unknown (held until the feed knows: a later attempt asks again), permanent, config
                 self.failed += 1
                 self.permanent |= o.outcome == "permanent"
                 if o.outcome == "config" and self.config_error is None:
@@ -602,7 +691,9 @@ class _Claim:
     """The attempt's hold on its row while it sends: fences each Novu request and keeps the lease alive.
 
     Every request after the first re-checks the claim in Postgres right before it goes out (the acquire that
-    started the piece serves for the first one, when it starts within FIRST_REQUEST_GRACE_S). While requests wait
+    started the piece serves for the first one, when it starts within FIRST_REQUEST_GRACE_S): the same attempt and
+    the same piece (its fencing token), so once a newer piece of the attempt began, this one sends nothing more. The
+    check marks the request's recipients as on the wire until their outcome is recorded. While requests wait
     (for tokens, for Novu), a background renewal extends the lease every third of it, so a live attempt is never
     taken for a dead one however long it runs; once the claim is lost (recovered, retracted, unpublished), no
     further request starts.
@@ -610,10 +701,13 @@ class _Claim:
 
     FIRST_REQUEST_GRACE_S = 1.0
 
-    def __init__(self, repo: Repository, notification_id: int, attempt: int, lease_ms: int, *, acquired_at: float):
+    def __init__(
+        self, repo: Repository, notification_id: int, attempt: int, lease_ms: int, *, acquired_at: float, piece: int
+    ):
         self.repo = repo
         self.notification_id = notification_id
         self.attempt = attempt
+        self.piece = piece
         self.lease_ms = lease_ms
         self.acquired_at = acquired_at
         self.lost = False
@@ -630,14 +724,15 @@ class _Claim:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewal
 
-    async def check(self) -> bool:
+    async def check(self, events: Sequence[RecipientEvent] = ()) -> bool:
         if self.lost:
             return False
         if self._first and time.monotonic() - self.acquired_at < self.FIRST_REQUEST_GRACE_S:
             self._first = False
             return True
         self._first = False
-        if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms):
+        on_the_wire = [e.recipient_id for e in events]
+        if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms, self.piece, on_the_wire):
             self.lost = True
         return not self.lost
 
@@ -646,7 +741,7 @@ class _Claim:
         while not self.lost:
             await asyncio.sleep(period)
             try:
-                if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms):
+                if not await self.repo.fence(self.notification_id, self.attempt, self.lease_ms, self.piece):
                     self.lost = True
             except Exception as exc:  # a missed renewal is retried next period; the fence before sending decides
                 log.warning(
@@ -669,4 +764,5 @@ def _ledger_update(o: EventOutcome) -> DeliveryUpdate:
         key_generation=o.next_key_generation,
         http_status=o.http_status,
         error=o.error,
+        unknown=o.outcome == "unknown",
     )

@@ -288,7 +288,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.scheduled_for, n.attempts, n.next_attempt_at, n.dead_lettered_at, n.enterprise_id::text AS enterprise_id,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
-  w.default_channels::text[] AS default_channels, now() AS db_now
+  w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -305,10 +305,16 @@ WHERE n.id = $1;
 -- from the first, NULL $5: all of them), a range of the ledger's primary key (notification_id, recipient_id). A
 -- piece of an attempt tries one window, so it reads at most $5 ledger rows however many recipients the row has and
 -- however many Novu already acknowledged (docs/performance.md "Costs that do not grow with the table").
+-- Each acquire starts a new piece: it takes the next fencing token (xnovu_piece) and opens the piece, keeping how
+-- long ago the previous one opened if that one never ended normally (crash, cut-off requests: their outcomes are
+-- unknown), with the recipients of the window whose outcome the ledger marks unknown (docs/design.md "Pieces,
+-- fencing tokens and unknown outcomes"). SET expressions read the row's old values.
 WITH claimed AS (
   UPDATE notify.ent_notification n
   SET notification_status = 'PROCESSING', attempts = $2, xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
-      next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000)
+      next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000),
+      xnovu_piece = n.xnovu_piece + 1, xnovu_piece_open_since = now(),
+      xnovu_previous_piece_open_since = n.xnovu_piece_open_since
   WHERE n.id = $1
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
@@ -327,7 +333,15 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
           AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS acknowledged,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
    WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0
-     AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations
+     AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations,
+  n.xnovu_piece AS piece,
+  extract(epoch FROM now() - n.xnovu_previous_piece_open_since)::float8 AS previous_piece_open_s,
+  array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
+        WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.unknown_since IS NOT NULL
+          AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS unresolved,
+  (SELECT extract(epoch FROM now() - max(d.unknown_since))::float8 FROM notify.ent_notification_delivery d
+   WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.unknown_since IS NOT NULL
+     AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS unresolved_age_s
 FROM claimed n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 CROSS JOIN LATERAL (
@@ -340,41 +354,64 @@ CROSS JOIN LATERAL (
 ) r;
 
 -- name: fence
--- Checked right before each Novu request of an attempt (and periodically while it waits): the attempt still holds
--- the claim and nothing made the row unsendable (I1, I3). Extends the lease: a live attempt is never recovered.
-UPDATE notify.ent_notification n
-SET next_attempt_at = greatest(n.next_attempt_at, now() + make_interval(secs => $3::float8 / 1000))
-WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
-  AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-  AND EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-              AND w.publish_status = 'PUBLISH' AND w.deactivated IS NOT TRUE)
-RETURNING n.id;
+-- Checked right before each Novu request of an attempt (and periodically while it waits, with no recipients): the
+-- attempt's piece $4 still holds the claim (no newer piece of the attempt began) and nothing made the row
+-- unsendable (I1, I3). Extends the lease: a live attempt is never recovered. Marks the request's recipients $5 as
+-- on the wire (unknown_since) until their outcome is recorded, so a piece that follows a crash knows what to look up.
+WITH held AS (
+  UPDATE notify.ent_notification n
+  SET next_attempt_at = greatest(n.next_attempt_at, now() + make_interval(secs => $3::float8 / 1000))
+  WHERE n.id = $1 AND n.attempts = $2 AND n.xnovu_piece = $4 AND n.notification_status = 'PROCESSING'
+    AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+    AND EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                AND w.publish_status = 'PUBLISH' AND w.deactivated IS NOT TRUE)
+  RETURNING n.id
+), marked AS (
+  INSERT INTO notify.ent_notification_delivery AS d (notification_id, recipient_id, unknown_since)
+  SELECT h.id, u.recipient_id, now() FROM held h, unnest($5::uuid[]) AS u(recipient_id)
+  ON CONFLICT (notification_id, recipient_id) DO UPDATE SET unknown_since = now() WHERE d.status <> 'SENT'
+)
+SELECT id FROM held;
 
 -- name: record_outcomes
 -- The outcome of one Novu request, written as soon as it is known; an acknowledged recipient is never downgraded
 -- (I2), so a retry, a crash or a recovered attempt resumes with exactly the recipients Novu has not acknowledged.
+-- An outcome still unknown after the activity feed was asked ($9) keeps unknown_since; any other clears it.
 INSERT INTO notify.ent_notification_delivery AS d
   (notification_id, recipient_id, status, novu_transaction_id, idempotency_key, key_generation, attempts,
-   last_http_status, last_error, updated_at)
+   last_http_status, last_error, updated_at, unknown_since)
 SELECT $1, u.recipient_id, u.status, u.novu_transaction_id, u.idempotency_key, u.key_generation, 1,
-       u.http_status, u.error, now()
-FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[])
-  AS u(recipient_id, status, novu_transaction_id, idempotency_key, key_generation, http_status, error)
+       u.http_status, u.error, now(), CASE WHEN u.unknown THEN now() END
+FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::bool[])
+  AS u(recipient_id, status, novu_transaction_id, idempotency_key, key_generation, http_status, error, unknown)
 ON CONFLICT (notification_id, recipient_id) DO UPDATE
 SET status = excluded.status, novu_transaction_id = coalesce(excluded.novu_transaction_id, d.novu_transaction_id),
     idempotency_key = excluded.idempotency_key, key_generation = excluded.key_generation, attempts = d.attempts + 1,
-    last_http_status = excluded.last_http_status, last_error = excluded.last_error, updated_at = now()
+    last_http_status = excluded.last_http_status, last_error = excluded.last_error, updated_at = now(),
+    unknown_since = excluded.unknown_since
 WHERE d.status <> 'SENT';
 
 -- name: finalize
--- Ends attempt $2; only the attempt that holds the claim may finalize it.
+-- Ends attempt $2; only the attempt that holds the claim, in its current piece $7 (NULL: whichever), may finalize
+-- it. Closes the piece, or, when it did not resolve what its open predecessor may have sent ($8 false), leaves that
+-- one's window open for the next attempt.
 UPDATE notify.ent_notification n
 SET notification_status = $3::text::shared_types.notification_status, processed_at = now(),
     channels = coalesce((SELECT w.default_channels FROM notify.ent_notification_workflow w
                          WHERE w.id = n.notification_workflow_id), n.channels),
     error_details = $4::jsonb, next_attempt_at = $5,
-    dead_lettered_at = CASE WHEN $6::bool THEN now() ELSE NULL END
+    dead_lettered_at = CASE WHEN $6::bool THEN now() ELSE NULL END,
+    xnovu_piece_open_since = CASE WHEN $8::bool THEN NULL ELSE n.xnovu_previous_piece_open_since END
 WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
+  AND ($7::bigint IS NULL OR n.xnovu_piece = $7)
+RETURNING n.id;
+
+-- name: close_piece
+-- A piece that ends with its attempt still under way (time budget used, or waiting) closes itself: nothing of it
+-- is on the wire any more. Run only then, so the hot path stays three statements. $3 as in finalize.
+UPDATE notify.ent_notification n
+SET xnovu_piece_open_since = CASE WHEN $3::bool THEN NULL ELSE n.xnovu_previous_piece_open_since END
+WHERE n.id = $1 AND n.xnovu_piece = $2
 RETURNING n.id;
 
 -- name: release
@@ -383,8 +420,10 @@ RETURNING n.id;
 -- unpublish/republish cycles never use up MAX_ATTEMPTS.
 UPDATE notify.ent_notification n
 SET notification_status = 'PENDING', next_attempt_at = NULL, error_details = $3::jsonb,
-    attempts = CASE WHEN $4::bool THEN n.attempts ELSE n.attempts - 1 END
+    attempts = CASE WHEN $4::bool THEN n.attempts ELSE n.attempts - 1 END,
+    xnovu_piece_open_since = CASE WHEN $6::bool THEN NULL ELSE n.xnovu_previous_piece_open_since END
 WHERE n.id = $1 AND n.attempts = $2 AND n.notification_status = 'PROCESSING'
+  AND ($5::bigint IS NULL OR n.xnovu_piece = $5)
 RETURNING n.id;
 
 -- name: retract

@@ -49,6 +49,16 @@ class NotificationRow:
     db_now: datetime | None = None
     """Postgres' clock when the row was read: the one clock every claim condition uses (a worker's or Temporal's
     may be ahead or behind it)."""
+    piece: int = 0
+    """The fencing token of the attempt's current piece: `acquire` takes the next one (docs/design.md "Pieces,
+    fencing tokens and unknown outcomes")."""
+    previous_piece_open_s: float | None = None
+    """Seconds since the previous piece began, when it never ended normally (filled by `acquire`): requests it had
+    on the wire have unknown outcomes."""
+    unresolved: frozenset[str] = frozenset()
+    """Recipients, not acknowledged, whose outcome the ledger marks unknown (filled by `acquire`)."""
+    unresolved_age_s: float | None = None
+    """Seconds since the newest of those was marked."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ class DeliveryUpdate:
     key_generation: int
     http_status: int | None
     error: str | None
+    unknown: bool = False
+    """Novu may or may not have processed it and its activity feed could not tell: looked up again before any
+    resend (docs/novu-contract.md "Unknown outcomes")."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ def _notification(row: asyncpg.Record) -> NotificationRow:
         values["acknowledged"] = frozenset(values["acknowledged"] or ())
         generations = values.get("key_generations")
         values["key_generations"] = dict(generations) if isinstance(generations, dict) else {}
+    if "unresolved" in values:
+        values["unresolved"] = frozenset(values["unresolved"] or ())
     return NotificationRow(**values)
 
 
@@ -308,9 +323,7 @@ class Repository:
         """Renew the lease of these (id, attempt) claims; returns how many were still held."""
         if not attempts:
             return 0
-        rows = await self.pool.fetch(
-            q("extend_leases"), [i for i, _ in attempts], [a for _, a in attempts], lease_ms
-        )
+        rows = await self.pool.fetch(q("extend_leases"), [i for i, _ in attempts], [a for _, a in attempts], lease_ms)
         return len(rows)
 
     # -- one notification -------------------------------------------------------------------------------------
@@ -338,9 +351,17 @@ class Repository:
         row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, start, window, owner)
         return None if row is None else _notification(row)
 
-    async def fence(self, notification_id: int, attempt: int, lease_ms: int) -> bool:
-        """True while this attempt holds the claim and the row may be sent; renews the lease (I1, I3)."""
-        return await self.pool.fetchval(q("fence"), notification_id, attempt, lease_ms) is not None
+    async def fence(
+        self, notification_id: int, attempt: int, lease_ms: int, piece: int, on_the_wire: Sequence[str] = ()
+    ) -> bool:
+        """True while this piece of this attempt holds the claim and the row may be sent; renews the lease (I1, I3)
+        and marks the recipients of the request about to go out as on the wire."""
+        value = await self.pool.fetchval(q("fence"), notification_id, attempt, lease_ms, piece, list(on_the_wire))
+        return value is not None
+
+    async def close_piece(self, notification_id: int, piece: int, *, resolved: bool) -> bool:
+        """The piece ends with nothing on the wire (its attempt goes on in a next piece)."""
+        return await self.pool.fetchval(q("close_piece"), notification_id, piece, resolved) is not None
 
     async def record_outcomes(self, notification_id: int, updates: Sequence[DeliveryUpdate]) -> None:
         if not updates:
@@ -355,6 +376,7 @@ class Repository:
             [u.key_generation for u in updates],
             [u.http_status for u in updates],
             [u.error for u in updates],
+            [u.unknown for u in updates],
         )
 
     async def finalize(
@@ -366,18 +388,40 @@ class Repository:
         error_details: dict[str, Any],
         next_attempt_at: datetime | None = None,
         dead_letter: bool = False,
+        piece: int | None = None,
+        resolved: bool = True,
     ) -> bool:
-        """End the attempt (SENT or FAILED); False if this attempt no longer owns the row."""
+        """End the attempt (SENT or FAILED); False if this attempt (in this `piece`, when given) no longer owns the
+        row. `resolved` False: the piece did not resolve what its open predecessor may have sent, and that stays
+        open for the next attempt."""
         value = await self.pool.fetchval(
-            q("finalize"), notification_id, attempt, status, error_details, next_attempt_at, dead_letter
+            q("finalize"),
+            notification_id,
+            attempt,
+            status,
+            error_details,
+            next_attempt_at,
+            dead_letter,
+            piece,
+            resolved,
         )
         return value is not None
 
     async def release(
-        self, notification_id: int, attempt: int, error_details: dict[str, Any], *, attempt_ran: bool
+        self,
+        notification_id: int,
+        attempt: int,
+        error_details: dict[str, Any],
+        *,
+        attempt_ran: bool,
+        piece: int | None = None,
+        resolved: bool = False,
     ) -> bool:
-        """Give a claimed row back as PENDING; an attempt that sent nothing is not counted."""
-        value = await self.pool.fetchval(q("release"), notification_id, attempt, error_details, attempt_ran)
+        """Give a claimed row back as PENDING; an attempt that sent nothing is not counted. `piece` and
+        `resolved` as in `finalize`."""
+        value = await self.pool.fetchval(
+            q("release"), notification_id, attempt, error_details, attempt_ran, piece, resolved
+        )
         return value is not None
 
     # -- operator actions ---------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 It answers the routes xnovu and the official SDK use (trigger, bulk, cancel, broadcast) with Novu's status
 codes, envelopes, error bodies, token-bucket rate limiting and Idempotency-Key semantics (docs/novu-contract.md),
 records every accepted delivery, and can inject the faults that matter for at-most-once delivery: 500s before
-processing, and "timeouts" where the work is done but the answer arrives too late for the client to see it.
+processing, and "timeouts" where the work is done but the answer arrives too late for the client to see it. The
+activity feed (`GET /v1/notifications?transactionId=…`) lists what was processed, each entry appearing
+``feed_delay_ms`` after processing like Novu's, whose worker creates it from the queued job.
 
 Layers:
 
@@ -27,6 +29,7 @@ import random
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -53,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RouteKind = Literal["trigger", "bulk", "broadcast", "cancel"]
+RouteKind = Literal["trigger", "bulk", "broadcast", "cancel", "feed"]
 
 #: Novu's per-request (per-event for bulk) body limit.
 MAX_PAYLOAD_BYTES = 524_288
@@ -68,6 +71,9 @@ IDEMPOTENCY_DOCS_LINK = "https://docs.novu.co/additional-resources/idempotency"
 INTERNAL_ERROR_MESSAGE = "Internal server error, contact support and provide them with the errorId"
 
 _COST: dict[RouteKind, int] = {"trigger": 1, "cancel": 1, "bulk": 100, "broadcast": 100}
+#: The activity feed's page size when the request names none, and the most it accepts (Novu's ActivitiesRequestDto).
+FEED_DEFAULT_LIMIT = 10
+FEED_MAX_LIMIT = 50
 _SERVICE_LEVELS = {60.0: "free", 240.0: "pro", 600.0: "team", 6000.0: "enterprise"}
 # NestJS names some statuses differently from Python's http.HTTPStatus.
 _REASONS = {
@@ -105,6 +111,11 @@ class EmulatorConfig:
     """Known workflow keys; an unknown ``name`` is ``workflow_not_found``. None accepts every name."""
     seed: int | None = None
     """Seed for the fault-injection random generator, for reproducible runs."""
+    feed_delay_ms: int = 0
+    """How long after processing an event appears in the activity feed (``GET /v1/notifications``): Novu answers a
+    trigger once the job is queued, and its worker creates the feed entry when it runs the job."""
+    feed_error_rate: float = 0.0
+    """Fraction (0..1) of activity-feed requests answered 500 (the feed is down: outcomes stay unknown)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,8 @@ class NovuEmulator:
         self._validate(self.config)
         self.events: list[dict[str, Any]] = []
         """Every accepted delivery, oldest first."""
+        self._feed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        """Activity-feed entries by transactionId, each with the monotonic time it becomes visible."""
         self._rng = random.Random(self.config.seed)
         self._idempotency: dict[tuple[str, str], _IdempotencyEntry] = {}
         self._buckets: dict[str, _Bucket] = {}
@@ -220,12 +233,14 @@ class NovuEmulator:
             "tokens": self._tokens,
             "deliveries": len(self.events),
             "duplicate_deliveries": self._duplicates,
+            "feed_lookups": self._feed_lookups,
             "status_codes": dict(sorted(self._status_codes.items())),
         }
 
     def reset(self, *, config: bool = False) -> None:
         """Forget deliveries, counters, idempotency keys and rate buckets (and the config if ``config``)."""
         self.events.clear()
+        self._feed.clear()
         self._idempotency.clear()
         self._buckets.clear()
         self._reset_counters()
@@ -244,6 +259,7 @@ class NovuEmulator:
         merged = EmulatorConfig(**{**asdict(self.config), **changes})
         self._validate(merged)
         merged.latency_ms = int(merged.latency_ms)
+        merged.feed_delay_ms = int(merged.feed_delay_ms)
         if merged.workflows is not None:
             merged.workflows = list(merged.workflows)
         if merged.rate_limit_rps != self.config.rate_limit_rps:
@@ -263,6 +279,8 @@ class NovuEmulator:
         number("timeout_rate", cfg.timeout_rate, 0.0, 1.0)
         number("timeout_delay_s", cfg.timeout_delay_s, 0.0)
         number("latency_ms", cfg.latency_ms, 0.0)
+        number("feed_delay_ms", cfg.feed_delay_ms, 0.0)
+        number("feed_error_rate", cfg.feed_error_rate, 0.0, 1.0)
         if cfg.rate_limit_rps is not None:
             number("rate_limit_rps", cfg.rate_limit_rps, 0.0)
         if not isinstance(cfg.idempotency, bool):
@@ -278,13 +296,19 @@ class NovuEmulator:
         self._requests = 0
         self._tokens = 0
         self._duplicates = 0
+        self._feed_lookups = 0
         self._status_codes: dict[str, int] = {}
         self._seen: set[tuple[str, str | None, str]] = set()
 
     # -- the API
 
     async def handle(self, request: ApiRequest) -> ApiReply:
-        """Answer one Novu API call; the caller must hold the reply back for ``reply.delay_s`` seconds."""
+        """Answer one Novu API call; the caller must hold the reply back for ``reply.delay_s`` seconds.
+
+        Activity-feed reads count in ``feed_lookups`` only: ``requests`` and ``status_codes`` describe the events
+        routes, the ones that can deliver."""
+        if request.kind == "feed":
+            return await self._dispatch(request)
         self._requests += 1
         reply = await self._dispatch(request)
         code = str(reply.status)
@@ -306,6 +330,9 @@ class NovuEmulator:
         api_key, auth_failure = self._authenticate(req.headers.get("authorization"), req.path)
         if auth_failure is not None:
             return await self._answer(auth_failure)
+        if req.kind == "feed":
+            # Not an events route: Novu charges it to another bucket (docs/novu-contract.md "Rate limits").
+            return await self._feed_page(req)
 
         cost = _COST[req.kind]
         rate_headers, throttled = self._take_tokens(api_key, req.kind, cost, req.path)
@@ -339,6 +366,51 @@ class NovuEmulator:
         if self.secret_key is not None and key != self.secret_key:
             return "", _error(401, path, "API Key not found")
         return key, None
+
+    # -- the activity feed
+
+    async def _feed_page(self, req: ApiRequest) -> ApiReply:
+        """`GET /v1/notifications`: processed events, newest first, filtered by `transactionId` (repeatable) and
+        `subscriberIds`, paginated by `page` (from 0) and `limit`."""
+        await self._latency()
+        self._feed_lookups += 1
+        if self.config.feed_error_rate > 0 and self._rng.random() < self.config.feed_error_rate:
+            return _error(500, req.path, INTERNAL_ERROR_MESSAGE, errorId=str(uuid.uuid4()))
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(req.path).query)
+        try:
+            page = int(query.get("page", ["0"])[0])
+            limit = int(query.get("limit", [str(FEED_DEFAULT_LIMIT)])[0])
+        except ValueError:
+            return _validation_error(req.path, {"page": ["page and limit must be integers"]})
+        if page < 0 or not 1 <= limit <= FEED_MAX_LIMIT:
+            return _validation_error(req.path, {"limit": [f"limit must be between 1 and {FEED_MAX_LIMIT}"]})
+        wanted = query.get("transactionId") or query.get("transactionId[]")
+        subscribers = set(query.get("subscriberIds", []) + query.get("subscriberIds[]", []))
+        now = time.monotonic()
+        pools = [self._feed.get(tx, []) for tx in wanted] if wanted else list(self._feed.values())
+        entries = [
+            e
+            for pool in pools
+            for visible_at, e in pool
+            if visible_at <= now and (not subscribers or e["subscriber"]["subscriberId"] in subscribers)
+        ]
+        entries.sort(key=lambda e: e["createdAt"], reverse=True)
+        chunk = entries[page * limit : (page + 1) * limit]
+        return ApiReply(
+            200, {"data": chunk, "hasMore": len(entries) > (page + 1) * limit, "pageSize": limit, "page": page}
+        )
+
+    def _add_to_feed(self, workflow: str, subscriber_id: str | None, tx: str, created_at: str) -> None:
+        entry = {
+            "_id": uuid.uuid4().hex[:24],
+            "transactionId": tx,
+            "createdAt": created_at,
+            "channels": [],
+            "subscriber": {"subscriberId": subscriber_id},
+            "template": {"name": workflow, "triggers": [{"identifier": workflow}]},
+        }
+        visible_at = time.monotonic() + self.config.feed_delay_ms / 1000
+        self._feed.setdefault(tx, []).append((visible_at, entry))
 
     # -- rate limiting
 
@@ -599,6 +671,7 @@ class NovuEmulator:
                 record["topicKey"] = recipient.topic_key
             if broadcast:
                 record["broadcast"] = True
+            self._add_to_feed(workflow, recipient.subscriber_id, tx, received_at)
             identity = (workflow, recipient.subscriber_id or recipient.topic_key, tx)
             if identity in self._seen:
                 self._duplicates += 1
@@ -727,6 +800,7 @@ def create_app(emulator: NovuEmulator) -> Starlette:
         Route("/v1/events/trigger/bulk", api("bulk"), methods=["POST"]),
         Route("/v1/events/trigger/broadcast", api("broadcast"), methods=["POST"]),
         Route("/v1/events/trigger/{transactionId}", api("cancel"), methods=["DELETE"]),
+        Route("/v1/notifications", api("feed"), methods=["GET"]),
         Route("/emulator/events", events, methods=["GET"]),
         Route("/emulator/stats", stats, methods=["GET"]),
         Route("/emulator/config", get_config, methods=["GET"]),

@@ -9,6 +9,8 @@ sink a batch (I5):
     permanent      other 4xx, or 2xx with a status other than "processed": retrying cannot help
     config         401, 402, 403 (or an unusable NOVU_API_URL): every send would fail alike, fail loudly
     unsent         never sent in this call: the caller's deadline passed or its claim was lost (see SendControl)
+    unknown        Novu may have processed it (no answer, a cut connection, 408/502/503/504) and its activity feed
+                   could not tell: never resent until the feed knows (docs/novu-contract.md "Unknown outcomes")
 
 Only HTTP and network problems are classified. A failure of the caller's own hooks (the token budget, the claim
 fence, the ledger write: all database calls) is raised as it is, and stops every sibling request of the call, so a
@@ -18,11 +20,17 @@ Idempotency (docs/novu-contract.md "Idempotency"): each request carries a key de
 ids and a generation. After an ambiguous outcome (no response, 409 in flight, 502/504 from a gateway) the same key is
 sent again, so Novu replays the first result instead of running the workflow twice. After a definite answer
 Novu caches that answer for 24 h, so the generation is bumped to get a fresh attempt, not a replayed error.
+
+Unknown outcomes (docs/novu-contract.md "Unknown outcomes"): where idempotency is off (Novu Cloud's default) the key
+protects nothing, so a request that may have been processed (no answer, a cut connection, 408/502/503/504) is never
+retried blindly: after `settle_s` the client asks Novu's activity feed about each of its events
+(`GET /v1/notifications?transactionId=…`) and resends only those Novu does not know.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import hashlib
 import json
@@ -59,7 +67,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: What Novu did with one event (docs/novu-contract.md); not the `xnovu.core.models.Outcome` of a whole attempt.
-EventKind = Literal["acknowledged", "transient", "permanent", "config", "unsent"]
+EventKind = Literal["acknowledged", "transient", "permanent", "config", "unsent", "unknown"]
 ChunkKind = Literal["bulk", "single"]
 
 #: Novu accepts 1..100 events per bulk request.
@@ -69,6 +77,9 @@ SINGLE_COST = 1
 BULK_COST = 100
 
 TRIGGER_PATH = "/v1/events/trigger"
+FEED_PATH = "/v1/notifications"
+#: Feed look-ups under way at once per call (they are not events-bucket requests, but share Novu's global limit).
+FEED_CONCURRENCY = 10
 BULK_PATH = "/v1/events/trigger/bulk"
 DOCTOR_PROBE_PATH = "/v1/events/trigger/xnovu-doctor-probe"
 
@@ -80,6 +91,15 @@ _CONFIG_STATUSES = frozenset({401, 402, 403})
 # whose request Novu did process, would run the workflow twice. Only answers that come from behind the
 # idempotency layer (2xx, 500, other 4xx: cached for 24 h) make a fresh key safe and necessary.
 _AMBIGUOUS_STATUSES = frozenset({408, 409, 429, 502, 503, 504})
+# Answers after which Novu may have processed the request or not, and says nothing of which (a timeout in front of
+# it, a gateway that lost the upstream answer): like no answer at all, the outcome is looked up in the feed before
+# anything is sent again. 409 (same key in flight) and 429 (rate limiter, before processing) are not: the first
+# exists only with idempotency on, where resending the key is safe, and the second was never processed.
+_UNKNOWN_STATUSES = frozenset({408, 502, 503, 504})
+_UNKNOWN_ERROR = (
+    "Novu may have processed the event ({why}) and its activity feed could not tell; it is looked up again "
+    "before it is ever sent again"
+)
 _MAX_ERROR_CHARS = 500
 _MAX_RETRY_AFTER_S = 3600.0
 
@@ -156,9 +176,10 @@ class SendControl:
     of the call.
     """
 
-    before_request: Callable[[], Awaitable[bool]] | None = None
-    """Called after the request's tokens are granted and right before it is sent; False means "the claim on this
-    notification is gone (recovered, retracted, unpublished)": the request and every later one are not sent."""
+    before_request: Callable[[Sequence[RecipientEvent]], Awaitable[bool]] | None = None
+    """Called with the request's events after its tokens are granted and right before it is sent; False means "the
+    claim on this notification is gone (recovered, retracted, unpublished, or a newer piece of the attempt began)":
+    the request and every later one are not sent."""
     on_outcomes: Callable[[Sequence[EventOutcome]], Awaitable[None]] | None = None
     """Called with each request's outcomes as soon as they are known, so progress is durable request by request
     (and with the `unsent` outcomes of every request that was not sent)."""
@@ -302,7 +323,9 @@ class _Attempt:
     entries: list[_EntryResult]
     retry_after_s: float | None
     ambiguous: bool
-    """True when Novu may or may not have run the request: the same key must be sent again."""
+    """True when the answer says nothing about an earlier request under the same key: the same key is sent again."""
+    unknown: bool = False
+    """True when Novu may have processed the request without our seeing the answer: resolved through the feed."""
 
     @property
     def transient(self) -> bool:
@@ -351,6 +374,8 @@ class NovuClient:
         max_retry_sleep_s: float = 5.0,
         on_response: Callable[[int | None, float], None] | None = None,
         tracing: Tracing | None = None,
+        settle_s: float = 2.0,
+        on_unknown: Callable[[int], None] | None = None,
     ) -> None:
         self._api_url = api_url.rstrip("/")
         self._tracing = tracing or Tracing.off()
@@ -360,6 +385,9 @@ class NovuClient:
         self._quick_retries = max(0, quick_retries)
         self._max_retry_sleep_s = max(0.0, max_retry_sleep_s)
         self._on_response = on_response
+        self.settle_s = max(0.0, settle_s)
+        """How long Novu may take, after answering (or not), to show a processed event in its activity feed."""
+        self._on_unknown = on_unknown
         auth = secret_key if secret_key.startswith("ApiKey ") else f"ApiKey {secret_key}"
         self._http = httpx.AsyncClient(
             base_url=self._api_url,
@@ -380,6 +408,11 @@ class NovuClient:
 
     def __repr__(self) -> str:
         return f"NovuClient(api_url={self._api_url!r})"
+
+    @property
+    def timeout_s(self) -> float:
+        """The bound on one Novu request: after it, a request of a live worker is no longer on the wire."""
+        return self._timeout_s
 
     async def __aenter__(self) -> Self:
         return self
@@ -530,13 +563,16 @@ class NovuClient:
         state: _CallState,
     ) -> list[EventOutcome]:
         generation = max(e.key_generation for e in chunk)
-        tx_ids = [e.transaction_id for e in chunk]
         control = state.control
+        # The events still to send: all of them, until an unknown outcome was resolved through the feed and only
+        # those Novu does not know are resent. `settled_early` holds the outcomes the feed decided meanwhile.
+        current: Sequence[RecipientEvent] = chunk
+        settled_early: dict[str, EventOutcome] = {}
 
         def outcomes(
             entries: Sequence[_EntryResult], status: int | None, retry_after: float | None, next_gen: int
         ) -> list[EventOutcome]:
-            key = idempotency_key_for(tx_ids, generation)
+            key = idempotency_key_for([e.transaction_id for e in current], generation)
             return [
                 EventOutcome(
                     recipient_id=ev.recipient_id,
@@ -546,24 +582,34 @@ class NovuClient:
                     error=self._redact(entry.error) if entry.error is not None else None,
                     retry_after_s=retry_after,
                     idempotency_key=key,
-                    next_key_generation=generation if entry.outcome == "acknowledged" else next_gen,
+                    next_key_generation=generation if entry.outcome in ("acknowledged", "unknown") else next_gen,
                     novu_transaction_id=entry.novu_transaction_id,
                 )
-                for ev, entry in zip(chunk, entries, strict=True)
+                for ev, entry in zip(current, entries, strict=True)
             ]
 
+        def merged(result: list[EventOutcome]) -> list[EventOutcome]:
+            if not settled_early:
+                return result
+            by_tx = {o.transaction_id: o for o in result} | settled_early
+            return [by_tx[ev.transaction_id] for ev in chunk]
+
         async def settled(result: list[EventOutcome]) -> list[EventOutcome]:
+            result = merged(result)
             if control.on_outcomes is not None:
                 await control.on_outcomes(result)
             return result
 
         async def unsent(reason: str) -> list[EventOutcome]:
-            return await settled(outcomes([_EntryResult("unsent", reason)] * len(chunk), None, None, generation))
+            return await settled(outcomes([_EntryResult("unsent", reason)] * len(current), None, None, generation))
+
+        def encode() -> bytes:
+            events_json = [self._event_body(workflow_key, payload, overrides, ev) for ev in current]
+            body: Any = {"events": events_json} if bulk else events_json[0]
+            return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
         try:
-            events_json = [self._event_body(workflow_key, payload, overrides, ev) for ev in chunk]
-            body: Any = {"events": events_json} if bulk else events_json[0]
-            content = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            content = encode()
         except (TypeError, ValueError) as exc:
             entry = _EntryResult("permanent", f"payload or overrides cannot be encoded as JSON ({exc})")
             return await settled(outcomes([entry] * len(chunk), None, None, generation))
@@ -576,7 +622,7 @@ class NovuClient:
                 await state.first_response.wait()
             if state.config_error is not None:
                 status, error = state.config_error
-                return outcomes([_EntryResult("config", error)] * len(chunk), status, None, generation)
+                return merged(outcomes([_EntryResult("config", error)] * len(current), status, None, generation))
             async with state.slots:
                 # Order matters: tokens first (may wait), then the fence, then the request, so that nothing is
                 # sent on a claim that was lost while this request waited for its turn; and the outcome is reported
@@ -586,13 +632,18 @@ class NovuClient:
                     return await unsent(reason)
                 if reason is None and not await self._take_tokens(cost, control.deadline if attempt_no == 0 else None):
                     return await unsent(state.unsent_reason() or "not sent: the time budget ran out waiting for tokens")
-                if state.stopped is None and control.before_request is not None and not await control.before_request():
+                if (
+                    state.stopped is None
+                    and control.before_request is not None
+                    and not await control.before_request(current)
+                ):
                     state.stopped = "not sent: this attempt no longer holds the notification's claim"
                 if state.stopped is not None:
-                    # A retry of a request already sent: its first outcome stands, nothing more is sent.
+                    # A retry of a request already sent: its last outcome stands, nothing more is sent.
                     return await unsent(state.stopped) if attempt_no == 0 else await settled(last)
+                tx_ids = [e.transaction_id for e in current]
                 key = idempotency_key_for(tx_ids, generation)
-                attempt = await self._attempt(bulk, len(chunk), content, key, tx_ids)
+                attempt = await self._attempt(bulk, len(current), content, key, tx_ids)
                 if index == 0:
                     state.first_response.set()
                 definite_next = generation if attempt.ambiguous else generation + 1
@@ -605,21 +656,56 @@ class NovuClient:
                     return await settled(last)
                 if attempt.status == 429 and attempt.retry_after_s is not None and self._budget is not None:
                     self._budget.penalize(attempt.retry_after_s)
-                if not (attempt.transient and attempt_no < self._quick_retries):
+                if not attempt.unknown and not (attempt.transient and attempt_no < self._quick_retries):
                     return await settled(last)
+            if attempt.unknown:
+                # Novu may have run the request (with idempotency off it would run a resend too): let it settle,
+                # then ask the feed about each event and go on with only those it does not know.
+                why = last[0].error or "no answer"
+                await asyncio.sleep(self.settle_s)
+                found = await self._lookup_many([e.transaction_id for e in current])
+                absent: list[RecipientEvent] = []
+                for ev, f, out in zip(current, found, last, strict=True):
+                    if f is None:
+                        settled_early[ev.transaction_id] = self._looked_up(ev, None, why)
+                    elif f:
+                        settled_early[ev.transaction_id] = dataclasses.replace(
+                            out,
+                            outcome="acknowledged",
+                            error=None,
+                            next_key_generation=generation,
+                            novu_transaction_id=ev.transaction_id,
+                        )
+                    else:
+                        absent.append(ev)
+                logger.warning(
+                    "Novu outcome unknown, looked up in the activity feed",
+                    extra={"http_status": attempt.status, "events": len(current), "not_processed": len(absent)},
+                )
+                kept = [o for o in last if o.transaction_id in {e.transaction_id for e in absent}]
+                if not absent:
+                    return await settled([])
+                if attempt_no >= self._quick_retries:
+                    # Not processed, as far as the feed knows: a later attempt sends them (transient).
+                    return await settled(kept)
+                if len(absent) != len(current):
+                    current = absent
+                    content = encode()
+                last = kept
             delay = attempt.retry_after_s if attempt.retry_after_s is not None else 0.5 * 2**attempt_no
             delay = min(delay, self._max_retry_sleep_s)
             logger.warning(
                 "Novu transient failure, retrying",
                 extra={
                     "http_status": attempt.status,
-                    "events": len(chunk),
+                    "events": len(current),
                     "retry": attempt_no + 1,
                     "delay_s": delay,
                     "same_key": attempt.ambiguous,
                 },
             )
-            await asyncio.sleep(delay)
+            if not attempt.unknown:
+                await asyncio.sleep(delay)
             generation = definite_next
             attempt_no += 1
 
@@ -650,13 +736,18 @@ class NovuClient:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             error = f"cannot send to Novu at {self._api_url} ({type(exc).__name__}); check NOVU_API_URL"
             return _Attempt(None, [_EntryResult("config", error)] * n, None, ambiguous=True)
-        except (httpx.TimeoutException, TimeoutError):
-            error = f"no response from Novu within {self._timeout_s:g} s; a retry reuses the Idempotency-Key"
-            return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # No connection, so no request: Novu cannot have processed it.
             detail = self._redact(str(exc)) or "no detail"
             error = f"could not reach Novu ({type(exc).__name__}: {detail})"
             return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True)
+        except (httpx.TimeoutException, TimeoutError):
+            error = f"no response from Novu within {self._timeout_s:g} s"
+            return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True, unknown=True)
+        except httpx.HTTPError as exc:
+            detail = self._redact(str(exc)) or "no detail"
+            error = f"the connection to Novu broke before its answer ({type(exc).__name__}: {detail})"
+            return _Attempt(None, [_EntryResult("transient", error)] * n, None, ambiguous=True, unknown=True)
 
         status = response.status_code
         retry_after = _parse_retry_after(response.headers)
@@ -668,7 +759,8 @@ class NovuClient:
 
         if not 200 <= status < 300:
             outcome, reason = classify(status, body)
-            return _Attempt(status, [_EntryResult(outcome, reason)] * n, retry_after, ambiguous)
+            unknown = status in _UNKNOWN_STATUSES
+            return _Attempt(status, [_EntryResult(outcome, reason)] * n, retry_after, ambiguous, unknown)
         data = body.get("data", body) if isinstance(body, Mapping) else body
         if not bulk:
             return _Attempt(status, [_EntryResult(*_classify_entry(data))], retry_after, ambiguous)
@@ -678,6 +770,79 @@ class NovuClient:
             return _Attempt(status, [_EntryResult("permanent", unexpected)] * n, retry_after, ambiguous)
         entries = [_EntryResult(*_classify_entry(item)) for item in data]
         return _Attempt(status, entries, retry_after, ambiguous)
+
+    async def lookup(self, events: Sequence[RecipientEvent]) -> list[EventOutcome]:
+        """Ask Novu's activity feed whether it processed each event (docs/novu-contract.md "Unknown outcomes").
+
+        One outcome per event, in order: `acknowledged` (the feed lists its transactionId: never send it again),
+        `unsent` (the feed does not know it: sending it is safe), `unknown` (the feed did not answer). The caller
+        waits `settle_s` after the request in question first: the feed lags Novu's answer.
+        """
+        found = await self._lookup_many([e.transaction_id for e in events])
+        return [self._looked_up(e, f, "looked up in Novu's activity feed") for e, f in zip(events, found, strict=True)]
+
+    def _looked_up(self, event: RecipientEvent, found: bool | None, why: str) -> EventOutcome:
+        key = idempotency_key_for([event.transaction_id], event.key_generation)
+        if found:
+            outcome: EventKind = "acknowledged"
+            error = None
+        elif found is None:
+            outcome, error = "unknown", _UNKNOWN_ERROR.format(why=why)
+        else:
+            outcome, error = "unsent", "Novu's activity feed does not know the event: it was not processed"
+        return EventOutcome(
+            recipient_id=event.recipient_id,
+            transaction_id=event.transaction_id,
+            outcome=outcome,
+            http_status=None,
+            error=error,
+            retry_after_s=None,
+            idempotency_key=key,
+            next_key_generation=event.key_generation,
+            novu_transaction_id=event.transaction_id if found else None,
+        )
+
+    async def _lookup_many(self, transaction_ids: Sequence[str]) -> list[bool | None]:
+        """`_lookup` for each id, FEED_CONCURRENCY at a time; counts what stays unknown (`on_unknown`)."""
+        gate = asyncio.Semaphore(FEED_CONCURRENCY)
+
+        async def one(tx: str) -> bool | None:
+            async with gate:
+                return await self._lookup(tx)
+
+        found = list(await asyncio.gather(*(one(tx) for tx in transaction_ids)))
+        unknown = sum(1 for f in found if f is None)
+        if unknown and self._on_unknown is not None:
+            try:
+                self._on_unknown(unknown)
+            except Exception:  # metrics must never break a send
+                logger.exception("on_unknown callback failed")
+        return found
+
+    async def _lookup(self, transaction_id: str) -> bool | None:
+        """True if the feed lists an event with this transactionId, False if it answers without one, None if it
+        could not be asked (no answer, an error status, an unreadable body)."""
+        params = {"transactionId": transaction_id, "page": "0", "limit": "10"}
+        with self._tracing.span("novu.feed_lookup", {"xnovu.novu.transaction_id": transaction_id}) as span:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self._http.get(FEED_PATH, params=params)
+                    await response.aread()
+            except (httpx.HTTPError, TimeoutError) as exc:
+                logger.warning("Novu activity feed unreachable", extra={"error": type(exc).__name__})
+                return None
+            span.set_attribute("http.response.status_code", response.status_code)
+            if not 200 <= response.status_code < 300:
+                logger.warning("Novu activity feed answered an error", extra={"http_status": response.status_code})
+                return None
+            try:
+                body: Any = response.json()
+            except ValueError:
+                return None
+            data = body.get("data") if isinstance(body, Mapping) else None
+            if not isinstance(data, list):
+                return None
+            return any(isinstance(e, Mapping) and e.get("transactionId") == transaction_id for e in data)
 
     async def check_auth(self) -> tuple[bool, str]:
         """Prove the key works with a harmless authenticated call (cancelling a transaction never sent)."""

@@ -60,6 +60,8 @@ def novu_client(
         budget=budget or LocalTokenBucket(settings.novu_rate_limit_rps),
         on_response=METRICS.observe_novu,
         tracing=tracing,
+        settle_s=settings.novu_outcome_settle_ms / 1000,
+        on_unknown=METRICS.observe_unknown_outcomes,
     )
 
 
