@@ -231,8 +231,19 @@ def make_plan(seed: int, minutes: float) -> Plan:
     n_faults = max(4, int(load_s / 8))
     must = ["kill", rng.choice(("novu_5xx", "novu_timeouts", "novu_429")), rng.choice(("retract", "bulk_edit"))]
     weights = {
-        "kill": 3, "stall": 3, "restart": 1, "novu_5xx": 3, "novu_timeouts": 3, "novu_429": 2, "pg_restart": 1,
-        "migrate": 1, "wf_hold": 2, "wf_unpublish": 2, "wf_delete": 1, "retract": 3, "bulk_edit": 3,
+        "kill": 3,
+        "stall": 3,
+        "restart": 1,
+        "novu_5xx": 3,
+        "novu_timeouts": 3,
+        "novu_429": 2,
+        "pg_restart": 1,
+        "migrate": 1,
+        "wf_hold": 2,
+        "wf_unpublish": 2,
+        "wf_delete": 1,
+        "retract": 3,
+        "bulk_edit": 3,
     }
     kinds = must + rng.choices(list(weights), weights=list(weights.values()), k=n_faults - len(must))
     deleted: set[int] = set()

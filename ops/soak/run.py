@@ -51,15 +51,19 @@ async def run_seeds(seeds: list[int], minutes: float, base: Path, console: Conso
     def say(msg: str) -> None:
         console.log(msg, markup=False)
 
+    bouncer = None
     try:
         say(f"starting the stack in {base}")
         await asyncio.to_thread(stack.start)
+        bouncer = await asyncio.to_thread(soak.start_pooler, stack, seeds, minutes, say)
         for seed in seeds:
-            result = await soak.run_seed(stack, seed, minutes, say=say)
+            result = await soak.run_seed(stack, seed, minutes, say=say, pgbouncer=bouncer)
             results.append(result)
             say(f"seed {seed}: {'PASS' if result.ok else 'FAIL: ' + result.headline()} ({result.duration_s:.0f} s)")
     finally:
         say("stopping the stack")
+        if bouncer is not None:
+            bouncer.stop()
         await asyncio.to_thread(stack.stop)
 
 

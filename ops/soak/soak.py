@@ -39,7 +39,8 @@ from typing import Any
 import asyncpg
 
 from xnovu.db.queries import q
-from xnovu.devtools.stack import ChildProcess, clean_environ
+from xnovu.devtools.pgbouncer import PgBouncer, pgbouncer_binary, start_pgbouncer
+from xnovu.devtools.stack import ChildProcess
 from xnovu.novu.client import transaction_id_for
 
 HERE = Path(__file__).resolve().parent
@@ -411,25 +412,34 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         await self._execute("edit", sql, self.workflow_ids[index])
 
     async def _fault_wf_hold(self, f: Fault) -> None:
-        await self._set_workflow(f.workflow, "UPDATE notify.ent_notification_workflow SET deactivated = true "
-                                             "WHERE id = $1")
+        await self._set_workflow(
+            f.workflow, "UPDATE notify.ent_notification_workflow SET deactivated = true WHERE id = $1"
+        )
         await asyncio.sleep(f.down_s)
-        await self._set_workflow(f.workflow, "UPDATE notify.ent_notification_workflow SET deactivated = false "
-                                             "WHERE id = $1")
+        await self._set_workflow(
+            f.workflow, "UPDATE notify.ent_notification_workflow SET deactivated = false WHERE id = $1"
+        )
 
     async def _fault_wf_unpublish(self, f: Fault) -> None:
         if f.workflow in self.deleted:
             return
-        await self._set_workflow(f.workflow, "UPDATE notify.ent_notification_workflow SET publish_status = 'DRAFT' "
-                                             "WHERE id = $1 AND publish_status = 'PUBLISH'")
+        await self._set_workflow(
+            f.workflow,
+            "UPDATE notify.ent_notification_workflow SET publish_status = 'DRAFT' "
+            "WHERE id = $1 AND publish_status = 'PUBLISH'",
+        )
         await asyncio.sleep(f.down_s)
-        await self._set_workflow(f.workflow, "UPDATE notify.ent_notification_workflow SET publish_status = 'PUBLISH' "
-                                             "WHERE id = $1 AND publish_status = 'DRAFT'")
+        await self._set_workflow(
+            f.workflow,
+            "UPDATE notify.ent_notification_workflow SET publish_status = 'PUBLISH' "
+            "WHERE id = $1 AND publish_status = 'DRAFT'",
+        )
 
     async def _fault_wf_delete(self, f: Fault) -> None:
         self.deleted.add(f.workflow)
-        await self._set_workflow(f.workflow, "UPDATE notify.ent_notification_workflow SET publish_status = 'DELETED' "
-                                             "WHERE id = $1")
+        await self._set_workflow(
+            f.workflow, "UPDATE notify.ent_notification_workflow SET publish_status = 'DELETED' WHERE id = $1"
+        )
 
     def _pick(self, count: int, salt: int) -> list[int]:
         """Rows to edit, picked by the seed (a pure function of the ids inserted so far and the fault)."""
@@ -509,7 +519,8 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
             for slot, child in list(self.slots.items()):
                 if child is not None and not child.alive and slot not in self.expected_exit:
                     self.result.add(
-                        "worker_exit", f"{child.name} exited with code {child.process.returncode}: {child.tail()}",
+                        "worker_exit",
+                        f"{child.name} exited with code {child.process.returncode}: {child.tail()}",
                         self.now_s(),
                     )
                     self.slots[slot] = None
@@ -734,6 +745,18 @@ FROM notify.ent_notification_delivery WHERE notification_id = ANY($1::bigint[])
 """
 
 
+def start_pooler(stack: Any, seeds: list[int], minutes: float, say: Callable[[str], None]) -> PgBouncer | None:
+    """pgbouncer in front of the stack's Postgres when a seed's plan puts its workers behind the transaction pooler
+    and pgbouncer is installed (those seeds connect directly otherwise, and say so in their notes)."""
+    if not any(make_plan(seed, minutes).pooler for seed in seeds):
+        return None
+    executable = pgbouncer_binary()
+    if executable is None:
+        say("pgbouncer is not installed: seeds planned behind the pooler connect directly")
+        return None
+    return start_pgbouncer(stack.admin_url, executable, pool_size=8)
+
+
 async def run_seed(
     stack: Any,
     seed: int,
@@ -796,4 +819,4 @@ async def run_seed(
     return res
 
 
-__all__ = ["Finding", "SoakResult", "clean_environ", "make_plan", "reproduce_command", "run_seed"]
+__all__ = ["Finding", "SoakResult", "make_plan", "reproduce_command", "run_seed", "start_pooler"]

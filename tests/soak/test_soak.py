@@ -40,10 +40,15 @@ soak = runner.load_soak()
 @pytest.fixture(scope="module")
 def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     stack = soak.sc.FaultStack(tmp_path_factory.mktemp("soak"))
+    bouncer = None
     try:
         stack.start()
+        bouncer = soak.start_pooler(stack, list(runner.DEFAULT_SEEDS), runner.DEFAULT_MINUTES, lambda _: None)
+        stack.soak_pgbouncer = bouncer
         yield stack
     finally:
+        if bouncer is not None:
+            bouncer.stop()
         stack.stop()
 
 
@@ -51,7 +56,9 @@ def soak_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.mark.timeout(240)
 async def test_soak_seed(soak_stack: Any, seed: int) -> None:
     lines: list[str] = []
-    result = await soak.run_seed(soak_stack, seed, runner.DEFAULT_MINUTES, say=lines.append)
+    result = await soak.run_seed(
+        soak_stack, seed, runner.DEFAULT_MINUTES, say=lines.append, pgbouncer=soak_stack.soak_pgbouncer
+    )
     findings = "\n".join(f"{f.kind}: {f.detail}" for f in result.findings)
     assert result.ok, (
         f"{soak.reproduce_command(seed, runner.DEFAULT_MINUTES)}\n{result.plan}\n{findings}\n" + "\n".join(lines[-40:])
