@@ -239,8 +239,10 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         while True:
             started = time.monotonic()
             try:
-                async with self.pool.acquire(timeout=10) as conn, conn.transaction():
-                    rows = await conn.fetch(sql, *args)
+                async with self.pool.acquire(timeout=10) as conn:
+                    started = time.monotonic()  # the statement's wait, not the harness pool's
+                    async with conn.transaction():
+                        rows = await conn.fetch(sql, *args)
             except DISCONNECTED:
                 if time.monotonic() > give_up:
                     raise
@@ -727,7 +729,7 @@ SELECT
        AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
        AND w.publish_status NOT IN ('DRAFT', 'NONE') AND w.deactivated IS NOT TRUE)
    OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.next_attempt_at <= now())
-   OR n.notification_status = 'PROCESSING') AS due,
+   OR (n.notification_status = 'PROCESSING' AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()))) AS due,
   count(*) FILTER (WHERE n.notification_status IN ('SENT', 'RETRACTED')
                    OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL)) AS finished,
   (SELECT json_object_agg(s, c) FROM (SELECT notification_status::text s, count(*) c FROM notify.ent_notification
