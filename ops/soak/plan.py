@@ -96,6 +96,8 @@ class Plan:
     latency_ms: int
     pooler: bool
     load_s: float
+    history: int = 0
+    """SENT rows in the table before the run (a migration or a claim on a real table is not on an empty one)."""
     inserts: list[Insert] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
 
@@ -119,7 +121,8 @@ class Plan:
         return (
             f"seed {self.seed}: {self.workers} workers, budget {self.rps}/s, lease {self.lease_ms / 1000:g} s, "
             f"idempotency {'on' if self.idempotency else 'off'}, max_attempts {self.max_attempts}, "
-            f"pooler {'on' if self.pooler else 'off'}; {self.rows} rows / {self.recipients} recipients "
+            f"pooler {'on' if self.pooler else 'off'}, {self.history} SENT rows before; "
+            f"{self.rows} rows / {self.recipients} recipients "
             f"(biggest {self.biggest_row}) over {self.load_s:.0f} s; faults: {faults}"
         )
 
@@ -264,4 +267,6 @@ def make_plan(seed: int, minutes: float) -> Plan:
                 kind = "kill"
         plan.faults.append(_fault(rng, kind, at, worker, wf, lease_s, plan.rps))
     plan.faults.sort(key=lambda f: f.at_s)
+    # Drawn last, so adding it changed no earlier seed's plan.
+    plan.history = rng.choice((0, 0, 10_000, 50_000))
     return plan

@@ -208,6 +208,9 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         for key in WORKFLOWS:
             wid = await self.pool.fetchval(q("upsert_workflow"), key, f"{key}-{self.tag}", ["IN_APP"], None)
             self.workflow_ids.append(int(wid))
+        if self.plan.history:
+            await self.pool.execute(HISTORY_SQL, self.workflow_ids[0], self.plan.history)
+            await self.pool.execute("ANALYZE notify.ent_notification")
 
     def worker_overrides(self) -> dict[str, str]:
         p = self.plan
@@ -720,6 +723,13 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
 def _parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
+
+HISTORY_SQL = """
+INSERT INTO notify.ent_notification
+  (name, publish_status, notification_workflow_id, payload, recipients, notification_status, processed_at, attempts)
+SELECT 'soak-history', 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()], 'SENT', now(), 1
+FROM generate_series(1, $2::int)
+"""
 
 DUE_SQL = """
 SELECT
