@@ -215,8 +215,9 @@ def make_plan(seed: int, minutes: float) -> Plan:
             if room <= 0:
                 break
             if big_row and len(batches) == 3:
-                # One big row per run (1 000..5 000 recipients, within 40% of the run's token budget).
-                n, big_row = max(1, min(rng.randint(1000, 5000), budget * 2 // 5, room)), False
+                # One big row per run: 1 000..5 000 recipients, within 40% of the run's token budget but at least
+                # 15 s of it, so it can exceed what a poll claims at once (docs/design.md "Back-pressure": 10 s).
+                n, big_row = max(1, min(rng.randint(1000, 5000), max(budget * 2 // 5, 15 * plan.rps))), False
             else:
                 n = _row_size(rng, min(room, budget * 2 // 5))
             sizes.append(n)
