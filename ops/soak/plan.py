@@ -22,6 +22,7 @@ from typing import Any
 #: Fault kinds, in the order of the README's table.
 FAULT_KINDS = (
     "kill",  # SIGKILL a worker, start a replacement after `down_s`
+    "kill_all",  # SIGKILL every worker at once (a lost node), start them all again after `down_s`
     "stall",  # SIGSTOP a worker for `down_s` (a stalled worker: its lease runs out), then SIGCONT
     "restart",  # SIGTERM a worker (graceful), start a replacement at once
     "novu_5xx",  # emulator answers `rate` of requests 500 for `down_s`
@@ -54,6 +55,7 @@ class Fault:
     def describe(self) -> str:
         detail = {
             "kill": f"worker-{self.worker}, replaced after {self.down_s:.0f} s",
+            "kill_all": f"every worker, replaced after {self.down_s:.0f} s",
             "stall": f"worker-{self.worker} SIGSTOP for {self.down_s:.0f} s",
             "restart": f"worker-{self.worker} SIGTERM + new worker",
             "novu_5xx": f"{self.rate:.0%} 500s for {self.down_s:.0f} s",
@@ -268,6 +270,12 @@ def make_plan(seed: int, minutes: float) -> Plan:
                 kind = "kill"
         plan.faults.append(_fault(rng, kind, at, worker, wf, lease_s, plan.rps))
     plan.faults.sort(key=lambda f: f.at_s)
-    # Drawn last, so adding it changed no earlier seed's plan.
+    # Drawn last, so adding them changed no earlier seed's plan.
     plan.history = rng.choice((0, 0, 10_000, 50_000))
+    if rng.random() < 0.4:
+        # Every worker SIGKILLed at once (a node lost): whatever was PROCESSING, the biggest row included, is dead.
+        big = [i.at_s for i in plan.inserts if max(i.recipients) == plan.biggest_row]
+        at = round(min(load_s * 0.9, big[0] + rng.uniform(1, 8)) if big else rng.uniform(3, load_s * 0.9), 1)
+        plan.faults.append(Fault(at, "kill_all", down_s=round(rng.uniform(0, 5), 1)))
+        plan.faults.sort(key=lambda f: f.at_s)
     return plan

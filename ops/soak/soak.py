@@ -324,9 +324,9 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         child = self.slots.get(slot)
         return child if child is not None and child.alive else None
 
-    async def _fault_kill(self, f: Fault) -> None:
+    async def _fault_kill(self, f: Fault, *, stopped_too: bool = False) -> None:
         child = self._child(f.worker)
-        if child is None or f.worker in self.stopped:
+        if child is None or (f.worker in self.stopped and not stopped_too):
             return
         self.expected_exit.add(f.worker)
         self.crash_times.append(datetime.now(UTC))
@@ -335,6 +335,11 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         await asyncio.sleep(f.down_s)
         self.expected_exit.discard(f.worker)
         await self.start_slot(f.worker)
+
+    async def _fault_kill_all(self, f: Fault) -> None:
+        await asyncio.gather(
+            *(self._fault_kill(Fault(f.at_s, "kill", worker=s, down_s=f.down_s), stopped_too=True) for s in self.slots)
+        )
 
     async def _fault_restart(self, f: Fault) -> None:
         child = self._child(f.worker)
