@@ -174,6 +174,8 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         self.slots: dict[int, ChildProcess | None] = {}
         self.stopped: set[int] = set()
         self.expected_exit: set[int] = set()
+        self.killed: set[int] = set()
+        """Worker pids a fault killed or stopped on purpose."""
         self.generation = 0
         self.pg_down: list[tuple[float, float]] = []
         self.pg_down_since: float | None = None
@@ -230,8 +232,16 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         try:
             await self.wait_healthy(name, child, timeout_s=120)
         except Exception as exc:
-            if slot not in self.expected_exit:
+            # The watcher restarts a worker that exited; here only say why, unless a fault explains it.
+            if child.pid not in self.killed and not self.in_outage():
                 self.result.add("worker_exit", f"{name} did not become healthy: {exc}", self.now_s())
+
+    def in_outage(self) -> bool:
+        """Postgres is down or came back less than 30 s ago: a worker may fail to start (behind pgbouncer, its
+        `server_login_retry` refuses logins for a while after the server failed), as under any supervisor."""
+        if self.pg_down_since is not None:
+            return True
+        return any(time.monotonic() - end < 30 for _, end in self.pg_down)
 
     # -- the load
 
@@ -329,6 +339,7 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         if child is None or (f.worker in self.stopped and not stopped_too):
             return
         self.expected_exit.add(f.worker)
+        self.killed.add(child.pid)
         self.crash_times.append(datetime.now(UTC))
         await asyncio.to_thread(child.kill)
         self.slots[f.worker] = None
@@ -346,6 +357,7 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         if child is None or f.worker in self.stopped:
             return
         self.expected_exit.add(f.worker)
+        self.killed.add(child.pid)
         await asyncio.to_thread(child.stop, signal.SIGTERM, 40.0)
         self.slots[f.worker] = None
         self.expected_exit.discard(f.worker)
@@ -508,6 +520,11 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         statuses = json.loads(row["statuses"]) if row["statuses"] else {}
         return int(row["due"]), int(stats["deliveries"]) + int(row["finished"]), statuses
 
+    async def _restart_later(self, slot: int) -> None:
+        await asyncio.sleep(1.0)
+        if self.slots.get(slot) is None:
+            await self.start_slot(slot)
+
     def excused(self) -> str | None:
         if self.pg_down_since is not None or time.monotonic() < self.excuse_until:
             return "Postgres down"
@@ -528,13 +545,18 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
             await asyncio.sleep(1.0)
             for slot, child in list(self.slots.items()):
                 if child is not None and not child.alive and slot not in self.expected_exit:
-                    self.result.add(
-                        "worker_exit",
-                        f"{child.name} exited with code {child.process.returncode}: {child.tail()}",
-                        self.now_s(),
-                    )
+                    if child.pid not in self.killed and not self.in_outage():
+                        self.result.add(
+                            "worker_exit",
+                            f"{child.name} exited with code {child.process.returncode}: {child.tail()}",
+                            self.now_s(),
+                        )
+                    else:
+                        self.result.notes["worker_restarts_in_outage"] = (
+                            self.result.notes.get("worker_restarts_in_outage", 0) + 1
+                        )
                     self.slots[slot] = None
-                    self.background.append(asyncio.create_task(self.start_slot(slot)))
+                    self.background.append(asyncio.create_task(self._restart_later(slot)))
             seen = await self.observe()
             excuse = self.excused()
             now = time.monotonic()

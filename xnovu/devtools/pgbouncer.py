@@ -80,6 +80,9 @@ def start_pgbouncer(
         f"auth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
         f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
         "server_reset_query =\nignore_startup_parameters = extra_float_digits\n"
+        # After a failed server login pgbouncer refuses clients for this long (default 15 s); the soak restarts
+        # Postgres under load, so keep the pooler's own back-off short.
+        "server_login_retry = 1\n"
     )
     for f in folder.iterdir():
         f.chmod(0o644)
