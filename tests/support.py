@@ -21,6 +21,9 @@ from xnovu.config import Settings
 from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
 from xnovu.devtools.emulator import EmulatorServer
+from xnovu.devtools.pgbouncer import PgBouncer
+from xnovu.devtools.pgbouncer import pgbouncer_binary as pgbouncer_binary  # used by tests/integration/test_pooler.py
+from xnovu.devtools.pgbouncer import start_pgbouncer as _start_pgbouncer
 from xnovu.devtools.stack import EmbeddedPostgres, LocalStack, TemporalDevServer, free_port
 from xnovu.worker.composition import build_processor, novu_client
 from xnovu.worker.manager import WorkerManager
@@ -304,90 +307,7 @@ async def processor_for(env: Env, **overrides: Any) -> AsyncIterator[Notificatio
 # -- a real transaction pooler ------------------------------------------------------------------------------------
 
 
-def pgbouncer_binary() -> str | None:
-    """pgbouncer from the system packages (Debian installs it in /usr/sbin, which a non-root PATH may lack)."""
-    import shutil
-
-    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
-
-
-@dataclass
-class PgBouncer:
-    """pgbouncer in `pool_mode = transaction` in front of the embedded Postgres, on its own port."""
-
-    process: Any
-    port: int
-    folder: Path
-
-    def url(self, database: str, query: str = "") -> str:
-        """URL of `database` through the pooler (with the stack's fake password, which trust auth ignores)."""
-        return f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{self.port}/{database}" + (f"?{query}" if query else "")
-
-    def log(self) -> str:
-        return (self.folder / "pgbouncer.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except Exception:
-            self.process.kill()
-            self.process.wait(10)
-
-
 def start_pgbouncer(stack: Stack, executable: str, *, pool_size: int = 4) -> PgBouncer:
-    """Start pgbouncer (transaction pooling, trust auth like pgserver) and wait until it answers.
-
-    pgbouncer refuses to run as root, so as root it is started with `-u` as the user that runs the embedded
-    Postgres (it can reach that server's socket folder). Its files live in a folder that user can read.
-    `pool_size` is smaller than the pools xnovu opens, so transactions really move between server connections.
-    """
-    import os
-    import pwd
-    import subprocess
-    import tempfile
-    from urllib.parse import parse_qs, urlsplit
-
-    parts = urlsplit(stack.admin_url)
-    socket_dir = parse_qs(parts.query).get("host", [parts.hostname or ""])[0]
-    pg_port = parts.port or 5432
-    folder = Path(tempfile.mkdtemp(prefix="xnovu-pgbouncer-"))
-    folder.chmod(0o755)
-    port = _free_port()
-    (folder / "userlist.txt").write_text('"postgres" ""\n')
-    (folder / "pgbouncer.ini").write_text(
-        "[databases]\n"
-        f"* = host={socket_dir} port={pg_port} user=postgres\n"
-        "[pgbouncer]\n"
-        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
-        f"auth_type = trust\nauth_file = {folder / 'userlist.txt'}\n"
-        f"pool_mode = transaction\ndefault_pool_size = {pool_size}\nmax_client_conn = 500\n"
-        "server_reset_query =\nignore_startup_parameters = extra_float_digits\n"
-    )
-    for f in folder.iterdir():
-        f.chmod(0o644)
-    args = [executable]
-    if os.geteuid() == 0:
-        owner = pwd.getpwuid(Path(socket_dir).stat().st_uid).pw_name
-        args += ["-u", owner]
-    args.append(str(folder / "pgbouncer.ini"))
-    log = (folder / "pgbouncer.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    bouncer = PgBouncer(process, port, folder)
-
-    async def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"pgbouncer exited with {process.returncode}: {bouncer.log()}")
-        try:
-            conn = await asyncpg.connect(bouncer.url("postgres"), statement_cache_size=0, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            return False
-        await conn.close()
-        return True
-
-    try:
-        asyncio.run(eventually(ready, timeout=15))
-    except BaseException:
-        bouncer.stop()
-        raise
-    return bouncer
+    """pgbouncer (xnovu/devtools/pgbouncer.py) in front of the session's embedded Postgres, with the stack's fake
+    password in its URLs."""
+    return _start_pgbouncer(stack.admin_url, executable, pool_size=pool_size, password=DB_PASSWORD)
