@@ -1,0 +1,156 @@
+"""Attack review of issue 16's change (claims, held rows, back-pressure). Each test states the invariant it checks and
+FAILS on the change as it stands: it is the evidence of a finding, not a regression test of a fix.
+
+Run: pytest tests/integration/test_attack_claims.py --basetemp=/tmp/pt-attack
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from tests import support
+from tests.support import Env, Stack, connect, original_database
+from xnovu.core.models import PollKind
+from xnovu.db.migrate import migrate
+from xnovu.db.queries import q
+from xnovu.db.repository import ClaimLimits, NewNotification, insert_notifications
+
+LIMITS = ClaimLimits(max_rows=5, max_tokens=100)
+
+
+async def _claim_all(env: Env, kind: PollKind, *, lookahead_ms: int = 0, rounds: int = 20) -> list[int]:
+    """What a poll chain claims: claim again while a batch comes back full (continue-as-new) and not limited."""
+    claimed: list[int] = []
+    for _ in range(rounds):
+        batch = await env.repo.claim(
+            kind, batch_size=10, lease_ms=60_000, limits=LIMITS, lookahead_ms=lookahead_ms
+        )
+        claimed += [c.notification_id for c in batch.rows]
+        if not batch.rows:
+            break
+    return claimed
+
+
+async def test_scheduled_rows_are_claimed_past_the_in_flight_bound(env: Env) -> None:
+    """Finding: back-pressure does not bound the scheduled poll. A scheduled row waiting for its time is not "live",
+    so the scheduled poll claims every row of the look-ahead window (2 ticks) whatever ClaimLimits says; when their
+    time comes they are all live attempts at once. Before the change in_flight counted them, so the bound held.
+    I3: "Polls claim no more than the deployment can send"."""
+    wf = await env.workflow("campaign")
+    ids = await env.insert(wf, 60, scheduled_for=datetime.now(UTC) + timedelta(seconds=3))
+    claimed = await _claim_all(env, PollKind.SCHEDULED, lookahead_ms=60_000)
+    await asyncio.sleep(4)  # their time has come; every child's timer fires now
+    flight = await env.repo.pool.fetchrow(q("in_flight"), 60_000, None)
+    assert flight is not None
+    print(f"\nclaimed {len(claimed)} of {len(ids)} scheduled rows; live in flight now: {flight['rows']} (bound 5)")
+    assert flight["rows"] <= LIMITS.max_rows, (
+        f"{flight['rows']} live attempts in flight against a bound of {LIMITS.max_rows}: the scheduled poll claimed "
+        f"{len(claimed)} rows ahead of time, none of them counted"
+    )
+
+
+async def test_one_big_retry_blocks_every_retry_behind_it_while_anything_is_in_flight(env: Env) -> None:
+    """Finding: head-of-line blocking of the failed poll. A due FAILED row bigger than the token window (1 000
+    recipients vs 100 tokens) is first in the failed poll's order; `prefix` returns 0 for it whenever one live attempt
+    of another poll is in flight, so the small retries and lease recoveries behind it are not claimed either, although
+    95 of 100 tokens are free. Under steady new traffic (always one attempt in flight) no retry is ever claimed."""
+    wf = await env.workflow("welcome")
+    [big] = await env.insert(wf, recipients=1_000)
+    small = await env.insert(wf, 5)
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'FAILED', attempts = 1, "
+        "next_attempt_at = now() - interval '10 minutes' WHERE id = $1",
+        big,
+    )
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'FAILED', attempts = 1, "
+        "next_attempt_at = now() - interval '1 minute' WHERE id = ANY($1::bigint[])",
+        small,
+    )
+    [live] = await env.insert(wf)
+    new = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=LIMITS)
+    assert [c.notification_id for c in new.rows] == [live]  # one small live attempt: 1 of 5 rows, 1 of 100 tokens
+    failed = await env.repo.claim(PollKind.FAILED, batch_size=10, lease_ms=60_000, limits=LIMITS)
+    got = [c.notification_id for c in failed.rows]
+    print(f"\nfailed poll claimed {got} (capacity_limited={failed.capacity_limited}) with 1 token of 100 in flight")
+    assert set(small) <= set(got), "small due retries wait behind a big one for as long as anything is in flight"
+
+
+async def test_failed_rows_of_a_draft_workflow_are_read_by_every_failed_claim(env: Env) -> None:
+    """Finding (issue 16, finding 9, not covered): held rows leave the new/scheduled claim indexes, but FAILED rows
+    whose workflow is DRAFT/deactivated stay in the retry index, due, at its head; candidates_failed reads and rejects
+    every one of them (NOT EXISTS on the workflow) under the claim lock, on every failed claim. The cost grows with
+    the number of such rows (here: buffers read for 200 vs 20 000 of them)."""
+    wf = await env.workflow("welcome")
+    drafted = await env.workflow("drafted")
+    await env.insert(wf, 5)  # something to claim at the end of the index
+    pool = env.repo.pool
+
+    async def buffers(n: int) -> int:
+        await pool.execute(
+            "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients,"
+            " notification_status, attempts, next_attempt_at) "
+            "SELECT 'f' || g, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()], 'FAILED', 1, "
+            "now() - interval '1 hour' FROM generate_series(1, $2) g",
+            drafted,
+            n,
+        )
+        await pool.execute("UPDATE notify.ent_notification_workflow SET publish_status = 'DRAFT' WHERE id = $1", drafted)
+        await pool.execute("ANALYZE notify.ent_notification")
+        async with pool.acquire() as conn, conn.transaction():
+            plan = await conn.fetchval(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + q("candidates_failed"), 10, None, 60_000, []
+            )
+        data = json.loads(plan) if isinstance(plan, str) else plan
+        top = data[0]["Plan"]
+        return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+    small = await buffers(200)
+    large = await buffers(19_800)
+    print(f"\ncandidates_failed buffers: {small} with 200 held FAILED rows, {large} with 20 000")
+    assert large <= 3 * small, f"a failed claim reads {large} buffers with 20 000 held FAILED rows vs {small} with 200"
+
+
+async def test_a_held_row_whose_draft_workflow_is_deleted_is_never_dead_lettered(stack: Stack) -> None:
+    """Finding: a held row can be lost for good. On the original schema, notification_workflow_id is ON DELETE SET
+    NULL: deleting a DRAFT workflow leaves its held rows PENDING with held_at set and no workflow. The hold sweep only
+    unmarks rows of an existing published workflow, and the claim indexes leave marked rows out, so the row is never
+    claimed, never dead-lettered ("missing workflow dead-letters", I1/I3), and nothing says why. Before the change,
+    the claim picked it up and dead-lettered it as "points at a workflow that does not exist"."""
+    url = await original_database(stack)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    repo = await connect(support.test_settings(stack, url))
+    try:
+        wf = await repo.pool.fetchval(
+            "INSERT INTO notify.ent_notification_workflow (name, workflow_type, workflow_key, publish_status) "
+            "VALUES ('To be deleted', 'STATIC', 'to-be-deleted', 'PUBLISH') RETURNING id"
+        )
+        [nid] = await insert_notifications(repo, wf, [NewNotification("n", ["6b0e9d1e-1c1d-4b0e-9f1e-000000000001"], {})])
+        await repo.pool.execute("UPDATE notify.ent_notification_workflow SET publish_status = 'DRAFT' WHERE id = $1", wf)
+        assert await repo.hold_sweep() == (1, 0)
+        await repo.pool.execute("DELETE FROM notify.ent_notification_workflow WHERE id = $1", wf)
+        for _ in range(3):
+            await repo.hold_sweep()
+            batch = await repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=LIMITS)
+            if batch.rows:
+                break
+        row = await repo.pool.fetchrow(
+            "SELECT notification_status::text AS s, held_at, notification_workflow_id AS wf, error_details "
+            "FROM notify.ent_notification WHERE id = $1",
+            nid,
+        )
+        print(f"\nrow after its workflow was deleted: {dict(row) if row else None}")
+        assert row is not None
+        assert row["held_at"] is None or batch.rows, (
+            "PENDING, held_at set, no workflow: never claimed, never dead-lettered, no reason recorded"
+        )
+    finally:
+        await repo.close()
