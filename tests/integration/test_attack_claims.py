@@ -154,3 +154,53 @@ async def test_a_held_row_whose_draft_workflow_is_deleted_is_never_dead_lettered
         )
     finally:
         await repo.close()
+
+
+async def test_a_scheduled_campaign_claimed_ahead_makes_every_claim_read_all_of_it(env: Env) -> None:
+    """The same finding, its cost: the scheduled poll claims a whole campaign ahead of time (20 000 rows due within
+    the look-ahead), and every claim of every kind then reads all of those PROCESSING rows in `in_flight`, under the
+    claim lock, for as long as they wait for their time (before the change they were bounded by max_rows)."""
+    wf = await env.workflow("campaign")
+    pool = env.repo.pool
+    await pool.execute(
+        "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients,"
+        " scheduled_for) SELECT 'c' || g, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()], "
+        "now() + interval '50 seconds' FROM generate_series(1, 20000) g",
+        wf,
+    )
+    claimed = 0
+    limits = ClaimLimits(max_rows=100, max_tokens=600)  # 5 batches of 20, 60 tokens/s
+    for _ in range(400):  # what the chain does in ~40 s: claim, capacity-limited sleep of 1 s, continue as new
+        batch = await env.repo.claim(
+            PollKind.SCHEDULED, batch_size=1_000, lease_ms=60_000, limits=limits, lookahead_ms=60_000
+        )
+        claimed += len(batch.rows)
+        if not batch.rows:
+            break
+    async with pool.acquire() as conn, conn.transaction():
+        plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + q("in_flight"), 60_000, "k")
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+    buffers = int(top["Plan"].get("Shared Hit Blocks", 0)) + int(top["Plan"].get("Shared Read Blocks", 0))
+    print(f"\nscheduled poll claimed {claimed} rows ahead against max_rows={limits.max_rows}; in_flight now reads "
+          f"{buffers} buffers in {top['Execution Time']:.1f} ms per claim, under the claim lock")
+    assert claimed <= limits.max_rows, f"{claimed} rows claimed ahead of their time: unbounded"
+
+
+async def test_on_the_real_stack_a_scheduled_campaign_is_claimed_whole_and_fires_at_once(env: Env) -> None:
+    """The same finding with a worker: POLL_BATCH_SIZE=2 (at most 5 batches = 10 rows in flight), 60 rows scheduled
+    12 s ahead (inside the 2-tick look-ahead). The scheduled poll drains all 60 ahead of time; when their time comes,
+    60 live attempts are in flight at once against the bound of 10."""
+    wf = await env.workflow("campaign")
+    ids = await env.insert(wf, 60, scheduled_for=datetime.now(UTC) + timedelta(seconds=12))
+    env.configure_emulator(latency_ms=1_500)
+    peak = 0
+    async with env.worker(poll_batch_size=2, scheduled_poll_interval_ms=10_000, processing_lease_ms=60_000):
+        for _ in range(60):
+            flight = await env.repo.pool.fetchrow(q("in_flight"), 60_000, None)
+            assert flight is not None
+            peak = max(peak, int(flight["rows"]))
+            if await env.all_in(ids, "SENT"):
+                break
+            await asyncio.sleep(0.5)
+    print(f"\npeak of live attempts in flight: {peak} (bound 10)")
+    assert peak <= 10, f"{peak} live attempts at once against a bound of 10"
