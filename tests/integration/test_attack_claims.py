@@ -204,3 +204,30 @@ async def test_on_the_real_stack_a_scheduled_campaign_is_claimed_whole_and_fires
             await asyncio.sleep(0.5)
     print(f"\npeak of live attempts in flight: {peak} (bound 10)")
     assert peak <= 10, f"{peak} live attempts at once against a bound of 10"
+
+
+async def test_the_hold_sweep_reads_every_published_workflow_before_every_claim(env: Env) -> None:
+    """Checked and sound (PASSES): the suspicion was that the sweep's `released` half probes the held-rows index once
+    per published workflow before every claim; the planner starts from the (empty) held-rows index instead, so a
+    sweep with nothing to do costs the same with 20 000 workflows as with 10."""
+    pool = env.repo.pool
+
+    async def sweep_cost(total: int) -> tuple[int, float]:
+        await pool.execute(
+            "INSERT INTO notify.ent_notification_workflow (name, workflow_key, publish_status) "
+            "SELECT 'w' || g, 'w' || g, 'PUBLISH' FROM generate_series("
+            "(SELECT count(*) FROM notify.ent_notification_workflow) + 1, $1) g",
+            total,
+        )
+        await pool.execute("ANALYZE notify.ent_notification_workflow")
+        async with pool.acquire() as conn, conn.transaction():
+            plan = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + q("hold_sweep"), 1_000)
+        top = (json.loads(plan) if isinstance(plan, str) else plan)[0]
+        hits = int(top["Plan"].get("Shared Hit Blocks", 0)) + int(top["Plan"].get("Shared Read Blocks", 0))
+        return hits, float(top["Execution Time"])
+
+    small = await sweep_cost(10)
+    large = await sweep_cost(20_000)
+    print(f"\nhold sweep with nothing to do: {small[0]} buffers / {small[1]:.1f} ms with 10 workflows, "
+          f"{large[0]} buffers / {large[1]:.1f} ms with 20 000")
+    assert large[0] <= 3 * small[0], "the sweep before every claim grows with the number of workflows"
