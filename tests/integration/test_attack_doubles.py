@@ -42,3 +42,27 @@ async def test_the_batch_trigger_confirms_an_attempt_the_library_is_sending(env:
           f"deliveries {stats['deliveries']}, duplicates {stats['duplicate_deliveries']}")
     assert mine.outcome is Outcome.SENT or batch.outcome is Outcome.SENT
     assert stats["duplicate_deliveries"] == 0, "two senders ran attempt 1"
+
+
+async def test_the_batch_workflow_history_grows_with_the_batch(env: Env) -> None:
+    """Measurement (unbounded growth): TriggerMultipleNotificationsWorkflow now starts and awaits one child per id in
+    one execution, with no continue-as-new and no cap on the ids: its history grows by a few events per id, so a
+    batch of ~15 000 ids passes Temporal's default limit of 51 200 events (the workflow is terminated) and the plan
+    marker carries every TriggerPlan in one payload (2 MB limit)."""
+    from xnovu.api import NotificationClient
+
+    wf = await env.workflow("welcome")
+    client = await connect_temporal(env.settings)
+    counts = {}
+    async with env.worker(poll_interval_ms=3_600_000, failed_poll_interval_ms=3_600_000, wakeup_enabled=False):
+        async with NotificationClient(env.settings, client=client, repo=env.repo) as nc:
+            for n in (5, 50):
+                ids = await env.insert(wf, n)
+                await nc.async_trigger_multiple_notifications(ids, concurrency=10)
+                batch = [w async for w in client.list_workflows("WorkflowType = 'TriggerMultipleNotificationsWorkflow'")]
+                newest = max(batch, key=lambda w: w.start_time)
+                history = await client.get_workflow_handle(newest.id, run_id=newest.run_id).fetch_history()
+                counts[n] = len(history.events)
+    per_id = (counts[50] - counts[5]) / 45
+    print(f"\nbatch history: {counts} events; {per_id:.1f} per id; 51 200 events at ~{51_200 / per_id:.0f} ids")
+    assert per_id < 0.5, f"{per_id:.1f} history events per id, no continue-as-new, no cap on the batch"
