@@ -317,3 +317,36 @@ async def test_the_hold_sweep_with_many_draft_workflows_and_a_due_backlog(env: E
     took = time.monotonic() - started
     print(f"hold sweep: {dict(result) if result else None} in {took:.2f} s")
     assert took < 0.5, f"one hold sweep took {took:.1f} s; it runs before every new/scheduled claim"
+
+
+async def test_on_the_real_stack_a_slow_hold_sweep_stalls_every_new_claim(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hold-sweep finding end to end, scaled down 10x so it does not load the shared machine: CLAIM_TIMEOUT (the
+    claim local activity's start-to-close, 30 s) is set to 3 s, and 1 000 DRAFT workflows with a 20 000-row backlog
+    make each sweep take about 4 s (5 000 drafts: 21.5 s; about 8 000 pass the real 30 s). The sweep runs inside the
+    claim activity before the claim, so every claim times out: nothing is sent, ever (I7)."""
+    from xnovu.temporal import workflows as workflows_module
+
+    monkeypatch.setattr(workflows_module, "CLAIM_TIMEOUT", timedelta(seconds=3))
+    pool = env.repo.pool
+    wf = await env.workflow("welcome")
+    await pool.execute(
+        "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients)"
+        " SELECT 'p' || g, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()] FROM generate_series(1, 20000) g",
+        wf,
+    )
+    await pool.execute(
+        "INSERT INTO notify.ent_notification_workflow (name, workflow_key, publish_status) "
+        "SELECT 'd' || g, 'd' || g, 'DRAFT' FROM generate_series(1, 1000) g"
+    )
+    await pool.execute("ANALYZE notify.ent_notification_workflow")
+    await pool.execute("ANALYZE notify.ent_notification")
+    started = time.monotonic()
+    await pool.fetchrow(q("hold_sweep"), 1_000, timeout=600)
+    print(f"\none hold sweep: {time.monotonic() - started:.1f} s")
+    async with env.worker(wakeup_enabled=False, poll_interval_ms=2_000):
+        await asyncio.sleep(30)
+    sent = await pool.fetchval("SELECT count(*) FROM notify.ent_notification WHERE notification_status <> 'PENDING'")
+    print(f"rows claimed in 30 s: {sent} of 20 000")
+    assert sent > 0, "no claim completes: every claim activity times out in the hold sweep"
