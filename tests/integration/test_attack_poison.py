@@ -1,0 +1,35 @@
+"""Attack review of issue 16's change: a poison row in a poll's claim. FAILS on the change as it stands (the behaviour
+predates the change; the change's progress guarantee (I7) does not cover it).
+
+Run: pytest tests/integration/test_attack_poison.py --basetemp=/tmp/pt-attack
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support import Env
+from xnovu.db.repository import NewNotification, insert_notifications
+
+
+async def test_a_row_with_a_huge_name_does_not_stall_its_batch_mates(env: Env) -> None:
+    """Finding (I5/I7): the claim's result (every claimed row with its name) is one local-activity marker, and each
+    child start carries the name in its memo. A producer's row whose `name` is 3 MB makes the poll's workflow task
+    fail on Temporal's payload limit (2 MB) on every try; the rows claimed with it in that batch are PROCESSING,
+    unstarted, counted in flight until their lease runs out, and then recovered together with it again."""
+    wf = await env.workflow("welcome")
+    [poison] = await insert_notifications(
+        env.repo, wf, [NewNotification("x" * 3_000_000, ["6b0e9d1e-1c1d-4b0e-9f1e-000000000001"], {})]
+    )
+    good = await env.insert(wf, 5)
+    async with env.worker(processing_lease_ms=60_000):
+        for _ in range(40):
+            if await env.all_in(good, "SENT"):
+                break
+            await asyncio.sleep(1)
+        later = await env.insert(wf, 3)  # inserted after: the poll kind itself is stuck (its run never completes)
+        await asyncio.sleep(20)
+        after = await env.statuses(later)
+    states = await env.statuses([poison, *good])
+    print(f"\nafter 40 s: {states}; rows inserted later, 20 s on: {after}")
+    assert all(states[i] == "SENT" for i in good), "the 5 good rows claimed with the poison row were never sent"
