@@ -38,8 +38,10 @@ async def test_the_batch_trigger_confirms_an_attempt_the_library_is_sending(env:
                 [batch] = await nc.async_trigger_multiple_notifications([nid])
             mine = await direct
     stats = env.stats()
-    print(f"\nlibrary: {mine.outcome} attempt {mine.attempt}; batch: {batch.outcome} attempt {batch.attempt}; "
-          f"deliveries {stats['deliveries']}, duplicates {stats['duplicate_deliveries']}")
+    print(
+        f"\nlibrary: {mine.outcome} attempt {mine.attempt}; batch: {batch.outcome} attempt {batch.attempt}; "
+        f"deliveries {stats['deliveries']}, duplicates {stats['duplicate_deliveries']}"
+    )
     assert mine.outcome is Outcome.SENT or batch.outcome is Outcome.SENT
     assert stats["duplicate_deliveries"] == 0, "two senders ran attempt 1"
 
@@ -59,7 +61,9 @@ async def test_the_batch_workflow_history_grows_with_the_batch(env: Env) -> None
             for n in (5, 50):
                 ids = await env.insert(wf, n)
                 await nc.async_trigger_multiple_notifications(ids, concurrency=10)
-                batch = [w async for w in client.list_workflows("WorkflowType = 'TriggerMultipleNotificationsWorkflow'")]
+                batch = [
+                    w async for w in client.list_workflows("WorkflowType = 'TriggerMultipleNotificationsWorkflow'")
+                ]
                 newest = max(batch, key=lambda w: w.start_time)
                 history = await client.get_workflow_handle(newest.id, run_id=newest.run_id).fetch_history()
                 counts[n] = len(history.events)

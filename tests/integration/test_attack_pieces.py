@@ -39,7 +39,9 @@ async def test_a_recipient_added_mid_attempt_below_the_window_is_never_sent(
             result = await processor.process(nid, result.attempt, time_budget_s=60, progress=result.progress)
     row = await env.row(nid)
     sent_to = {e["subscriberId"] for e in env.deliveries()}
-    print(f"\noutcome {result.outcome}, row {row['status']}, total {result.total_recipients}, "
-          f"acknowledged {result.success_count}, delivered {len(sent_to)}, added one delivered: {LOW in sent_to}")
+    print(
+        f"\noutcome {result.outcome}, row {row['status']}, total {result.total_recipients}, "
+        f"acknowledged {result.success_count}, delivered {len(sent_to)}, added one delivered: {LOW in sent_to}"
+    )
     assert result.outcome is Outcome.SENT
     assert LOW in sent_to, "the row is SENT with 26 recipients, 25 delivered: the added one is skipped for good"

@@ -46,8 +46,9 @@ async def test_a_batch_started_by_the_previous_version_replays_on_the_new_one(en
     client = await connect_temporal(env.settings)
     async with env.worker(poll_interval_ms=3_600_000, wakeup_enabled=False):  # creates the namespace
         queue = f"old-{uuid.uuid4().hex[:6]}"
-        async with Worker(client, task_queue=queue, workflows=[PreviousBatchWorkflow],
-                          activities=[previous_batch_activity]):
+        async with Worker(
+            client, task_queue=queue, workflows=[PreviousBatchWorkflow], activities=[previous_batch_activity]
+        ):
             handle = await client.start_workflow(
                 PreviousBatchWorkflow.run, MultipleTriggerRequest([1, 2]), id=f"batch-{queue}", task_queue=queue
             )

@@ -133,7 +133,8 @@ async def _costs(
     out: dict[str, int] = {}
     others: list[tuple[str, list[Any]]] = [
         ("acquire", [probe, 1, LEASE_MS, None, PIECE_RECIPIENTS, True]),
-        ("hold_sweep", [1000]),
+        ("hold_sweep", [1000, list(await conn.fetchval(q("held_workflows")) or []), [], False]),
+        ("held_row_workflows", []),
         # What every claim reads first: with the big row in flight, its tokens, not its 1.6 MB recipients array.
         ("in_flight", [LEASE_MS, None]),
     ]

@@ -211,36 +211,54 @@ RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS en
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
     AS workflow_key;
 
+-- name: held_workflows
+-- The workflows whose notifications are held (DRAFT/NONE or deactivated): few, and read first so the sweep below
+-- looks their rows up by value.
+SELECT array_agg(w.id) AS ids FROM notify.ent_notification_workflow w
+WHERE w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE');
+
+-- name: held_row_workflows
+-- The workflows that have marked (held) rows, read as a skip scan of the held-rows index: one index probe per
+-- distinct workflow, however many rows each holds; and whether a marked row lost its workflow (deleted).
+WITH RECURSIVE wf(id) AS (
+  (SELECT n.notification_workflow_id FROM notify.ent_notification n
+   WHERE n.held_at IS NOT NULL AND n.notification_workflow_id IS NOT NULL
+   ORDER BY n.notification_workflow_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.notification_workflow_id FROM notify.ent_notification n
+          WHERE n.held_at IS NOT NULL AND n.notification_workflow_id > wf.id
+          ORDER BY n.notification_workflow_id LIMIT 1)
+  FROM wf WHERE wf.id IS NOT NULL
+)
+SELECT coalesce(array_agg(id) FILTER (WHERE id IS NOT NULL), '{}') AS ids,
+  EXISTS (SELECT 1 FROM notify.ent_notification n
+          WHERE n.held_at IS NOT NULL AND n.notification_workflow_id IS NULL) AS orphans
+FROM wf;
+
 -- name: hold_sweep
 -- Keeps held rows out of the claim indexes (docs/design.md "Held rows"), $1 rows at most each way per call, each
--- row locked only for this short statement (SKIP LOCKED: never waits for a claim): marks the PENDING rows of
--- workflows that are DRAFT/NONE or deactivated (held_at), and unmarks the rows of workflows published or
--- reactivated since. Found per workflow through the two hold indexes, so a call that finds nothing reads a few
--- index pages per workflow and no notification. The mark is a hint: claims, acquire and fence still check the
--- workflow (I1), so a row unmarked while its workflow goes back to DRAFT is still not sent.
+-- row locked only for this short statement (SKIP LOCKED: never waits for a claim): marks the PENDING rows of the
+-- held workflows $2 (held_at), and unmarks the marked rows of the workflows $3 that are no longer held (published or
+-- reactivated since, or deleted) and, with $4, those that lost their workflow (the claim then dead-letters them with
+-- the reason). The held workflows
+-- come as values, not as a join: joined, the planner took every row of the table as a match for any workflow (one
+-- workflow's backlog makes its statistics say so) and read the whole table once per DRAFT workflow, minutes with
+-- thousands of them (tests/integration/test_attack_claims.py). Marking reads the holdable index per held workflow,
+-- unmarking the held-rows index per released workflow. The mark is a
+-- hint: claims, acquire and fence still check the workflow (I1), so a row unmarked while its workflow goes back to
+-- DRAFT is still not sent.
 WITH held AS (
-  SELECT m.id FROM notify.ent_notification_workflow w
-  CROSS JOIN LATERAL (
-    SELECT n.id FROM notify.ent_notification n
-    WHERE n.notification_workflow_id = w.id AND n.notification_status = 'PENDING'
-      AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
-    ORDER BY n.notification_workflow_id, n.id
-    LIMIT $1
-    FOR UPDATE OF n SKIP LOCKED
-  ) m
-  WHERE w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')
+  SELECT n.id FROM notify.ent_notification n
+  WHERE n.notification_workflow_id = ANY($2::bigint[]) AND n.notification_status = 'PENDING'
+    AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
   LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
 ), released AS (
-  SELECT m.id FROM notify.ent_notification_workflow w
-  CROSS JOIN LATERAL (
-    SELECT n.id FROM notify.ent_notification n
-    WHERE n.notification_workflow_id = w.id AND n.held_at IS NOT NULL
-    ORDER BY n.notification_workflow_id, n.id
-    LIMIT $1
-    FOR UPDATE OF n SKIP LOCKED
-  ) m
-  WHERE w.deactivated IS NOT TRUE AND w.publish_status NOT IN ('DRAFT', 'NONE')
+  SELECT n.id FROM notify.ent_notification n
+  WHERE n.held_at IS NOT NULL
+    AND (n.notification_workflow_id = ANY($3::bigint[]) OR ($4::bool AND n.notification_workflow_id IS NULL))
   LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
 ), mark AS (
   UPDATE notify.ent_notification n SET held_at = now()
   WHERE n.id = ANY(ARRAY(SELECT id FROM held)) AND n.held_at IS NULL

@@ -304,10 +304,17 @@ class Repository:
             rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
         return ClaimBatch(rows=_claimed(rows), batch_size=batch_size, capacity_limited=picked < len(candidates))
 
-    async def hold_sweep(self, limit: int = 1_000) -> tuple[int, int]:
+    async def hold_sweep(self, limit: int = 1_000, *, timeout_s: float | None = None) -> tuple[int, int]:
         """Move held rows out of the claim indexes and released ones back (docs/design.md "Held rows"), at most
-        `limit` each way; returns (marked, unmarked). Its own short statement, outside the claim lock."""
-        row = await self.pool.fetchrow(q("hold_sweep"), limit)
+        `limit` each way; returns (marked, unmarked). Three short statements, outside the claim lock: the held
+        workflows, the workflows of marked rows, then the sweep, which is given both as values."""
+        held = set(await self.pool.fetchval(q("held_workflows"), timeout=timeout_s) or ())
+        marked = await self.pool.fetchrow(q("held_row_workflows"), timeout=timeout_s)
+        assert marked is not None
+        released = [w for w in marked["ids"] if w not in held]
+        row = await self.pool.fetchrow(
+            q("hold_sweep"), limit, sorted(held), released, bool(marked["orphans"]), timeout=timeout_s
+        )
         assert row is not None
         return int(row["held"]), int(row["released"])
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import asyncpg
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
@@ -40,6 +41,9 @@ DESCRIBE_CONCURRENCY = 20
 #: A claimed row whose attempt workflow does not exist yet may be between its claim and its start (the poll starts
 #: children right after claiming): it is recovered only once its lease has been over for this long.
 START_GRACE = timedelta(seconds=15)
+#: How often a worker moves held rows out of the claim indexes (and released ones back), and how long that may take.
+HOLD_SWEEP_EVERY = timedelta(seconds=5)
+HOLD_SWEEP_TIMEOUT = timedelta(seconds=2)
 #: Rows a batch trigger's plan reads at once.
 PLAN_CONCURRENCY = 10
 
@@ -87,6 +91,7 @@ class XnovuActivities:
         self.poll = poll
         self.clock = PollClock()
         self._temporal = temporal
+        self._last_sweep = -HOLD_SWEEP_EVERY.total_seconds()
 
     @activity.defn(name="claim_notifications")
     async def claim_notifications(self, kind: PollKind) -> ClaimBatch:
@@ -100,9 +105,7 @@ class XnovuActivities:
             activity.logger.info("schedule paused: nothing claimed", extra={"kind": kind.value})
             return ClaimBatch(rows=[], batch_size=self.poll.batch_size)
         recoverable = await self._keep_live_leases() if kind is PollKind.FAILED else []
-        if kind is not PollKind.FAILED:
-            # Held rows out of (and released rows back into) the index this claim reads: bounded, before the lock.
-            await self.repo.hold_sweep()
+        await self._sweep_held_rows()
         batch = await self.repo.claim(
             kind,
             batch_size=self.poll.batch_size,
@@ -122,6 +125,19 @@ class XnovuActivities:
                 extra={"kind": kind.value, "count": len(batch.rows), "capacity_limited": batch.capacity_limited},
             )
         return batch
+
+    async def _sweep_held_rows(self) -> None:
+        """Held rows out of (and released rows back into) the claim indexes, at most every HOLD_SWEEP_EVERY in this
+        worker and never for longer than HOLD_SWEEP_TIMEOUT: the sweep only saves the claims reading held rows, so
+        a slow or failed one is logged and the claim goes on (it once stalled every claim; docs/failure-modes.md)."""
+        now = time.monotonic()
+        if now - self._last_sweep < HOLD_SWEEP_EVERY.total_seconds():
+            return
+        self._last_sweep = now
+        try:
+            await self.repo.hold_sweep(timeout_s=HOLD_SWEEP_TIMEOUT.total_seconds())
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            activity.logger.warning("hold sweep skipped", extra={"error": type(exc).__name__})
 
     async def _schedule_paused(self, kind: PollKind) -> bool:
         client = self._temporal or activity.client()
