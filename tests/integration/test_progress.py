@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecutionStatus
 from tests.support import Env, eventually, processor_for
 from xnovu.core.models import NotificationInput, Outcome, PollKind, child_id
 from xnovu.core.processor import NotificationProcessor
+from xnovu.db.queries import q
 from xnovu.db.repository import ClaimLimits, NotificationRow, Repository
 from xnovu.temporal.connection import connect_temporal
 from xnovu.worker import composition
@@ -69,8 +70,9 @@ async def test_hundreds_of_small_dead_claims_do_not_stall_the_deployment(env: En
 
 
 async def test_a_claim_counts_only_live_attempts_as_in_flight(env: Env) -> None:
-    """The claim itself, without Temporal: rows whose lease ran out, and scheduled rows waiting for their time, use
-    no budget; the failed poll may recover a dead row whose cost is bigger than the whole window."""
+    """The claim itself, without Temporal: a row whose lease ran out uses no budget (a scheduled row claimed ahead
+    does: it sends the moment its time comes), and the failed poll recovers a dead row whose cost is bigger than the
+    whole window alone, as soon as nothing live is in flight."""
     wf = await env.workflow("welcome")
     [dead] = await env.insert(wf, recipients=1_000)
     await env.execute(
@@ -78,7 +80,7 @@ async def test_a_claim_counts_only_live_attempts_as_in_flight(env: Env) -> None:
         "next_attempt_at = now() - interval '1 minute' WHERE id = $1",
         dead,
     )
-    [waiting] = await env.insert(wf, recipients=1_000, scheduled_for=datetime.now(UTC) + timedelta(minutes=1))
+    [waiting] = await env.insert(wf, scheduled_for=datetime.now(UTC) + timedelta(minutes=1))
     await env.execute(
         "UPDATE notify.ent_notification SET notification_status = 'PROCESSING', attempts = 1, "
         "next_attempt_at = scheduled_for + interval '10 minutes' WHERE id = $1",
@@ -88,9 +90,13 @@ async def test_a_claim_counts_only_live_attempts_as_in_flight(env: Env) -> None:
     limits = ClaimLimits(max_rows=500, max_tokens=600)
     new = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=10_000, limits=limits)
     assert [c.notification_id for c in new.rows] == [due]
+    flight = await env.repo.pool.fetchrow(q("in_flight"), 10_000, None)
+    assert flight is not None and (flight["rows"], flight["tokens"]) == (2, 2), "the waiting and the due row"
     failed = await env.repo.claim(PollKind.FAILED, batch_size=10, lease_ms=10_000, limits=limits, recoverable=[dead])
-    assert failed.rows == [] and failed.capacity_limited, "a live attempt uses the window: the big row waits for it"
-    await env.execute("UPDATE notify.ent_notification SET notification_status = 'SENT' WHERE id = $1", due)
+    assert failed.rows == [] and failed.capacity_limited, "live attempts use the window: the big row waits for them"
+    await env.execute(
+        "UPDATE notify.ent_notification SET notification_status = 'SENT' WHERE id = ANY($1::bigint[])", [due, waiting]
+    )
     failed = await env.repo.claim(PollKind.FAILED, batch_size=10, lease_ms=10_000, limits=limits, recoverable=[dead])
     assert [c.notification_id for c in failed.rows] == [dead], "nothing live in flight: claimed alone"
 

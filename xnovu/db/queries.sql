@@ -86,8 +86,9 @@ SELECT set_config('idle_in_transaction_session_timeout', '5s', true), pg_advisor
 -- request of 100 recipients costs 100 tokens, a single 1, so about one token per recipient). Only attempts that
 -- can be using the budget count (I7, docs/design.md "Back-pressure"): a claim whose lease ran out is dead or
 -- stalled until the failed poll says otherwise (it renews a live attempt's lease and recovers a dead one, which
--- must not count twice: once in flight and once as its own candidate), a legacy row without a lease counts only
--- while it is fresh ($1 ms), and a scheduled row waiting on its timer sends nothing before its time.
+-- must not count twice: once in flight and once as its own candidate), and a legacy row without a lease counts only
+-- while it is fresh ($1 ms). A scheduled row claimed ahead and waiting on its timer does count: it sends the moment
+-- its time comes, and without it the scheduled poll would claim a whole campaign ahead, past every bound.
 -- `rerun`: rows an earlier run of this same claim ($2, the poll run and its activity) already claimed.
 SELECT count(*) FILTER (WHERE live) AS rows,
        coalesce(sum(coalesce(xnovu_claim_tokens, greatest(cardinality(recipients), 1))) FILTER (WHERE live), 0)::bigint
@@ -96,8 +97,7 @@ SELECT count(*) FILTER (WHERE live) AS rows,
 FROM (
   SELECT n.recipients, n.xnovu_claim_key, n.xnovu_claim_tokens,
     (n.next_attempt_at > now()
-     OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000)))
-    AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()) AS live
+     OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000))) AS live
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PROCESSING'
 ) p;
