@@ -97,7 +97,7 @@ class NotificationClient:
                 id=wid,
                 task_queue=self.settings.temporal_task_queue,
                 search_attributes=searchattrs.for_notification(notification_id, row.workflow_key, row.enterprise_id),
-                memo={"notification": row.name},
+                memo=searchattrs.memo_for_notification(row.name),
             )
         except WorkflowAlreadyStartedError:
             return client.get_workflow_handle_for(NotificationTriggerWorkflow.run, wid)

@@ -104,7 +104,7 @@ FROM (
 
 -- name: claimed_with_key
 -- The rows an earlier run of the same claim made PROCESSING (see in_flight's `rerun`), as claim_rows returns them.
-SELECT n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
+SELECT n.id, n.attempts, n.scheduled_for, left(n.name, 200) AS name, n.enterprise_id::text AS enterprise_id,
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
     AS workflow_key
 FROM notify.ent_notification n
@@ -201,13 +201,14 @@ LIMIT $1;
 -- name: claim_rows
 -- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
 -- next_attempt_at becomes the lease ($2 ms from now, or from the send time of a scheduled row); $3 is the claim's
--- key (NULL for a claim made outside a poll).
+-- key (NULL for a claim made outside a poll). Names are cut to what a workflow's memo shows (searchattrs.MEMO_NAME_MAX):
+-- a claim's result crosses Temporal, and a producer's 3 MB name made every poll run fail on the payload limit.
 UPDATE notify.ent_notification n
 SET notification_status = 'PROCESSING', attempts = n.attempts + 1, xnovu_claim_key = $3,
     xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
     next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $2::float8 / 1000)
 WHERE n.id = ANY($1::bigint[])
-RETURNING n.id, n.attempts, n.scheduled_for, n.name, n.enterprise_id::text AS enterprise_id,
+RETURNING n.id, n.attempts, n.scheduled_for, left(n.name, 200) AS name, n.enterprise_id::text AS enterprise_id,
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
     AS workflow_key;
 

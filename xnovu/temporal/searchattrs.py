@@ -29,6 +29,16 @@ def for_notification(
     return TypedSearchAttributes(pairs)
 
 
+#: Characters of a notification's name shown in its workflow's memo (and carried by a claim): a producer's row may
+#: hold megabytes there, and a payload over Temporal's 2 MB limit fails the poll's workflow task on every try.
+MEMO_NAME_MAX = 200
+
+
+def memo_for_notification(name: str | None) -> dict[str, str]:
+    """The memo of one notification workflow: its name, cut to MEMO_NAME_MAX characters."""
+    return {"notification": (name or "")[:MEMO_NAME_MAX]}
+
+
 def for_rule(rule_id: int, enterprise_id: str | None) -> TypedSearchAttributes:
     """The attributes of a rule's fire workflows."""
     pairs: list[SearchAttributePair[int] | SearchAttributePair[str]] = [SearchAttributePair(RULE_ID, rule_id)]

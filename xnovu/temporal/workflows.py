@@ -149,7 +149,7 @@ class TriggerMultipleNotificationsWorkflow:
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 search_attributes=searchattrs.for_notification(p.notification_id, p.workflow_key, p.enterprise_id),
-                memo={"notification": p.name},
+                memo=searchattrs.memo_for_notification(p.name),
             )
         except WorkflowAlreadyStartedError:
             return TriggerResult(
@@ -236,7 +236,7 @@ class PollNotificationsWorkflow:
                     search_attributes=searchattrs.for_notification(
                         row.notification_id, row.workflow_key, row.enterprise_id
                     ),
-                    memo={"notification": row.name},
+                    memo=searchattrs.memo_for_notification(row.name),
                 )
             except WorkflowAlreadyStartedError:
                 if wait is None or not workflow.patched(RETRY_ALREADY_STARTED):
