@@ -106,6 +106,9 @@ class PieceProgress:
     """One of those failures was permanent (the attempt dead-letters once it has tried everyone)."""
     first_error: str | None = None
     """The first of those failures, for the attempt's summary."""
+    recipients_digest: str = ""
+    """A digest of the row's recipients when the attempt set out: a list edited mid-attempt (a recipient added below
+    `start`) sends the attempt through every window again, instead of skipping the new recipient ("" = unknown)."""
 
 
 @dataclass(frozen=True)

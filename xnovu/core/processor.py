@@ -12,6 +12,7 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -134,6 +135,11 @@ def malformed_reason(row: NotificationRow) -> str | None:
     return None
 
 
+def recipients_digest(ordered: Sequence[str]) -> str:
+    """A short digest of a row's recipients in id order: tells a piece whether the list changed mid-attempt."""
+    return hashlib.blake2b("\n".join(ordered).encode(), digest_size=8).hexdigest()
+
+
 def unique_recipients(recipients: Sequence[str | None]) -> list[str]:
     """Distinct recipients in their original order: a duplicate id is one subscriber, triggered once."""
     return list(dict.fromkeys(r for r in recipients if r is not None))
@@ -230,7 +236,7 @@ class NotificationProcessor:
                 return await self._not_acquired(notification_id, None, piece)
             attempt = current.attempts + 1
         window = None if time_budget_s is None else PIECE_RECIPIENTS
-        start = None if progress is None or window is None else progress.start
+        start = None if progress is None or window is None else progress.start or None
         row = await self.repo.acquire(notification_id, attempt, self.lease_ms, start=start, window=window, owner=owner)
         if row is None:
             return await self._not_acquired(notification_id, attempt if owner else None, piece)
@@ -357,9 +363,22 @@ class NotificationProcessor:
         # The recipients this piece tries: all of them, or (a piece with a window) the next window in id order,
         # the same window whose ledger rows acquire read. Everything before it was tried by earlier pieces, whose
         # counts `progress` carries.
-        window, after = recipients, None
+        window, after, digest = recipients, None, ""
         if window_size is not None:
             ordered = sorted(recipients)
+            digest = recipients_digest(ordered)
+            if progress is not None and progress.recipients_digest not in ("", digest):
+                # The recipients changed since the attempt set out: go through every window again (the ledger skips
+                # whoever Novu acknowledged), or a recipient added below `start` would never be tried.
+                await self.repo.close_piece(row.id, row.piece, resolved=False)
+                return TriggerResult(
+                    row.id,
+                    Outcome.IN_PROGRESS,
+                    NotificationStatus.PROCESSING,
+                    reason=f"the recipients changed during attempt {attempt}: it goes through them again",
+                    attempt=attempt,
+                    progress=PieceProgress(start="", recipients_digest=digest),
+                )
             begin = 0 if progress is None else bisect.bisect_left(ordered, progress.start)
             window = ordered[begin : begin + window_size]
             after = ordered[begin + window_size] if begin + window_size < len(ordered) else None
@@ -415,7 +434,9 @@ class NotificationProcessor:
             if resume is not None:
                 # The piece ends normally with the attempt still under way: every request was answered.
                 await self.repo.close_piece(row.id, row.piece, resolved=True)
-                progress = tally.progress(resume, window, row.acknowledged)
+                progress = dataclasses.replace(
+                    tally.progress(resume, window, row.acknowledged), recipients_digest=digest
+                )
                 left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
                 return TriggerResult(
                     row.id,
