@@ -36,7 +36,9 @@ async def test_a_recipient_added_mid_attempt_below_the_window_is_never_sent(
         )
         while result.more:
             assert result.attempt is not None
-            result = await processor.process(nid, result.attempt, time_budget_s=60, progress=result.progress)
+            result = await processor.process(
+                nid, result.attempt, time_budget_s=60, progress=result.progress, direct=True
+            )
     row = await env.row(nid)
     sent_to = {e["subscriberId"] for e in env.deliveries()}
     print(

@@ -132,7 +132,7 @@ async def _costs(
 ) -> dict[str, int]:
     out: dict[str, int] = {}
     others: list[tuple[str, list[Any]]] = [
-        ("acquire", [probe, 1, LEASE_MS, None, PIECE_RECIPIENTS, True]),
+        ("acquire", [probe, 1, LEASE_MS, None, PIECE_RECIPIENTS, "workflow"]),
         ("hold_sweep", [1000, list(await conn.fetchval(q("held_workflows")) or []), [], False]),
         ("held_row_workflows", []),
         # What every claim reads first: with the big row in flight, its tokens, not its 1.6 MB recipients array.
@@ -179,8 +179,8 @@ async def test_each_claim_and_acquire_costs_the_same_on_a_large_table_as_on_a_sm
     async with pool.acquire() as conn:
         plans: dict[str, list[str]] = {}
         large = await _costs(conn, probe, plans)
-        piece = await _explain(conn, q("acquire"), big, 1, LEASE_MS, None, PIECE_RECIPIENTS, True)
-        whole = await _explain(conn, q("acquire"), big, 1, LEASE_MS, None, None, True)
+        piece = await _explain(conn, q("acquire"), big, 1, LEASE_MS, None, PIECE_RECIPIENTS, "workflow")
+        whole = await _explain(conn, q("acquire"), big, 1, LEASE_MS, None, None, "workflow")
     piece_rows, piece_buffers = _ledger_rows_read(piece)
     whole_rows, whole_buffers = _ledger_rows_read(whole)
     print(f"\n{ROWS} rows ({HELD} held, {FUTURE_RETRIES} retries ahead) built in {built:.0f} s")

@@ -210,7 +210,7 @@ async def test_rejected_api_key_is_a_configuration_error_that_burns_no_attempt(e
         assert row["status"] == "PROCESSING" and row["attempts"] == 1 and row["dead_lettered_at"] is None
     # Once the key is fixed, the same attempt finishes (no attempt was burnt).
     async with processor_for(env) as good:
-        result = await good.process(ids[0], attempt=1)
+        result = await good.process(ids[0], attempt=1, direct=True)
     assert result.outcome is Outcome.SENT and result.attempt == 1
 
 
@@ -252,7 +252,9 @@ async def test_pieces_go_through_windows_and_carry_the_counts_of_the_earlier_one
         pieces = 1
         while result.more:
             assert result.progress is not None and result.attempt is not None
-            result = await processor.process(nid, result.attempt, time_budget_s=60, progress=result.progress)
+            result = await processor.process(
+                nid, result.attempt, time_budget_s=60, progress=result.progress, direct=True
+            )
             pieces += 1
         return result, pieces
 

@@ -216,9 +216,12 @@ class NotificationProcessor:
         time_budget_s: float | None = None,
         piece: int = 0,
         progress: PieceProgress | None = None,
+        direct: bool = False,
     ) -> TriggerResult:
         """One attempt (or one piece of it): `attempt` is the attempt number this caller owns, or None to claim
-        the next one. With `time_budget_s`, no Novu request starts after that long and at most PIECE_RECIPIENTS
+        the next one. A claim taken with None has no workflow (a direct claim): only a caller that says `direct`
+        continues it, never the attempt's workflow, so a batch trigger that finds it cannot add a second sender.
+        With `time_budget_s`, no Novu request starts after that long and at most PIECE_RECIPIENTS
         recipients (in id order, from `progress.start`) are tried: the result is IN_PROGRESS with the `progress`
         the caller hands to the next piece, which resumes under the same claim.
 
@@ -228,6 +231,7 @@ class NotificationProcessor:
         if not 0 < notification_id < 2**63:  # bigint identity: anything else cannot exist
             return _missing(notification_id)
         owner = attempt is not None
+        mode = "take" if attempt is None else ("direct" if direct else "workflow")
         if attempt is None:
             current = await self.repo.load(notification_id)
             if current is None:
@@ -237,11 +241,13 @@ class NotificationProcessor:
             attempt = current.attempts + 1
         window = None if time_budget_s is None else PIECE_RECIPIENTS
         start = None if progress is None or window is None else progress.start or None
-        row = await self.repo.acquire(notification_id, attempt, self.lease_ms, start=start, window=window, owner=owner)
+        row = await self.repo.acquire(notification_id, attempt, self.lease_ms, start=start, window=window, mode=mode)
         if row is None:
-            return await self._not_acquired(notification_id, attempt if owner else None, piece)
+            return await self._not_acquired(notification_id, attempt if owner else None, piece, direct=direct)
         try:
-            return await self._send(row, attempt, time_budget_s, piece, progress if window else None, window)
+            return await self._send(
+                row, attempt, time_budget_s, piece, progress if window else None, window, direct=mode != "workflow"
+            )
         except NovuConfigurationError:
             raise
         except Exception as exc:
@@ -253,7 +259,7 @@ class NotificationProcessor:
             return await self._dead_letter(row, attempt, reason, _Tally(), resolved=False)
 
     async def _not_acquired(
-        self, notification_id: int, attempt: int | None, piece: int, token: int | None = None
+        self, notification_id: int, attempt: int | None, piece: int, token: int | None = None, *, direct: bool = False
     ) -> TriggerResult:
         """Explain, from the row as it is now, why the attempt cannot go on.
 
@@ -266,6 +272,8 @@ class NotificationProcessor:
             return _missing(notification_id)
         if row.status == NotificationStatus.SENT:
             return self._skipped(row, f"notification {row.id} was already sent")
+        if row.status == NotificationStatus.PROCESSING and row.direct_claim and not direct:
+            return self._skipped(row, f"attempt {row.attempts} is being sent by a direct call of the trigger core")
         if attempt is not None and row.status == NotificationStatus.PROCESSING and row.attempts == attempt:
             if token is not None and row.piece != token:
                 # This piece was re-run elsewhere (its worker stalled past the workflow task timeout): the newer
@@ -346,6 +354,8 @@ class NotificationProcessor:
         piece: int,
         progress: PieceProgress | None = None,
         window_size: int | None = None,
+        *,
+        direct: bool = False,
     ) -> TriggerResult:
         permanent = workflow_block_reason(row) or malformed_reason(row)
         if permanent is None and attempt > self.max_attempts:
@@ -415,7 +425,9 @@ class NotificationProcessor:
                 await self.repo.close_piece(row.id, row.piece, resolved=True)
                 raise NovuConfigurationError(tally.config_error)
             if claim.lost:
-                lost = await self._not_acquired(row.id, attempt, piece + (tally.sent_requests > 0), row.piece)
+                lost = await self._not_acquired(
+                    row.id, attempt, piece + (tally.sent_requests > 0), row.piece, direct=direct
+                )
                 return dataclasses.replace(lost, **tally.counts(len(recipients)))
             if tally.unsent and window_size is None:
                 await self.repo.close_piece(row.id, row.piece, resolved=True)

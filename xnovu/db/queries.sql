@@ -307,7 +307,8 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.scheduled_for, n.attempts, n.next_attempt_at, n.dead_lettered_at, n.enterprise_id::text AS enterprise_id,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
-  w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece
+  w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece,
+  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -317,9 +318,12 @@ WHERE n.id = $1;
 -- attempt needs, in one round trip: takes a PENDING/FAILED row at attempts $2-1, or confirms (and extends the
 -- lease of) a row already claimed for $2; returns the row, its workflow and the recipients the ledger says Novu
 -- acknowledged. The I1 conditions are part of the compare-and-set so a row unpublished or retracted meanwhile is
--- not taken. Only the owner of attempt $2 (its workflow, $6 true) may confirm a claim already made: a caller that
--- asks for "the next attempt" ($6 false) takes a PENDING/FAILED row or nothing, so it can never become a second
--- sender of an attempt a poll claimed after the caller read the row (I4).
+-- not taken. Only the owner of attempt $2 may confirm a claim already made ($6, the mode): its workflow
+-- ('workflow') a claim a poll made; a caller that asked for "the next attempt" ('take') takes a PENDING/FAILED row or
+-- nothing, so it can never become a second sender of an attempt a poll claimed after it read the row (I4). Such a
+-- direct claim is marked (xnovu_claim_key 'direct') and only that caller continues it ('direct'): it has no
+-- workflow, so no workflow may confirm it (a batch trigger that found the row PROCESSING and started
+-- notification-{id}-a{k} would otherwise send alongside the direct caller).
 -- The ledger is read for one window of recipients only: the $5 smallest distinct recipient ids from $4 on (NULL $4:
 -- from the first, NULL $5: all of them), a range of the ledger's primary key (notification_id, recipient_id). A
 -- piece of an attempt tries one window, so it reads at most $5 ledger rows however many recipients the row has and
@@ -331,13 +335,18 @@ WHERE n.id = $1;
 WITH claimed AS (
   UPDATE notify.ent_notification n
   SET notification_status = 'PROCESSING', attempts = $2, xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
+      xnovu_claim_key = CASE WHEN $6::text IN ('take', 'direct') THEN 'direct'
+                             WHEN n.notification_status = 'PROCESSING' THEN n.xnovu_claim_key END,
       next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000),
       xnovu_piece = n.xnovu_piece + 1, xnovu_piece_open_since = now(),
       xnovu_previous_piece_open_since = n.xnovu_piece_open_since
   WHERE n.id = $1
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND (n.scheduled_for IS NULL OR n.scheduled_for <= now() + interval '2 seconds')
-    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2 AND $6::bool)
+    AND ((n.notification_status = 'PROCESSING' AND n.attempts = $2
+          AND CASE $6::text WHEN 'workflow' THEN n.xnovu_claim_key IS DISTINCT FROM 'direct'
+                            WHEN 'direct' THEN n.xnovu_claim_key IS NOT DISTINCT FROM 'direct'
+                            ELSE false END)
          OR (n.notification_status IN ('PENDING', 'FAILED') AND n.attempts = $2 - 1 AND n.dead_lettered_at IS NULL))
   RETURNING n.*
 )

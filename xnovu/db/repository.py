@@ -46,6 +46,9 @@ class NotificationRow:
     """Recipients the ledger says Novu acknowledged (filled by `acquire`, empty from `load`)."""
     key_generations: dict[str, int] = field(default_factory=dict)
     """Idempotency-key generation of each recipient that needs a fresh key (filled by `acquire`)."""
+    direct_claim: bool = False
+    """PROCESSING under a direct call of the trigger core (no workflow): no workflow may confirm it (filled by
+    `load`)."""
     db_now: datetime | None = None
     """Postgres' clock when the row was read: the one clock every claim condition uses (a worker's or Temporal's
     may be ahead or behind it)."""
@@ -347,15 +350,17 @@ class Repository:
         *,
         start: str | None = None,
         window: int | None = None,
-        owner: bool = True,
+        mode: str = "workflow",
     ) -> NotificationRow | None:
-        """Take (or, for the attempt's `owner`, confirm) the claim for exactly this attempt (I4) and load what it
-        needs, or None if not ours. Only the workflow of the attempt is its owner.
+        """Take (or, for the attempt's owner, confirm) the claim for exactly this attempt (I4) and load what it
+        needs, or None if not ours. `mode`: "workflow" (the attempt's workflow: confirms a claim a poll made),
+        "take" (a caller that asked for the next attempt: takes a PENDING/FAILED row or nothing, and the claim is
+        direct), "direct" (that caller continuing: confirms only its direct claim).
 
         The ledger (`acknowledged`, `key_generations`) covers the `window` smallest distinct recipient ids from
         `start` on (None: from the first; all of them), so a piece of an attempt reads a bounded part of it.
         """
-        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, start, window, owner)
+        row = await self.pool.fetchrow(q("acquire"), notification_id, attempt, lease_ms, start, window, mode)
         return None if row is None else _notification(row)
 
     async def fence(
