@@ -23,6 +23,7 @@ from xnovu.errors import NotificationNotFoundError
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (
+    MAX_BATCH_IDS,
     NotificationTriggerWorkflow,
     TriggerMultipleNotificationsWorkflow,
 )
@@ -140,12 +141,15 @@ class NotificationClient:
         claimed it first) comes back SKIPPED and PROCESSING, and is joined here: its result is that workflow's.
         """
         client = await self.client()
-        results = await client.execute_workflow(
-            TriggerMultipleNotificationsWorkflow.run,
-            MultipleTriggerRequest(list(notification_ids), concurrency),
-            id=f"trigger-multiple-{uuid.uuid4()}",
-            task_queue=self.settings.temporal_task_queue,
-        )
+        ids = list(notification_ids)
+        results: list[TriggerResult] = []
+        for i in range(0, len(ids), MAX_BATCH_IDS):  # one workflow per MAX_BATCH_IDS ids: bounded histories
+            results += await client.execute_workflow(
+                TriggerMultipleNotificationsWorkflow.run,
+                MultipleTriggerRequest(ids[i : i + MAX_BATCH_IDS], concurrency),
+                id=f"trigger-multiple-{uuid.uuid4()}",
+                task_queue=self.settings.temporal_task_queue,
+            )
 
         async def joined(r: TriggerResult) -> TriggerResult:
             if not (r.outcome is Outcome.SKIPPED and r.notification_status == NotificationStatus.PROCESSING):

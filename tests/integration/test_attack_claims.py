@@ -1,5 +1,7 @@
-"""Attack review of issue 16's change (claims, held rows, back-pressure). Each test states the invariant it checks and
-FAILS on the change as it stands: it is the evidence of a finding, not a regression test of a fix.
+"""A fresh-context attack review of issue 16's change: claims, held rows, back-pressure.
+
+Each test failed on the change before its fix (the fixing commit names the review's finding); findings still
+open are marked xfail with the reason (docs/failure-modes.md).
 
 Run: pytest tests/integration/test_attack_claims.py --basetemp=/tmp/pt-attack
 """
@@ -35,7 +37,7 @@ async def _claim_all(env: Env, kind: PollKind, *, lookahead_ms: int = 0, rounds:
     return claimed
 
 
-async def test_scheduled_rows_are_claimed_past_the_in_flight_bound(env: Env) -> None:
+async def test_scheduled_rows_are_claimed_within_the_in_flight_bound(env: Env) -> None:
     """Finding: back-pressure does not bound the scheduled poll. A scheduled row waiting for its time is not "live",
     so the scheduled poll claims every row of the look-ahead window (2 ticks) whatever ClaimLimits says; when their
     time comes they are all live attempts at once. Before the change in_flight counted them, so the bound held.
@@ -53,6 +55,7 @@ async def test_scheduled_rows_are_claimed_past_the_in_flight_bound(env: Env) -> 
     )
 
 
+@pytest.mark.xfail(strict=True, reason="open: head-of-line blocking of big rows is issue 17's interleaving work")
 async def test_one_big_retry_blocks_every_retry_behind_it_while_anything_is_in_flight(env: Env) -> None:
     """Finding: head-of-line blocking of the failed poll. A due FAILED row bigger than the token window (1 000
     recipients vs 100 tokens) is first in the failed poll's order; `prefix` returns 0 for it whenever one live attempt
@@ -80,6 +83,9 @@ async def test_one_big_retry_blocks_every_retry_behind_it_while_anything_is_in_f
     assert set(small) <= set(got), "small due retries wait behind a big one for as long as anything is in flight"
 
 
+@pytest.mark.xfail(
+    strict=True, reason="open: only PENDING rows are marked held; FAILED retries of a held workflow are not"
+)
 async def test_failed_rows_of_a_draft_workflow_are_read_by_every_failed_claim(env: Env) -> None:
     """Finding (issue 16, finding 9, not covered): held rows leave the new/scheduled claim indexes, but FAILED rows
     whose workflow is DRAFT/deactivated stay in the retry index, due, at its head; candidates_failed reads and rejects
@@ -117,7 +123,7 @@ async def test_failed_rows_of_a_draft_workflow_are_read_by_every_failed_claim(en
     assert large <= 3 * small, f"a failed claim reads {large} buffers with 20 000 held FAILED rows vs {small} with 200"
 
 
-async def test_a_held_row_whose_draft_workflow_is_deleted_is_never_dead_lettered(stack: Stack) -> None:
+async def test_a_held_row_whose_draft_workflow_is_deleted_is_dead_lettered(stack: Stack) -> None:
     """Finding: a held row can be lost for good. On the original schema, notification_workflow_id is ON DELETE SET
     NULL: deleting a DRAFT workflow leaves its held rows PENDING with held_at set and no workflow. The hold sweep only
     unmarks rows of an existing published workflow, and the claim indexes leave marked rows out, so the row is never
@@ -162,7 +168,7 @@ async def test_a_held_row_whose_draft_workflow_is_deleted_is_never_dead_lettered
         await repo.close()
 
 
-async def test_a_scheduled_campaign_claimed_ahead_makes_every_claim_read_all_of_it(env: Env) -> None:
+async def test_a_scheduled_campaign_claimed_ahead_stays_within_the_bound(env: Env) -> None:
     """The same finding, its cost: the scheduled poll claims a whole campaign ahead of time (20 000 rows due within
     the look-ahead), and every claim of every kind then reads all of those PROCESSING rows in `in_flight`, under the
     claim lock, for as long as they wait for their time (before the change they were bounded by max_rows)."""
@@ -194,7 +200,7 @@ async def test_a_scheduled_campaign_claimed_ahead_makes_every_claim_read_all_of_
     assert claimed <= limits.max_rows, f"{claimed} rows claimed ahead of their time: unbounded"
 
 
-async def test_on_the_real_stack_a_scheduled_campaign_is_claimed_whole_and_fires_at_once(env: Env) -> None:
+async def test_on_the_real_stack_a_scheduled_campaign_is_claimed_within_the_in_flight_bound(env: Env) -> None:
     """The same finding with a worker: POLL_BATCH_SIZE=2 (at most 5 batches = 10 rows in flight), 60 rows scheduled
     12 s ahead (inside the 2-tick look-ahead). The scheduled poll drains all 60 ahead of time; when their time comes,
     60 live attempts are in flight at once against the bound of 10."""
@@ -246,7 +252,15 @@ async def test_the_hold_sweep_reads_every_published_workflow_before_every_claim(
     assert large[0] <= 3 * small[0], "the sweep before every claim grows with the number of workflows"
 
 
-@pytest.mark.parametrize(("workflows", "sent"), [(20, 200_000), (2_000, 20_000), (200, 0), (20_000, 0)])
+@pytest.mark.parametrize(
+    ("workflows", "sent"),
+    [
+        pytest.param(20, 200_000, marks=pytest.mark.slow),
+        (2_000, 20_000),
+        (200, 0),
+        pytest.param(20_000, 0, marks=pytest.mark.slow),
+    ],
+)
 async def test_the_hold_sweep_with_many_marked_rows_and_many_workflows(env: Env, workflows: int, sent: int) -> None:
     """Finding (the most severe): the hold sweep, which runs before every new/scheduled claim, can take minutes.
     20 000 rows marked held (their workflow still DRAFT) and N published workflows: the planner runs the `released`
@@ -289,7 +303,9 @@ async def test_the_hold_sweep_with_many_marked_rows_and_many_workflows(env: Env,
     assert took < 0.5, f"one hold sweep took {took:.1f} s; it runs before every new/scheduled claim"
 
 
-@pytest.mark.parametrize(("drafts", "sent"), [(200, 0), (5_000, 0), (5_000, 100_000)])
+@pytest.mark.parametrize(
+    ("drafts", "sent"), [(200, 0), (5_000, 0), pytest.param(5_000, 100_000, marks=pytest.mark.slow)]
+)
 async def test_the_hold_sweep_with_many_draft_workflows_and_a_due_backlog(env: Env, drafts: int, sent: int) -> None:
     """The same finding through the sweep's other half (`held`), with a common data shape: many DRAFT workflows
     (workflows being edited), none with a queued row, and a backlog of 20 000 due PENDING rows of one published
@@ -326,7 +342,7 @@ async def test_the_hold_sweep_with_many_draft_workflows_and_a_due_backlog(env: E
     assert took < 0.5, f"one hold sweep took {took:.1f} s; it runs before every new/scheduled claim"
 
 
-async def test_on_the_real_stack_a_slow_hold_sweep_stalls_every_new_claim(
+async def test_on_the_real_stack_many_draft_workflows_never_stall_the_claims(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hold-sweep finding end to end, scaled down 10x so it does not load the shared machine: CLAIM_TIMEOUT (the

