@@ -27,7 +27,7 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 #: The seeds CI runs (tests/soak/test_soak.py) and the default here: between them the pooler, a stalled worker,
 #: every worker killed at once, a migration under load, a Postgres restart, idempotency off with timeouts and 429s.
-DEFAULT_SEEDS = (8, 10, 17)
+DEFAULT_SEEDS = (8, 17, 46)
 DEFAULT_MINUTES = 0.75
 
 
