@@ -29,9 +29,13 @@ async def test_a_row_with_a_huge_name_does_not_stall_its_batch_mates(env: Env) -
             if await env.all_in(good, "SENT"):
                 break
             await asyncio.sleep(1)
-        later = await env.insert(wf, 3)  # inserted after: the poll kind itself is stuck (its run never completes)
-        await asyncio.sleep(20)
+        later = await env.insert(wf, 3)  # inserted after: the poll kind must not be stuck (its run completes)
+        for _ in range(20):
+            if await env.all_in(later, "SENT"):
+                break
+            await asyncio.sleep(1)
         after = await env.statuses(later)
     states = await env.statuses([poison, *good])
-    print(f"\nafter 40 s: {states}; rows inserted later, 20 s on: {after}")
+    print(f"\nstates: {states}; rows inserted later: {after}")
     assert all(states[i] == "SENT" for i in good), "the 5 good rows claimed with the poison row were never sent"
+    assert all(s == "SENT" for s in after.values()), "rows inserted after the poison row were never sent"

@@ -314,33 +314,27 @@ class NotificationProcessor:
         early = row.scheduled_for - now if row.scheduled_for is not None else None
         sendable = row.publish_status == "PUBLISH" and not row.deactivated
         if sendable and early is not None and SCHEDULE_TOLERANCE < early <= EARLY_WAKE_MAX:
-            await self.repo.close_piece(row.id, row.piece, resolved=False)
-            return TriggerResult(
-                row.id,
-                Outcome.IN_PROGRESS,
-                NotificationStatus.PROCESSING,
-                reason=f"woke {early.total_seconds():.1f} s before the send time by the database's clock; waiting",
-                attempt=attempt,
-                wait_s=early.total_seconds(),
-            )
+            waiting = f"woke {early.total_seconds():.1f} s before the send time by the database's clock; waiting"
+            return await self._goes_on(row, attempt, waiting, wait_s=early.total_seconds())
         permanent = workflow_block_reason(row)
         if permanent is not None:
             return await self._dead_letter(row, attempt, permanent, _Tally(), resolved=False)
         reason = notification_block_reason(row, now) or workflow_hold_reason(row)
         if reason is None:
-            await self.repo.close_piece(row.id, row.piece, resolved=False)
-            return TriggerResult(
-                row.id,
-                Outcome.IN_PROGRESS,
-                NotificationStatus.PROCESSING,
-                reason=f"attempt {attempt} still holds the row and nothing blocks it: it goes on",
-                attempt=attempt,
-            )
+            return await self._goes_on(row, attempt, f"attempt {attempt} still holds the row and nothing blocks it")
         details = self._details_error(reason, attempt, None, False)
         released = await self.repo.release(row.id, attempt, details, attempt_ran=piece > 0, piece=row.piece)
         log.info("notification given back", extra={"notification_id": row.id, "reason": reason})
         status = NotificationStatus.PENDING if released else "unknown"
         return TriggerResult(row.id, Outcome.REJECTED, status, reason=reason, attempt=attempt)
+
+    async def _goes_on(self, row: NotificationRow, attempt: int, reason: str, **extra: Any) -> TriggerResult:
+        """The attempt is not over though this piece sent nothing: the piece closes (nothing of it on the wire, and
+        what an earlier piece left unknown stays so) and the next piece goes on (after `wait_s`, from `progress`)."""
+        await self.repo.close_piece(row.id, row.piece, resolved=False)
+        return TriggerResult(
+            row.id, Outcome.IN_PROGRESS, NotificationStatus.PROCESSING, reason=reason, attempt=attempt, **extra
+        )
 
     @staticmethod
     def _skipped(row: NotificationRow, reason: str) -> TriggerResult:
@@ -380,15 +374,9 @@ class NotificationProcessor:
             if progress is not None and progress.recipients_digest not in ("", digest):
                 # The recipients changed since the attempt set out: go through every window again (the ledger skips
                 # whoever Novu acknowledged), or a recipient added below `start` would never be tried.
-                await self.repo.close_piece(row.id, row.piece, resolved=False)
-                return TriggerResult(
-                    row.id,
-                    Outcome.IN_PROGRESS,
-                    NotificationStatus.PROCESSING,
-                    reason=f"the recipients changed during attempt {attempt}: it goes through them again",
-                    attempt=attempt,
-                    progress=PieceProgress(start="", recipients_digest=digest),
-                )
+                reason = f"the recipients changed during attempt {attempt}: it goes through them again"
+                restart = PieceProgress(start="", recipients_digest=digest)
+                return await self._goes_on(row, attempt, reason, progress=restart)
             begin = 0 if progress is None else bisect.bisect_left(ordered, progress.start)
             window = ordered[begin : begin + window_size]
             after = ordered[begin + window_size] if begin + window_size < len(ordered) else None
