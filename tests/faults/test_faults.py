@@ -7,34 +7,19 @@ duplicate delivery, no row stuck.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ops_modules import load_ops_module
+
 N = 200
 
 pytestmark = pytest.mark.slow
 
 
-def load_scenarios() -> ModuleType:
-    name = "xnovu_faults_scenarios"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "ops" / "faults" / "scenarios.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sc = load_scenarios()
+sc = load_ops_module("xnovu_faults_scenarios", "ops/faults/scenarios.py")
 
 
 @pytest.fixture(scope="module")

@@ -6,33 +6,17 @@ with the one-line command that reproduces it (`reproduce: .venv/bin/python ops/s
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ops_modules import load_ops_module
 
 pytestmark = pytest.mark.soak
 
 
-def load_runner() -> ModuleType:
-    name = "xnovu_soak_run"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "ops" / "soak" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = load_runner()
+runner = load_ops_module("xnovu_soak_run", "ops/soak/run.py")
 soak = runner.load_soak()
 
 

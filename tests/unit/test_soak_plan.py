@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.ops_modules import load_ops_module
 
-
-def load_plan() -> ModuleType:
-    name = "xnovu_soak_plan"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "ops" / "soak" / "plan.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-plan_module = load_plan()
+plan_module = load_ops_module("xnovu_soak_plan", "ops/soak/plan.py")
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 7, 1234])
