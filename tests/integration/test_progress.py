@@ -336,3 +336,18 @@ async def test_the_batch_trigger_joins_an_attempt_that_is_already_running(env: E
             [result] = await nc.async_trigger_multiple_notifications([nid])
     assert result.outcome is Outcome.SENT and result.attempt == 1, result
     assert env.stats()["deliveries"] == 1
+
+
+async def test_a_worker_started_before_migrate_says_which_migrations_are_missing(env: Env) -> None:
+    """A worker of this version on a database that lacks its latest migrations (an upgrade that replaced the workers
+    before `xnovu db migrate`) failed every claim on a missing column; it now refuses to start with one line that
+    names the migrations and the fix."""
+    from xnovu.errors import DatabaseError
+
+    await env.execute("DELETE FROM notify.xnovu_schema_migrations WHERE version = '0010_claim_key'")
+    try:
+        with pytest.raises(DatabaseError, match=r"0010_claim_key.*xnovu db migrate"):
+            async with env.worker():
+                pass
+    finally:
+        await env.execute("INSERT INTO notify.xnovu_schema_migrations (version) VALUES ('0010_claim_key')")

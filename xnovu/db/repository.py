@@ -14,6 +14,7 @@ import asyncpg
 from xnovu.config import Settings, redact_url
 from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.db.migrate import migrate
+from xnovu.db.migrate import migrations as shipped_migrations
 from xnovu.db.queries import q
 from xnovu.errors import ConfigError, DatabaseError
 from xnovu.metrics import METRICS
@@ -259,6 +260,14 @@ class Repository:
 
     async def ping(self) -> None:
         await self.pool.fetchval(q("ping"))
+
+    async def missing_migrations(self) -> list[str]:
+        """The shipped migrations this database has not recorded (all of them before the first `migrate`)."""
+        try:
+            applied = {r["version"] for r in await self.pool.fetch(q("migrations_applied"))}
+        except asyncpg.UndefinedTableError:
+            applied = set()
+        return [m.version for m in shipped_migrations() if m.version not in applied]
 
     async def schema_present(self) -> dict[str, bool]:
         row = await self.pool.fetchrow(q("schema_check"))

@@ -167,6 +167,11 @@ class Components:
         present = await self.repo.schema_present()
         if not all(present.values()):
             raise DatabaseError("the notify schema is missing or incomplete; run `xnovu db migrate` first")
+        # A worker's queries need every migration it ships (an upgrade that replaced the workers before migrating
+        # failed every claim on a missing column instead).
+        missing = await self.repo.missing_migrations()
+        if missing:
+            raise DatabaseError(f"migrations not applied yet: {', '.join(missing)}; run `xnovu db migrate` first")
         interceptors = self.tracing.temporal_interceptors()
         self.client = await with_retries(
             "Temporal", lambda: connect_temporal(s, interceptors=interceptors), connect_timeout_s
