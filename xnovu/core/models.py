@@ -55,6 +55,8 @@ class ClaimedNotification:
     workflow_key: str | None = None
     enterprise_id: str | None = None
     scheduled_for: datetime | None = None
+    priority: int = 0
+    """The row's urgency when claimed (xnovu/core/priority.py): 0 normal, above 0 more urgent, below 0 less."""
 
 
 @dataclass(frozen=True)
