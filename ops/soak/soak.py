@@ -74,6 +74,10 @@ DISCONNECTED = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+#: A pooled connection left mid-operation ("cannot switch to state 12; another operation (2) is in progress"): seen
+#: once in the harness's own pool at the end of a 60-minute run with many Postgres restarts. It says nothing about
+#: xnovu: the connection is dropped and the read done again on a fresh one.
+BROKEN_CONNECTION = (asyncpg.exceptions.InternalClientError,)
 #: Slack added to the stall limit: poll intervals (1 s), retry backoff (2 s), worker start-up on a busy machine.
 STALL_SLACK_S = 15.0
 INSERT_LIMIT_S = 1.0
@@ -256,6 +260,11 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
                     started = time.monotonic()  # the statement's wait, not the harness pool's
                     async with conn.transaction():
                         rows = await conn.fetch(sql, *args)
+            except BROKEN_CONNECTION:
+                await self._drop_connections()
+                if time.monotonic() > give_up:
+                    raise
+                continue
             except DISCONNECTED:
                 if time.monotonic() > give_up:
                     raise
@@ -269,6 +278,25 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
                         "insert_latency", f"an insert waited {took:.2f} s (limit {INSERT_LIMIT_S:g} s)", self.now_s()
                     )
             return list(rows)
+
+    async def _drop_connections(self) -> None:
+        assert self.pool is not None
+        self.result.notes["harness_reconnects"] = self.result.notes.get("harness_reconnects", 0) + 1
+        await self.pool.expire_connections()
+
+    async def _read(self, sql: str, *args: Any, one: bool = False) -> Any:
+        """A read of the checker on a connection of the harness's pool, done again on a fresh connection when the
+        pooled one is broken (BROKEN_CONNECTION); other errors go to the caller."""
+        assert self.pool is not None
+        for attempt in range(3):
+            try:
+                async with self.pool.acquire(timeout=5) as conn:
+                    return await (conn.fetchrow(sql, *args) if one else conn.fetch(sql, *args))
+            except BROKEN_CONNECTION:
+                if attempt == 2:
+                    raise
+                await self._drop_connections()
+        raise AssertionError("unreachable")
 
     def _overlaps_outage(self, start: float, end: float) -> bool:
         if self.pg_down_since is not None:
@@ -511,8 +539,7 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         """(due rows, progress counter, counts by status), or None while Postgres does not answer."""
         assert self.pool is not None
         try:
-            async with self.pool.acquire(timeout=5) as conn:
-                row = await conn.fetchrow(DUE_SQL, list(self.rows))
+            row = await self._read(DUE_SQL, list(self.rows), one=True)
             stats = await self.stack.emulator_get("/emulator/stats")
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return None
@@ -611,8 +638,7 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
     async def final_rows(self) -> list[asyncpg.Record] | None:
         assert self.pool is not None
         try:
-            async with self.pool.acquire(timeout=5) as conn:
-                return list(await conn.fetch(ROWS_SQL, list(self.rows)))
+            return list(await self._read(ROWS_SQL, list(self.rows)))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             return None
 
@@ -646,7 +672,7 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
             res.add("error", "the database does not answer at the end")
             return
         assert self.pool is not None
-        ledger = await self.pool.fetch(LEDGER_SQL, list(self.rows))
+        ledger = await self._read(LEDGER_SQL, list(self.rows))
         events = await self.stack.emulator_get("/emulator/events")
         (self.dir / "emulator-events.json").write_text(json.dumps(events))
         res.rows = len(rows)
