@@ -432,12 +432,13 @@ class NotificationProcessor:
             unsent = tally.unsent_ids()
             resume = min(unsent) if unsent else after
             if resume is not None:
-                # The piece ends normally with the attempt still under way: every request was answered.
-                await self.repo.close_piece(row.id, row.piece, resolved=True)
+                # The piece ends normally with the attempt still under way: every request was answered. From now
+                # on the attempt counts in flight only the recipients it has not tried (docs/priority.md "Claims").
+                left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
+                await self.repo.close_piece(row.id, row.piece, resolved=True, tokens=max(1, left))
                 progress = dataclasses.replace(
                     tally.progress(resume, window, row.acknowledged), recipients_digest=digest
                 )
-                left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
                 return TriggerResult(
                     row.id,
                     Outcome.IN_PROGRESS,
