@@ -224,7 +224,8 @@ ORDER BY c.part, c.due, c.id
 LIMIT $1;
 
 -- name: heads_new
--- Per (urgency, enterprise) group, the first $1 due rows in due order (docs/priority.md "Claims"): the urgencies
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
 -- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
 -- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
 -- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
@@ -284,7 +285,9 @@ WITH RECURSIVE lu(level, k) AS (
                    ORDER BY n.enterprise_id LIMIT 1), e.k + 1
   FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
 )
-SELECT h.* FROM (SELECT level, ent FROM eu WHERE ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM eu e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
   FROM notify.ent_notification n
@@ -294,11 +297,13 @@ SELECT h.* FROM (SELECT level, ent FROM eu WHERE ent IS NOT NULL) g CROSS JOIN L
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.updated_at, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM lu WHERE level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM lu l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
   FROM notify.ent_notification n
@@ -308,11 +313,13 @@ SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM lu WHERE level IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.updated_at, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT level, ent FROM es WHERE ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
   FROM notify.ent_notification n
@@ -322,11 +329,13 @@ SELECT h.* FROM (SELECT level, ent FROM es WHERE ent IS NOT NULL) g CROSS JOIN L
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM ls WHERE level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
   FROM notify.ent_notification n
@@ -336,12 +345,13 @@ SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM ls WHERE level IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h;
 
 -- name: heads_scheduled
--- Per (urgency, enterprise) group, the first $1 due rows in due order (docs/priority.md "Claims"): the urgencies
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
 -- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
 -- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
 -- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
@@ -375,7 +385,9 @@ WITH RECURSIVE ls(level, k) AS (
                    ORDER BY n.enterprise_id LIMIT 1), e.k + 1
   FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
 )
-SELECT h.* FROM (SELECT level, ent FROM es WHERE ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
   FROM notify.ent_notification n
@@ -386,11 +398,13 @@ SELECT h.* FROM (SELECT level, ent FROM es WHERE ent IS NOT NULL) g CROSS JOIN L
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM ls WHERE level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
   FROM notify.ent_notification n
@@ -401,12 +415,13 @@ SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM ls WHERE level IS NOT NULL
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h;
 
 -- name: heads_failed
--- Per (urgency, enterprise) group, the first $1 due rows in due order (docs/priority.md "Claims"): the urgencies
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
 -- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
 -- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
 -- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
@@ -437,7 +452,9 @@ WITH RECURSIVE lr(level, k) AS (
                    ORDER BY n.enterprise_id LIMIT 1), e.k + 1
   FROM er e WHERE e.ent IS NOT NULL AND e.k < $4
 )
-SELECT h.* FROM (SELECT level, ent FROM er WHERE ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM er e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
   FROM notify.ent_notification n
@@ -448,11 +465,13 @@ SELECT h.* FROM (SELECT level, ent FROM er WHERE ent IS NOT NULL) g CROSS JOIN L
              AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
   ORDER BY n.next_attempt_at, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM lr WHERE level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM lr l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
       n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
   FROM notify.ent_notification n
@@ -463,7 +482,7 @@ SELECT h.* FROM (SELECT level, NULL::uuid AS ent FROM lr WHERE level IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
   ORDER BY n.next_attempt_at, n.id
-  LIMIT $1
+  LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h;
 
@@ -760,6 +779,40 @@ VALUES (true, $1, now(), current_user)
 ON CONFLICT (id) DO UPDATE SET notify = EXCLUDED.notify, changed_at = EXCLUDED.changed_at,
   changed_by = EXCLUDED.changed_by
 RETURNING s.notify, s.changed_at, s.changed_by;
+
+-- name: priority_order
+-- Which way typ_notification_priority.sort_order points and which is normal (migration 0011; docs/priority.md).
+SELECT o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by,
+  (SELECT count(*) FROM notify.typ_notification_priority) AS priorities
+FROM notify.xnovu_priority_order o WHERE o.id;
+
+-- name: priority_order_set
+-- From this commit on, rows inserted or given a priority get their urgency by the new rule (the row triggers read
+-- this table); rows already queued are recomputed by priority_recompute_range.
+INSERT INTO notify.xnovu_priority_order AS o (id, higher_first, normal_sort_order, changed_at, changed_by)
+VALUES (true, $1, $2, now(), current_user)
+ON CONFLICT (id) DO UPDATE SET higher_first = EXCLUDED.higher_first, normal_sort_order = EXCLUDED.normal_sort_order,
+  changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
+RETURNING o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by, 0::bigint AS priorities;
+
+-- name: priority_id_range
+-- The ids between which rows name a priority (the partial index of 0011_priority_index.sql).
+SELECT min(id) AS lo, max(id) AS hi FROM notify.ent_notification WHERE typ_notification_priority_id IS NOT NULL;
+
+-- name: priority_recompute_range
+-- The urgency of the non-terminal rows with ids in ($1, $2] by the current rule: one short transaction per range,
+-- row locks only for it, updated_at kept (a PENDING row's place in the queue, migration 0011). Returns how many
+-- rows changed.
+WITH keep AS (SELECT set_config('xnovu.keep_updated_at', 'on', true)),
+changed AS (
+  UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(p.sort_order), 0)
+  FROM notify.typ_notification_priority p, keep
+  WHERE n.id > $1 AND n.id <= $2 AND p.id = n.typ_notification_priority_id
+    AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
+    AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(p.sort_order), 0)
+  RETURNING n.id
+)
+SELECT count(*) FROM changed;
 
 -- name: status_counts
 SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notification GROUP BY 1;

@@ -168,11 +168,6 @@ FAIR_ENTERPRISES = 16
 FAIR_LEVELS = 4
 
 
-def _heads_per_group(batch_size: int) -> int:
-    """Rows read per (urgency, enterprise) group: a quarter of a batch, so two groups fill one between them."""
-    return max(1, -(-batch_size // 4))
-
-
 def _candidates(rows: Sequence[asyncpg.Record], *, retry: bool | None) -> list[Candidate]:
     """Rows of candidates_* / heads_*; the retry lane is the failed poll's (`retry`), else a row at its second
     attempt or later (as claim_flight groups what is in flight)."""
@@ -324,7 +319,7 @@ class Repository:
             retry = True if kind is PollKind.FAILED else None
             oldest = await conn.fetch(q(f"candidates_{kind.value}"), *args)
             heads_args: list[Any] = [
-                _heads_per_group(batch_size), enterprise_id, self._fair_cursor.get(kind), FAIR_ENTERPRISES, FAIR_LEVELS
+                batch_size, enterprise_id, self._fair_cursor.get(kind), FAIR_ENTERPRISES, FAIR_LEVELS
             ]
             if kind is PollKind.SCHEDULED:
                 heads_args.append(lookahead_ms)
@@ -511,6 +506,37 @@ class Repository:
             raise DatabaseError("the wake-up switch needs migration 0007: run `xnovu db migrate`") from exc
         assert row is not None
         return dict(row)
+
+    async def priority_order(self) -> dict[str, Any] | None:
+        """The priority rule of the data (migration 0011): `higher_first`, `normal_sort_order`, `changed_at`,
+        `changed_by`, and how many priorities exist; None before migration 0011."""
+        try:
+            row = await self.pool.fetchrow(q("priority_order"))
+        except asyncpg.UndefinedTableError:
+            return None
+        return dict(row) if row else None
+
+    async def set_priority_order(
+        self, *, higher_first: bool, normal: int, batch: int = 5_000
+    ) -> tuple[dict[str, Any], int]:
+        """Change which way sort_order points and which sort_order is normal, then recompute the urgency of every
+        non-terminal row that names a priority, `batch` ids per short transaction (docs/priority.md). Returns the
+        new rule and how many rows changed urgency. Safe to run again (an interrupted run is finished by the next)."""
+        try:
+            row = await self.pool.fetchrow(q("priority_order_set"), higher_first, normal)
+        except asyncpg.UndefinedTableError as exc:
+            raise DatabaseError("the priority order needs migration 0011: run `xnovu db migrate`") from exc
+        assert row is not None
+        bounds = await self.pool.fetchrow(q("priority_id_range"))
+        changed = 0
+        if bounds is not None and bounds["lo"] is not None:
+            lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
+            while lo < hi:
+                changed += int(await self.pool.fetchval(q("priority_recompute_range"), lo, lo + batch))
+                lo += batch
+        state = dict(row)
+        state["priorities"] = (await self.priority_order() or {}).get("priorities", 0)
+        return state, changed
 
     async def status_counts(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in await self.pool.fetch(q("status_counts"))}
