@@ -143,6 +143,19 @@ async def test_a_big_row_in_flight_counts_only_its_untried_recipients_and_at_mos
     assert flight is not None and sum(g["tokens"] for g in flight["groups"]) == 7 + 5
 
 
+async def test_a_worker_scoped_to_one_enterprise_claims_only_its_rows(env: Env) -> None:
+    """POLL_ENTERPRISE_ID narrows the walk of groups to that enterprise (an index range, not a filter)."""
+    wf = await env.workflow("welcome")
+    urgent = await _priority(env, "fire-emergency", 1)
+    await _rows(env, wf, 5)
+    await _rows(env, wf, 5, enterprise=A, priority=urgent)
+    mine = await _rows(env, wf, 5, enterprise=B)
+    mine_urgent = await _rows(env, wf, 2, enterprise=B, priority=urgent)
+    got = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=600_000, limits=LIMITS, enterprise_id=B)
+    assert [c.notification_id for c in got.rows] == sorted([*mine, *mine_urgent])
+    assert {c.notification_id for c in got.rows if c.priority == 1} == set(mine_urgent)
+
+
 async def test_held_rows_stay_held_whatever_their_urgency(env: Env) -> None:
     wf = await env.workflow("drafted")
     urgent = await _priority(env, "fire-emergency", 5)
