@@ -129,6 +129,40 @@ async def test_many_enterprises_are_read_in_a_bounded_rotating_walk(env: Env) ->
     assert len(seen) == 100, f"{len(seen)} of 100 enterprises claimed in 12 claims of 20"
 
 
+async def test_a_claim_reads_about_the_same_with_5_000_enterprises_as_with_50(env: Env) -> None:
+    """The heads read is a bounded walk (16 enterprises per urgency, rotating), one index range each: its buffers do
+    not grow with the number of enterprises that have due rows."""
+    import json
+
+    wf = await env.workflow("welcome")
+
+    async def heads_buffers(enterprises: int) -> int:
+        await env.repo.pool.execute(
+            "INSERT INTO notify.ent_notification (name, publish_status, notification_workflow_id, payload, recipients,"
+            " enterprise_id) SELECT 'e' || g, 'PUBLISH', $1, '{}'::jsonb, ARRAY[gen_random_uuid()],"
+            " ('00000000-0000-4000-8000-' || lpad((g % $2)::text, 12, '0'))::uuid FROM generate_series(1, 4 * $2) g",
+            wf, enterprises,
+        )
+        await env.repo.pool.execute("VACUUM ANALYZE notify.ent_notification")
+        async with env.repo.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                plan = await conn.fetchval(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + q("heads_new"), 100, None, None, 16, 4
+                )
+            finally:
+                await tx.rollback()
+        top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+    few = await heads_buffers(50)
+    await env.execute("DELETE FROM notify.ent_notification")
+    many = await heads_buffers(5_000)
+    print(f"\nheads_new: {few} buffers with 50 enterprises, {many} with 5 000")
+    assert many <= 2 * few + 20, f"{many} buffers with 5 000 enterprises against {few} with 50"
+
+
 async def test_a_big_row_in_flight_counts_only_its_untried_recipients_and_at_most_half_the_window(env: Env) -> None:
     wf = await env.workflow("welcome")
     [big] = await _rows(env, wf, 1, recipients=1_000)
