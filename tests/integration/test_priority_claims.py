@@ -341,3 +341,27 @@ async def test_the_urgency_rule_in_the_database_matches_the_pure_one(env: Env, h
     for sort_order in (None, -3, 0, 2, 9):
         got = await env.repo.pool.fetchval("SELECT notify.xnovu_urgency($1)", sort_order)
         assert got == urgency(sort_order, order=order, normal=2), sort_order
+
+
+async def test_on_the_real_stack_an_urgent_row_and_another_enterprise_overtake_a_backlog(env: Env) -> None:
+    """Enterprise A commits 300 rows at 20 tokens/s (15 s of sending); a few seconds in, B commits one urgent and
+    three normal rows. Both are sent long before A's backlog drains (oldest first, before, B waited for all of it).
+    The latency includes the poll chain's capacity back-off (at most CAPACITY_WAIT_MAX): while the window is full a
+    commit's wake-up waits for the chain's next claim."""
+    wf = await env.workflow("welcome")
+    urgent = await _priority(env, "fire-emergency", 1)
+    a = await _rows(env, wf, 300, enterprise=A)
+    async with env.worker(novu_rate_limit_rps=20, poll_batch_size=5, poll_interval_ms=1_000,
+                          processing_lease_ms=120_000):
+        await asyncio.sleep(4)
+        started = time.monotonic()
+        [alarm] = await _rows(env, wf, 1, enterprise=B, priority=urgent)
+        b = await _rows(env, wf, 3, enterprise=B)
+        await eventually(lambda: env.all_in([alarm], "SENT"), timeout=30, interval=0.1)
+        urgent_s = time.monotonic() - started
+        await eventually(lambda: env.all_in(b, "SENT"), timeout=30, interval=0.1)
+        normal_s = time.monotonic() - started
+        left = sum(1 for st in (await env.statuses(a)).values() if st != "SENT")
+    print(f"\nB's urgent row sent {urgent_s:.1f} s after commit, B's normal rows {normal_s:.1f} s; A had {left} of 300"
+          " rows still to send")
+    assert left > 100, "B did not wait for A's backlog"
