@@ -278,8 +278,8 @@ async def test_the_db_priority_command_shows_and_sets_the_order(env: Env, monkey
 
 async def test_on_the_real_stack_small_rows_are_sent_while_a_big_one_is_still_sending(env: Env) -> None:
     """A 3 000-recipient row at 100 tokens/s (a window of 1 000 tokens) takes about 30 s. Rows committed after it
-    started are sent within seconds, beside it; before, the big row counted 3 000 tokens and every other claim
-    waited for its whole send."""
+    started are claimed beside it and sent within seconds, their requests taking turns for tokens with the big row's
+    (FairTurns); before, the big row counted 3 000 tokens and every other claim waited for its whole send."""
     wf = await env.workflow("welcome")
     [big] = await env.insert(wf, recipients=3_000)
     async with env.worker(novu_rate_limit_rps=100, poll_interval_ms=1_000, processing_lease_ms=120_000):
@@ -294,6 +294,7 @@ async def test_on_the_real_stack_small_rows_are_sent_while_a_big_one_is_still_se
         still = (await env.row(big))["status"]
         print(f"\nsmall rows claimed {claimed:.1f} s and sent {took:.1f} s after commit; big row {still}")
         assert claimed < 5, "claimed beside the big row at the next poll"
+        assert took < 6, "their requests take turns for tokens with the big row's, instead of queueing behind them"
         assert still == "PROCESSING", "the small rows did not wait for the big one"
         await eventually(lambda: env.all_in([big], "SENT"), timeout=90, interval=0.5)
     assert env.stats()["duplicate_deliveries"] == 0
