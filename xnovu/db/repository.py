@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from xnovu.config import Settings, redact_url
-from xnovu.core.fairshare import Candidate, ClaimLimits, InFlight, select
+from xnovu.core.fairshare import Candidate, InFlight, select
+from xnovu.core.fairshare import ClaimLimits as ClaimLimits  # owned by fairshare; imported from here too
 from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.db.migrate import migrate
 from xnovu.db.migrate import migrations as shipped_migrations
@@ -159,8 +160,6 @@ def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
         key=lambda c: c.notification_id,
     )
 
-
-__all__ = ["ClaimLimits"]  # re-exported: xnovu.core.fairshare owns it
 
 #: Enterprises per urgency level whose heads one claim reads (a bounded skip scan; the walk rotates between claims).
 FAIR_ENTERPRISES = 16
