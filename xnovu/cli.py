@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -173,6 +173,55 @@ def db_wakeups(
     out.print(f"wake-up notifications: {'on' if state['notify'] else 'off'}{changed}")
     if not state["notify"]:
         out.print("workers that listen wait for their poll interval; `xnovu db wakeups on` switches them back on")
+
+
+PRIORITY_ORDERS = ("higher-first", "lower-first")
+
+if TYPE_CHECKING:
+    from xnovu.db.repository import Repository
+
+
+@db_app.command("priority")
+def db_priority(
+    action: str = typer.Argument("show", help="show | set"),
+    order: str | None = typer.Option(None, "--order", help="higher-first | lower-first: which sort_order is urgent"),
+    normal: int | None = typer.Option(None, "--normal", help="the sort_order that means normal urgency"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """How typ_notification_priority.sort_order maps to urgency (docs/priority.md): which way it points and which
+    value is normal. `set` changes it and recomputes the urgency of every queued row that names a priority."""
+    if action not in ("show", "set"):
+        raise XnovuError(f"unknown action {action!r}: use show or set")
+    if order is not None and order not in PRIORITY_ORDERS:
+        raise XnovuError(f"unknown order {order!r}: use higher-first or lower-first")
+    changed: int | None = None
+    if action == "show":
+        if order is not None or normal is not None:
+            raise XnovuError("--order and --normal go with `set`")
+        state = _with_repo(lambda r: r.priority_order())
+        if state is None:
+            raise XnovuError("no priority order before migration 0011: run `xnovu db migrate`")
+    else:
+        if order is None and normal is None:
+            raise XnovuError("`set` needs --order and/or --normal")
+
+        async def change(repo: Repository) -> tuple[dict[str, Any], int]:
+            current = await repo.priority_order() or {"higher_first": True, "normal_sort_order": 0}
+            higher = current["higher_first"] if order is None else order == "higher-first"
+            base = current["normal_sort_order"] if normal is None else normal
+            return await repo.set_priority_order(higher_first=higher, normal=base)
+
+        state, changed = _with_repo(change)
+    direction = "higher-first" if state["higher_first"] else "lower-first"
+    if as_json:
+        print_json({**state, "order": direction, **({"recomputed": changed} if changed is not None else {})})
+        return
+    out.print(
+        f"priority: {direction}, normal sort_order {state['normal_sort_order']} "
+        f"({state['priorities']} priorities; changed {_when(state['changed_at'])} by {state['changed_by']})"
+    )
+    if changed is not None:
+        out.print(f"recomputed the urgency of {changed} queued rows")
 
 
 # -- bootstrap ------------------------------------------------------------------------------------------------

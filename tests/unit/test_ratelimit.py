@@ -131,3 +131,52 @@ async def test_real_clock_small_rate() -> None:
     started = loop.time()
     await bucket.acquire(5)
     assert 0.03 <= loop.time() - started < 1.0
+
+
+async def test_turns_pass_round_robin_across_keys_and_in_order_within_one() -> None:
+    """One notification's many requests queue for tokens; another's request gets the next turn but one, not the
+    last (docs/priority.md "Claims")."""
+    from xnovu.novu.ratelimit import FairTurns
+
+    turns = FairTurns()
+    served: list[str] = []
+    gate = asyncio.Event()
+
+    async def waiter(name: str, key: str) -> None:
+        async with turns.turn(key):
+            served.append(name)
+            if name == "big-0":
+                await gate.wait()
+
+    first = asyncio.create_task(waiter("big-0", "big"))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(waiter(f"big-{i}", "big")) for i in range(1, 4)]
+    await asyncio.sleep(0)
+    others.append(asyncio.create_task(waiter("small-0", "small")))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *others)
+    assert served == ["big-0", "big-1", "small-0", "big-2", "big-3"]
+
+
+async def test_turns_without_keys_are_first_come_first_served_and_a_cancelled_waiter_passes_its_turn() -> None:
+    from xnovu.novu.ratelimit import FairTurns
+
+    turns = FairTurns()
+    served: list[int] = []
+    gate = asyncio.Event()
+
+    async def waiter(i: int) -> None:
+        async with turns.turn():
+            served.append(i)
+            if i == 0:
+                await gate.wait()
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    tasks[2].cancel()
+    gate.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert served == [0, 1, 3]
+    async with turns.turn("free again"):
+        pass

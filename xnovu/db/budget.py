@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Hashable
 
 import asyncpg
 
 from xnovu.db.queries import q
+from xnovu.novu.ratelimit import FairTurns
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class PostgresTokenBudget:
         self._local = 0.0
         self._consumed = 0.0
         self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
+        self._turns = FairTurns()
         self._initialised = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -60,12 +62,13 @@ class PostgresTokenBudget:
             return 0.0
         return float(row["granted"])
 
-    async def acquire(self, cost: int) -> None:
-        """Wait (FIFO within this process) until `cost` tokens are granted, then spend them."""
+    async def acquire(self, cost: int, key: Hashable | None = None) -> None:
+        """Wait until `cost` tokens are granted, then spend them; waiters of this process take turns, round-robin
+        across `key`s (the notification a request belongs to) and in arrival order within one (FairTurns)."""
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
-        async with self._lock:
+        async with self._turns.turn(key):
             while True:
                 wait = self._blocked_until - time.monotonic()
                 if wait > 0:

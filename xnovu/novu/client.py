@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -186,6 +186,9 @@ class SendControl:
     deadline: float | None = None
     """`time.monotonic()` after which no new request starts (those events come back `unsent`); requests already
     under way finish."""
+    share_key: Hashable | None = None
+    """Whose requests these are (the notification): requests of different keys take turns for the token budget, so
+    one notification's many requests do not keep others waiting (docs/priority.md "Claims"). None: arrival order."""
 
 
 def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
@@ -457,22 +460,29 @@ class NovuClient:
         finally:
             self._report(status, time.perf_counter() - started)
 
-    async def _take_tokens(self, cost: int, deadline: float | None) -> bool:
-        """Wait for `cost` tokens; False if `deadline` passed first (nothing is sent then)."""
+    async def _take_tokens(self, cost: int, deadline: float | None, key: Hashable | None = None) -> bool:
+        """Wait for `cost` tokens (taking turns by `key`); False if `deadline` passed first (nothing is sent then)."""
         if self._budget is None:
             return True
         if deadline is None:
-            await self._budget.acquire(cost)
+            await self._acquire(cost, key)
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         try:
             async with asyncio.timeout(remaining):
-                await self._budget.acquire(cost)
+                await self._acquire(cost, key)
         except TimeoutError:
             return False
         return True
+
+    async def _acquire(self, cost: int, key: Hashable | None) -> None:
+        assert self._budget is not None
+        if key is None:
+            await self._budget.acquire(cost)
+        else:  # the budgets of xnovu take turns by key; a plain TokenBudget is called as the protocol says
+            await self._budget.acquire(cost, key=key)  # type: ignore[call-arg]
 
     async def trigger(
         self,
@@ -630,7 +640,8 @@ class NovuClient:
                 reason = state.unsent_reason()
                 if reason is not None and attempt_no == 0:
                     return await unsent(reason)
-                if reason is None and not await self._take_tokens(cost, control.deadline if attempt_no == 0 else None):
+                deadline = control.deadline if attempt_no == 0 else None
+                if reason is None and not await self._take_tokens(cost, deadline, control.share_key):
                     return await unsent(state.unsent_reason() or "not sent: the time budget ran out waiting for tokens")
                 if (
                     state.stopped is None

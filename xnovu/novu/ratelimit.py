@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
-__all__ = ["LocalTokenBucket", "TokenBudget"]
+__all__ = ["FairTurns", "LocalTokenBucket", "TokenBudget"]
 
 _EPSILON = 1e-9
 
@@ -23,7 +25,8 @@ class TokenBudget(Protocol):
     """What :class:`~xnovu.novu.client.NovuClient` needs from a rate limiter; one may serve many clients."""
 
     async def acquire(self, cost: int) -> None:
-        """Wait until `cost` tokens can be spent, then spend them."""
+        """Wait until `cost` tokens can be spent, then spend them. The budgets of this package also take a `key`
+        (the notification a request belongs to): waiters take turns across keys (:class:`FairTurns`)."""
         ...
 
     def penalize(self, seconds: float) -> None:
@@ -35,11 +38,72 @@ class TokenBudget(Protocol):
         ...
 
 
+class FairTurns:
+    """Whose turn it is to wait for tokens: one waiter at a time holds the turn (and may sleep holding it, so a bulk
+    request waiting for 100 tokens is not starved by a stream of 1-token singles), and the turn passes round-robin
+    across keys, first come first served within a key (docs/priority.md "Claims": one notification with very many
+    recipients has many requests waiting, and each other notification's request gets the next turn but one).
+    Waiters without a key share one key: with no keys, this is a FIFO lock."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        self._order: deque[Hashable] = deque()
+
+    @asynccontextmanager
+    async def turn(self, key: Hashable | None = None) -> AsyncIterator[None]:
+        if self._held or self._order:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            queue = self._waiting.get(key)
+            if queue is None:
+                queue = self._waiting[key] = deque()
+                self._order.append(key)
+            queue.append(future)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release()  # the turn came just as this waiter was cancelled: pass it on
+                else:
+                    self._forget(key, future)
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _forget(self, key: Hashable | None, future: asyncio.Future[None]) -> None:
+        queue = self._waiting.get(key)
+        if queue is not None and future in queue:
+            queue.remove(future)
+            if not queue:
+                del self._waiting[key]
+                self._order.remove(key)
+
+    def _release(self) -> None:
+        """Hand the turn to the first waiter of the next key (that key goes to the back), or free it."""
+        while self._order:
+            key = self._order.popleft()
+            queue = self._waiting[key]
+            future = queue.popleft()
+            if queue:
+                self._order.append(key)
+            else:
+                del self._waiting[key]
+            if not future.done():
+                future.set_result(None)
+                return
+        self._held = False
+
+
 class LocalTokenBucket:
     """A token bucket for one process: refills continuously at `rate_per_s` up to `capacity`.
 
-    Waiters are served strictly in arrival order (`asyncio.Lock` is FIFO and the head waiter holds it while it
-    sleeps), so a bulk request waiting for 100 tokens is not starved by a stream of 1-token singles.
+    Waiters take turns (:class:`FairTurns`: in arrival order within a key, round-robin across keys; the head waiter
+    holds the turn while it sleeps), so a bulk request waiting for 100 tokens is not starved by a stream of 1-token
+    singles, and one notification's many requests do not keep every other notification's waiting.
     """
 
     def __init__(
@@ -64,7 +128,7 @@ class LocalTokenBucket:
         self._last = clock()
         self._blocked_until = float("-inf")
         self._consumed = 0.0
-        self._lock = asyncio.Lock()
+        self._turns = FairTurns()
 
     def __repr__(self) -> str:
         return f"LocalTokenBucket(rate_per_s={self._rate:g}, capacity={self._capacity:g})"
@@ -76,8 +140,9 @@ class LocalTokenBucket:
             self._last = now
         return now
 
-    async def acquire(self, cost: int) -> None:
-        """Wait (FIFO) until `cost` tokens are available and no penalty is running, then spend them.
+    async def acquire(self, cost: int, key: Hashable | None = None) -> None:
+        """Wait (FIFO within `key`, round-robin across keys) until `cost` tokens are available and no penalty is
+        running, then spend them.
 
         A cost above the capacity is clamped to the capacity (waits for a full bucket and drains it) rather
         than waiting forever.
@@ -85,7 +150,7 @@ class LocalTokenBucket:
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
-        async with self._lock:
+        async with self._turns.turn(key):
             while True:
                 now = self._refill()
                 if now < self._blocked_until:
