@@ -182,7 +182,9 @@ class NotificationProcessor:
             attempt = row.attempts + 1
         else:
             return TriggerPlan(notification_id, result=await self._not_acquired(notification_id, None, 0))
-        return TriggerPlan(notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id)
+        return TriggerPlan(
+            notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id, priority=row.priority
+        )
 
     async def process_many(self, ids: Sequence[int], concurrency: int) -> list[TriggerResult]:
         """`process` for many ids with at most `concurrency` at a time; one bad id does not stop the rest."""

@@ -308,7 +308,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
   w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece,
-  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim
+  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim, n.xnovu_priority AS priority
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -362,7 +362,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
    WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0
      AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations,
-  n.xnovu_piece AS piece,
+  n.xnovu_piece AS piece, n.xnovu_priority AS priority,
   extract(epoch FROM now() - n.xnovu_previous_piece_open_since)::float8 AS previous_piece_open_s,
   array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
         WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.unknown_since IS NOT NULL

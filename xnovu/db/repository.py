@@ -63,6 +63,9 @@ class NotificationRow:
     """Recipients, not acknowledged, whose outcome the ledger marks unknown (filled by `acquire`)."""
     unresolved_age_s: float | None = None
     """Seconds since the newest of those was marked."""
+    priority: int = 0
+    """The row's urgency (`xnovu_priority`, xnovu/core/priority.py): its child's Temporal priority and its turn at
+    the token budget."""
 
 
 @dataclass(frozen=True)

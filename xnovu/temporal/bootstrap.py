@@ -74,7 +74,7 @@ async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float 
 
 
 async def ensure_search_attributes(client: Client, settings: Settings) -> list[str]:
-    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId / XnovuRuleId if missing."""
+    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId / XnovuRuleId / XnovuPriority if missing."""
     ns = settings.temporal_namespace
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=ns))
     known = set(existing.custom_attributes) | set(existing.system_attributes)
