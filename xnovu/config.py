@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     retry_backoff_base_ms: int = Field(60_000, ge=0, le=86_400_000)
     retry_backoff_max_ms: int = Field(3_600_000, ge=0, le=7 * 86_400_000)
     processing_lease_ms: int = Field(900_000, ge=1_000, le=7 * 86_400_000)
+    # Fair share across enterprises (docs/priority.md): "uuid=3,uuid=1", unnamed enterprises weigh 1, "none=2" the
+    # rows without one. Read by the token budget (and the claim), so both split the same way.
+    fair_share_weights: str = ""
 
     # Worker
     worker_health_host: str = "0.0.0.0"
@@ -118,6 +121,20 @@ class Settings(BaseSettings):
                 f"({self.processing_lease_ms}): one Novu request must fit in the lease that fences it"
             )
         return self
+
+    @field_validator("fair_share_weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        from xnovu.core.weights import parse_weights
+
+        parse_weights(value)  # raises ValueError with the reason
+        return value
+
+    def fair_share_weight_map(self) -> dict[str, float]:
+        """FAIR_SHARE_WEIGHTS parsed (xnovu/core/weights.py)."""
+        from xnovu.core.weights import parse_weights
+
+        return parse_weights(self.fair_share_weights)
 
     @field_validator("poll_enterprise_id")
     @classmethod

@@ -408,7 +408,13 @@ class NotificationProcessor:
                         RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0)) for r in pending
                     ],
                     concurrency=self.request_concurrency,
-                    control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
+                    control=SendControl(
+                        before_request=claim.check,
+                        on_outcomes=record,
+                        deadline=deadline,
+                        urgency=row.priority,
+                        enterprise=row.enterprise_id,
+                    ),
                 )
             if tally.config_error is not None:
                 # Nothing is on the wire (every request was answered): the retry need not look anything up.

@@ -186,6 +186,10 @@ class SendControl:
     deadline: float | None = None
     """`time.monotonic()` after which no new request starts (those events come back `unsent`); requests already
     under way finish."""
+    urgency: int = 0
+    """The notification's urgency (xnovu/core/priority.py): a more urgent request gets tokens first."""
+    enterprise: str | None = None
+    """The notification's enterprise: within an urgency, enterprises take turns at the token budget."""
 
 
 def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
@@ -457,19 +461,21 @@ class NovuClient:
         finally:
             self._report(status, time.perf_counter() - started)
 
-    async def _take_tokens(self, cost: int, deadline: float | None) -> bool:
-        """Wait for `cost` tokens; False if `deadline` passed first (nothing is sent then)."""
+    async def _take_tokens(self, cost: int, deadline: float | None, control: SendControl | None = None) -> bool:
+        """Wait for `cost` tokens (in the turn of `control`'s urgency and enterprise); False if `deadline` passed
+        first (nothing is sent then)."""
         if self._budget is None:
             return True
+        urgency, enterprise = (control.urgency, control.enterprise) if control is not None else (0, None)
         if deadline is None:
-            await self._budget.acquire(cost)
+            await self._budget.acquire(cost, urgency=urgency, enterprise=enterprise)
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         try:
             async with asyncio.timeout(remaining):
-                await self._budget.acquire(cost)
+                await self._budget.acquire(cost, urgency=urgency, enterprise=enterprise)
         except TimeoutError:
             return False
         return True
@@ -630,7 +636,9 @@ class NovuClient:
                 reason = state.unsent_reason()
                 if reason is not None and attempt_no == 0:
                     return await unsent(reason)
-                if reason is None and not await self._take_tokens(cost, control.deadline if attempt_no == 0 else None):
+                if reason is None and not await self._take_tokens(
+                    cost, control.deadline if attempt_no == 0 else None, control
+                ):
                     return await unsent(state.unsent_reason() or "not sent: the time budget ran out waiting for tokens")
                 if (
                     state.stopped is None

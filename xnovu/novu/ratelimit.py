@@ -22,8 +22,9 @@ _EPSILON = 1e-9
 class TokenBudget(Protocol):
     """What :class:`~xnovu.novu.client.NovuClient` needs from a rate limiter; one may serve many clients."""
 
-    async def acquire(self, cost: int) -> None:
-        """Wait until `cost` tokens can be spent, then spend them."""
+    async def acquire(self, cost: int, *, urgency: int = 0, enterprise: str | None = None) -> None:
+        """Wait until `cost` tokens can be spent, then spend them. `urgency` (0 normal, above 0 more urgent) and
+        `enterprise` say whose request it is: a budget may serve the most urgent first and enterprises by turns."""
         ...
 
     def penalize(self, seconds: float) -> None:
@@ -76,8 +77,10 @@ class LocalTokenBucket:
             self._last = now
         return now
 
-    async def acquire(self, cost: int) -> None:
-        """Wait (FIFO) until `cost` tokens are available and no penalty is running, then spend them.
+    async def acquire(self, cost: int, *, urgency: int = 0, enterprise: str | None = None) -> None:
+        """Wait (FIFO) until `cost` tokens are available and no penalty is running, then spend them. This bucket
+        ignores `urgency` and `enterprise` (one process, tools and tests; the worker's budget is
+        :class:`~xnovu.db.budget.PostgresTokenBudget`, which serves by them).
 
         A cost above the capacity is clamped to the capacity (waits for a full bucket and drains it) rather
         than waiting forever.
