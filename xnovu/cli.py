@@ -279,6 +279,15 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
             if isinstance(wake, dict):
                 reason = f" ({wake['reason']})" if wake.get("reason") else ""
                 table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
+            due = status.get("due")
+            if isinstance(due, dict) and "by_urgency" in due:
+                capped = " (oldest rows sampled)" if due.get("capped") else ""
+                for label, groups in (
+                    ("due by urgency", due["by_urgency"]),
+                    ("due by enterprise", due["by_enterprise"]),
+                ):
+                    shown = ", ".join(f"{k}: {v['due']} oldest {v['oldest_s']:.0f} s" for k, v in groups.items())
+                    table.add_row(label, (shown or "nothing due") + capped)
             out.print(table)
     if not healthy:
         raise typer.Exit(1)

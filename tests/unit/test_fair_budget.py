@@ -78,6 +78,14 @@ def test_weights_split_tokens_in_proportion() -> None:
     assert tokens[A] / tokens[B] == pytest.approx(3.0, rel=0.05)
 
 
+def test_the_budget_groups_enterprises_as_the_weights_name_them() -> None:
+    from xnovu.core import weights
+    from xnovu.novu import fairqueue
+
+    for enterprise in (None, "", A, A.upper()):
+        assert fairqueue.group_of(enterprise) == weights.group_of(enterprise)
+
+
 def test_rows_without_an_enterprise_form_one_group() -> None:
     q = FairQueue(parse_weights("none=2"))
     w = q.push(1, 0, None)

@@ -495,6 +495,11 @@ class Repository:
             "budget_tokens": None if tokens is None else float(tokens),
         }
 
+    async def due_backlog(self, sample_rows: int) -> list[dict[str, Any]]:
+        """The due backlog by (urgency, enterprise), reading at most `sample_rows` rows per part (queries.sql
+        `due_backlog`; summarised by xnovu/core/backlog.py)."""
+        return [dict(r) for r in await self.pool.fetch(q("due_backlog"), sample_rows)]
+
 
 @dataclass(frozen=True)
 class NewNotification:

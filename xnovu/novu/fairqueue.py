@@ -18,12 +18,16 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
-from xnovu.core.weights import group_of
-
 #: Tokens an enterprise may take per turn at weight 1: one bulk request (the costliest request), so a turn is never
 #: too small for any request, and another enterprise waits at most about one request's worth per enterprise ahead.
 QUANTUM = 100.0
 _EPSILON = 1e-9
+
+
+def group_of(enterprise: str | None) -> str:
+    """The group a request's enterprise belongs to: the same rule as xnovu/core/weights.py `group_of` (this layer
+    does not import the core), so the keys of FAIR_SHARE_WEIGHTS match; rows without an enterprise are `none`."""
+    return enterprise.lower() if enterprise else "none"
 
 
 @dataclass(eq=False)
