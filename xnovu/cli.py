@@ -619,11 +619,18 @@ def rules_trigger(
 
 
 @app.command()
-def doctor(as_json: bool = JSON_OPT) -> None:
-    """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
+def doctor(
+    as_json: bool = JSON_OPT,
+    fairness_probe: bool = typer.Option(
+        True,
+        "--fairness-probe/--no-fairness-probe",
+        help="Measure whether Temporal dispatches by fairness key (120 probe workflows, terminated at once).",
+    ),
+) -> None:
+    """Check Postgres, schema, Temporal, namespace, Temporal fairness and Novu; say how to fix each."""
     from xnovu.worker.doctor import run_checks
 
-    checks = run(run_checks(settings()))
+    checks = run(run_checks(settings(), fairness_probe=fairness_probe))
     if as_json:
         print_json(checks)
     else:
