@@ -80,3 +80,45 @@ async def test_a_second_enterprise_is_not_queued_behind_the_first_ones_backlog(e
     print(f"\n20 requests of enterprise b served in {waited:.3f} s behind a backlog of 400 of enterprise a")
     assert waited < 1.0  # FIFO: 2 s
     assert max(i for i, e in enumerate(served) if e == "b") < 20 + QUANTUM + 20
+
+
+async def test_an_urgent_notification_is_sent_before_normal_ones_already_waiting_for_tokens(env: Env) -> None:
+    """End to end through the trigger core: the row's urgency and enterprise reach the budget (SendControl), so an
+    emergency committed after a campaign of another enterprise is sent at once, not after the campaign's tokens."""
+    from xnovu.core.processor import NotificationProcessor
+    from xnovu.db.repository import NewNotification, insert_notifications
+    from xnovu.worker.composition import build_processor, novu_client
+
+    wf = await env.workflow("welcome")
+    normal = await insert_notifications(
+        env.repo,
+        wf,
+        [NewNotification(f"n{i}", [f"00000000-0000-4000-8000-{i:012d}"], {}) for i in range(40)],
+        enterprise_id="a0000000-0000-4000-8000-000000000001",
+    )
+    [urgent] = await insert_notifications(
+        env.repo,
+        wf,
+        [NewNotification("fire", ["ffffffff-0000-4000-8000-000000000001"], {})],
+        enterprise_id="b0000000-0000-4000-8000-000000000002",
+    )
+    await env.execute("UPDATE notify.ent_notification SET xnovu_priority = 2 WHERE id = $1", urgent)
+    budget = PostgresTokenBudget(env.repo.pool, 20, capacity=5)
+    await budget.acquire(5)  # empty: the 40 normal rows wait 2 s for their tokens
+    client = novu_client(env.settings, budget)
+    processor: NotificationProcessor = build_processor(env.settings, env.repo, client)
+    try:
+        campaign = [asyncio.create_task(processor.process(nid)) for nid in normal]
+        await asyncio.sleep(0.2)  # the campaign's requests are queued for tokens
+        started = time.monotonic()
+        result = await processor.process(urgent)
+        waited = time.monotonic() - started
+        await asyncio.gather(*campaign)
+    finally:
+        await client.aclose()
+    order = [d["subscriberId"] for d in env.deliveries()]
+    position = order.index("ffffffff-0000-4000-8000-000000000001")
+    print(f"\nurgent notification sent in {waited:.3f} s, {position} of 40 normal ones before it (FIFO: about 2 s, 40)")
+    assert result.outcome.value == "sent"
+    assert waited < 0.6
+    assert position <= 8
