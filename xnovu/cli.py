@@ -192,6 +192,9 @@ def bootstrap() -> None:
     report = run(go())
     out.print(f"namespace: {report.namespace}")
     out.print(f"search attributes added: {', '.join(report.search_attributes) or 'none'}")
+    weights = report.fairness_weights
+    shown = weights if isinstance(weights, str) else ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+    out.print(f"fairness weights on the task queue: {shown}")
     for sid, what in report.schedules.items():
         out.print(f"schedule {sid}: {what}")
 

@@ -13,6 +13,9 @@ import itertools
 import uuid
 
 from temporalio import activity, workflow
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, UpdateTaskQueueConfigRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -35,6 +38,7 @@ from xnovu.core.models import (
 from xnovu.core.priority import temporal_priority_key
 from xnovu.db.repository import NewNotification, insert_notifications
 from xnovu.temporal import searchattrs
+from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (
     ALREADY_STARTED_RETRIES,
@@ -219,3 +223,38 @@ async def test_a_poll_history_recorded_before_priority_replays_on_the_new_code(e
     for history in histories:
         result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{history.workflow_id}: {result.replay_failure!r}"
+
+
+async def _weights(client: Client, queue: str) -> dict[str, float]:
+    desc = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            report_config=True,
+        )
+    )
+    return {k: round(v, 3) for k, v in desc.config.fairness_weight_overrides.items()}
+
+
+async def test_bootstrap_sets_fair_share_weights_as_the_task_queues_fairness_weights(env: Env) -> None:
+    """Where the server has fairness on, it shares out the children by FAIR_SHARE_WEIGHTS too (a weight override of
+    the task queue wins over the workflow's own): set at bootstrap, and kept in step with the setting."""
+    queue = env.settings.temporal_task_queue
+    first = env.settings.model_copy(update={"fair_share_weights": f"{ENTERPRISE.upper()}=3,none=2"})
+    report = await bootstrap(await connect_temporal(first), first)
+    client = await connect_temporal(first)
+    assert report.fairness_weights == {ENTERPRISE: 3.0, "none": 2.0}
+    assert await _weights(client, queue) == {ENTERPRISE: 3.0, "none": 2.0}
+    await client.workflow_service.update_task_queue_config(
+        UpdateTaskQueueConfigRequest(
+            namespace=client.namespace,
+            identity="an operator",
+            task_queue=queue,
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            set_fairness_weight_overrides={"gold": 5.0},
+        )
+    )
+    second = env.settings.model_copy(update={"fair_share_weights": f"{ENTERPRISE}=1.5"})
+    await bootstrap(client, second)
+    assert await _weights(client, queue) == {ENTERPRISE: 1.5, "gold": 5.0}  # none unset, the operator's key kept
