@@ -3,6 +3,8 @@ budget"): most urgent first; within an urgency, enterprises take weighted turns 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from xnovu.core.weights import parse_weights, weight_of
@@ -146,3 +148,18 @@ def test_an_enterprise_gets_no_credit_for_the_time_it_had_nothing_waiting() -> N
 def test_bad_weights_are_refused_with_the_reason(text: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         parse_weights(text)
+
+
+def test_extreme_weights_are_clamped_so_choosing_the_next_waiter_stays_quick() -> None:
+    q = FairQueue(parse_weights(f"{A}=0.000001,{B}=1000000"))
+    lone = q.push(100, 0, A)  # alone, at the smallest weight: at most 1 000 turns before it can pay
+    started = time.perf_counter()
+    assert q.head() is lone
+    assert time.perf_counter() - started < 0.05
+    q.served(lone)
+    q = FairQueue(parse_weights(f"{B}=1000000"))
+    for _ in range(200_000):
+        q.push(1, 0, B)
+    q.push(1, 0, C)
+    served = [g for _, g, _ in drain(q)]
+    assert served.index(C) <= 100_000  # B's turn is capped at 1 000 x 100 tokens

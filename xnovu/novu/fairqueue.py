@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 #: too small for any request, and another enterprise waits at most about one request's worth per enterprise ahead.
 QUANTUM = 100.0
 _EPSILON = 1e-9
+#: Weights are clamped to Temporal's range for fairness weights: a turn is at least 0.1 token (a group of the
+#: smallest weight alone needs at most 1 000 turns for a bulk request: `head` never spins long) and at most 100 000.
+WEIGHT_MIN, WEIGHT_MAX = 0.001, 1000.0
 
 
 def group_of(enterprise: str | None) -> str:
@@ -75,7 +78,8 @@ class FairQueue:
         level = self._levels.setdefault(waiter.urgency, _Level())
         group = level.groups.get(name)
         if group is None:
-            group = level.groups[name] = _Group(name, self._weights.get(name, 1.0))
+            weight = min(WEIGHT_MAX, max(WEIGHT_MIN, self._weights.get(name, 1.0)))
+            group = level.groups[name] = _Group(name, weight)
             level.order.append(group)
             if len(level.order) == 1:
                 group.deficit = self._quantum * group.weight  # it has the turn at once
