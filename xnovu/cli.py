@@ -241,6 +241,9 @@ def bootstrap() -> None:
     report = run(go())
     out.print(f"namespace: {report.namespace}")
     out.print(f"search attributes added: {', '.join(report.search_attributes) or 'none'}")
+    weights = report.fairness_weights
+    shown = weights if isinstance(weights, str) else ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+    out.print(f"fairness weights on the task queue: {shown}")
     for sid, what in report.schedules.items():
         out.print(f"schedule {sid}: {what}")
 
@@ -328,6 +331,15 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
             if isinstance(wake, dict):
                 reason = f" ({wake['reason']})" if wake.get("reason") else ""
                 table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
+            due = status.get("due")
+            if isinstance(due, dict) and "by_urgency" in due:
+                capped = " (oldest rows sampled)" if due.get("capped") else ""
+                for label, groups in (
+                    ("due by urgency", due["by_urgency"]),
+                    ("due by enterprise", due["by_enterprise"]),
+                ):
+                    shown = ", ".join(f"{k}: {v['due']} oldest {v['oldest_s']:.0f} s" for k, v in groups.items())
+                    table.add_row(label, (shown or "nothing due") + capped)
             out.print(table)
     if not healthy:
         raise typer.Exit(1)
@@ -659,11 +671,18 @@ def rules_trigger(
 
 
 @app.command()
-def doctor(as_json: bool = JSON_OPT) -> None:
-    """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
+def doctor(
+    as_json: bool = JSON_OPT,
+    fairness_probe: bool = typer.Option(
+        True,
+        "--fairness-probe/--no-fairness-probe",
+        help="Measure whether Temporal dispatches by fairness key (120 probe workflows, terminated at once).",
+    ),
+) -> None:
+    """Check Postgres, schema, Temporal, namespace, Temporal fairness and Novu; say how to fix each."""
     from xnovu.worker.doctor import run_checks
 
-    checks = run(run_checks(settings()))
+    checks = run(run_checks(settings(), fairness_probe=fairness_probe))
     if as_json:
         print_json(checks)
     else:

@@ -125,15 +125,15 @@ class Settings(BaseSettings):
     @field_validator("fair_share_weights")
     @classmethod
     def _weights(cls, value: str) -> str:
-        from xnovu.core.fairshare import parse_weights
+        from xnovu.core.weights import parse_weights
 
         parse_weights(value)  # a ValueError names what is wrong
         return value
 
     @property
     def fair_share_weight_map(self) -> dict[str, float]:
-        """FAIR_SHARE_WEIGHTS parsed (enterprise id or "none" → weight)."""
-        from xnovu.core.fairshare import parse_weights
+        """FAIR_SHARE_WEIGHTS parsed (xnovu/core/weights.py: enterprise id or "none" → weight)."""
+        from xnovu.core.weights import parse_weights
 
         return parse_weights(self.fair_share_weights)
 

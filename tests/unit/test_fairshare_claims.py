@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from xnovu.core.fairshare import Candidate, ClaimLimits, InFlight, parse_weights, select
+from xnovu.core.fairshare import Candidate, ClaimLimits, InFlight, select
+from xnovu.core.weights import parse_weights
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 A = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -124,6 +125,8 @@ def test_the_batch_size_bounds_a_claim() -> None:
         (f"{A}", "not enterprise=weight"),
         (f"{A}=x", "not a number"),
         (f"{A}=0", "above 0"),
+        (f"{A}=0.0001", "from 0.001 to 1000"),
+        (f"{A}=1000000", "from 0.001 to 1000"),
         (f"{A}=1,{A}=2", "named twice"),
     ],
 )

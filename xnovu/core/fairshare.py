@@ -26,10 +26,11 @@ The rules, in order:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from xnovu.core.weights import weight_of
 
 #: Groups: (urgency level, enterprise id or None, retry lane).
 GroupKey = tuple[int, str | None, bool]
@@ -89,40 +90,6 @@ class Candidate:
     @property
     def group(self) -> GroupKey:
         return (self.level, self.enterprise, self.retry)
-
-
-def parse_weights(text: str) -> dict[str, float]:
-    """`FAIR_SHARE_WEIGHTS`: "uuid=3,uuid=1" (an enterprise not named weighs 1; "none=2" weighs the rows without
-    an enterprise). Raises ValueError with a readable reason."""
-    import uuid
-
-    weights: dict[str, float] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        key = key.strip().lower()
-        if not sep:
-            raise ValueError(f"{part!r} is not enterprise=weight")
-        if key != "none":
-            try:
-                key = str(uuid.UUID(key))
-            except ValueError:
-                raise ValueError(f"{key!r} is not an enterprise id (a UUID, or none)") from None
-        try:
-            weight = float(value)
-        except ValueError:
-            raise ValueError(f"the weight of {key} is not a number: {value.strip()!r}") from None
-        if not math.isfinite(weight) or weight <= 0 or weight > 1_000_000:
-            raise ValueError(f"the weight of {key} must be above 0 and at most 1000000, not {value.strip()}")
-        if key in weights:
-            raise ValueError(f"{key} is named twice")
-        weights[key] = weight
-    return weights
-
-
-def weight_of(weights: Mapping[str, float], enterprise: str | None) -> float:
-    return weights.get("none" if enterprise is None else enterprise.lower(), 1.0)
 
 
 @dataclass

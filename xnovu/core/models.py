@@ -215,6 +215,8 @@ class TriggerPlan:
     enterprise_id: str | None = None
     result: TriggerResult | None = None
     """No attempt may run (missing, sent, retracted, dead-lettered): the answer, without a workflow."""
+    priority: int = 0
+    """The row's urgency (xnovu/core/priority.py): the workflow's Temporal priority key and `XnovuPriority`."""
 
 
 @dataclass(frozen=True)

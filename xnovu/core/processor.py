@@ -182,7 +182,9 @@ class NotificationProcessor:
             attempt = row.attempts + 1
         else:
             return TriggerPlan(notification_id, result=await self._not_acquired(notification_id, None, 0))
-        return TriggerPlan(notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id)
+        return TriggerPlan(
+            notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id, priority=row.priority
+        )
 
     async def process_many(self, ids: Sequence[int], concurrency: int) -> list[TriggerResult]:
         """`process` for many ids with at most `concurrency` at a time; one bad id does not stop the rest."""
@@ -407,7 +409,12 @@ class NotificationProcessor:
                     ],
                     concurrency=self.request_concurrency,
                     control=SendControl(
-                        before_request=claim.check, on_outcomes=record, deadline=deadline, share_key=row.id
+                        before_request=claim.check,
+                        on_outcomes=record,
+                        deadline=deadline,
+                        urgency=row.priority,
+                        enterprise=row.enterprise_id,
+                        notification=row.id,
                     ),
                 )
             if tally.config_error is not None:

@@ -596,7 +596,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
   w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece,
-  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim
+  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim, n.xnovu_priority AS priority
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -653,7 +653,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
    WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0
      AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations,
-  n.xnovu_piece AS piece,
+  n.xnovu_piece AS piece, n.xnovu_priority AS priority,
   extract(epoch FROM now() - n.xnovu_previous_piece_open_since)::float8 AS previous_piece_open_s,
   array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
         WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.unknown_since IS NOT NULL
@@ -973,3 +973,58 @@ WITH existing AS (
   RETURNING id
 )
 SELECT id FROM inserted UNION ALL SELECT id FROM existing;
+
+-- name: due_backlog
+-- The due backlog by (urgency, enterprise) for /status and /metrics (docs/priority.md "Operating it"): rows a
+-- claim could take now (PENDING and due, or FAILED with their retry due; not held), counted with the oldest due time
+-- of each group. Bounded whatever the table: each part reads at most $1 rows in due order through its own partial
+-- index (the claims' *_idx3 and retry indexes for every urgency, 0013's for urgent rows only, so an urgent row
+-- behind a normal backlog of millions is still seen), and a row read by two parts counts once. `capped` says a part
+-- stopped at $1: the counts are then those of the oldest rows read, and the oldest due times stay exact.
+WITH parts AS (
+  (SELECT n.id, n.xnovu_priority AS urgency, n.enterprise_id, n.updated_at AS due, 'new' AS part
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+     AND n.scheduled_for IS NULL AND n.held_at IS NULL AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.updated_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.scheduled_for, 'scheduled'
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+     AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.scheduled_for, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'failed'
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.next_attempt_at <= now()
+   ORDER BY n.next_attempt_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.updated_at, 'urgent-new'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+     AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NULL AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.updated_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.scheduled_for, 'urgent-scheduled'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+     AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.scheduled_for, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'urgent-failed'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
+     AND n.next_attempt_at <= now()
+   ORDER BY n.next_attempt_at, n.id LIMIT $1)
+), capped AS (
+  SELECT coalesce(bool_or(c.n >= $1), false) AS capped FROM (SELECT count(*) AS n FROM parts GROUP BY part) c
+), rows AS (
+  SELECT DISTINCT ON (id) urgency, enterprise_id, due FROM parts ORDER BY id
+)
+SELECT r.urgency, r.enterprise_id::text AS enterprise_id, count(*) AS n,
+  greatest(0, EXTRACT(EPOCH FROM now() - min(r.due)))::float8 AS oldest_s, (SELECT capped FROM capped) AS capped
+FROM rows r
+GROUP BY r.urgency, r.enterprise_id;

@@ -65,6 +65,9 @@ class NotificationRow:
     """Recipients, not acknowledged, whose outcome the ledger marks unknown (filled by `acquire`)."""
     unresolved_age_s: float | None = None
     """Seconds since the newest of those was marked."""
+    priority: int = 0
+    """The row's urgency (`xnovu_priority`, xnovu/core/priority.py): its child's Temporal priority and its turn at
+    the token budget."""
 
 
 @dataclass(frozen=True)
@@ -554,6 +557,11 @@ class Repository:
             "lease_overrun_s": float(row["lease_overrun_s"]),
             "budget_tokens": None if tokens is None else float(tokens),
         }
+
+    async def due_backlog(self, sample_rows: int) -> list[dict[str, Any]]:
+        """The due backlog by (urgency, enterprise), reading at most `sample_rows` rows per part (queries.sql
+        `due_backlog`; summarised by xnovu/core/backlog.py)."""
+        return [dict(r) for r in await self.pool.fetch(q("due_backlog"), sample_rows)]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Protocol, runtime_checkable
 
-__all__ = ["FairTurns", "LocalTokenBucket", "TokenBudget"]
+from xnovu.novu.fairqueue import FairTurns
+
+__all__ = ["LocalTokenBucket", "TokenBudget"]
 
 _EPSILON = 1e-9
 
@@ -24,9 +24,13 @@ _EPSILON = 1e-9
 class TokenBudget(Protocol):
     """What :class:`~xnovu.novu.client.NovuClient` needs from a rate limiter; one may serve many clients."""
 
-    async def acquire(self, cost: int) -> None:
-        """Wait until `cost` tokens can be spent, then spend them. The budgets of this package also take a `key`
-        (the notification a request belongs to): waiters take turns across keys (:class:`FairTurns`)."""
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
+        """Wait until `cost` tokens can be spent, then spend them. `urgency` (0 normal, above 0 more urgent),
+        `enterprise` and `notification` say whose request it is: the budgets of this package serve the most urgent
+        first, enterprises by weighted turns and the notifications of one enterprise round-robin
+        (xnovu/novu/fairqueue.py)."""
         ...
 
     def penalize(self, seconds: float) -> None:
@@ -38,72 +42,13 @@ class TokenBudget(Protocol):
         ...
 
 
-class FairTurns:
-    """Whose turn it is to wait for tokens: one waiter at a time holds the turn (and may sleep holding it, so a bulk
-    request waiting for 100 tokens is not starved by a stream of 1-token singles), and the turn passes round-robin
-    across keys, first come first served within a key (docs/priority.md "Claims": one notification with very many
-    recipients has many requests waiting, and each other notification's request gets the next turn but one).
-    Waiters without a key share one key: with no keys, this is a FIFO lock."""
-
-    def __init__(self) -> None:
-        self._held = False
-        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}
-        self._order: deque[Hashable] = deque()
-
-    @asynccontextmanager
-    async def turn(self, key: Hashable | None = None) -> AsyncIterator[None]:
-        if self._held or self._order:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            queue = self._waiting.get(key)
-            if queue is None:
-                queue = self._waiting[key] = deque()
-                self._order.append(key)
-            queue.append(future)
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._release()  # the turn came just as this waiter was cancelled: pass it on
-                else:
-                    self._forget(key, future)
-                raise
-        else:
-            self._held = True
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _forget(self, key: Hashable | None, future: asyncio.Future[None]) -> None:
-        queue = self._waiting.get(key)
-        if queue is not None and future in queue:
-            queue.remove(future)
-            if not queue:
-                del self._waiting[key]
-                self._order.remove(key)
-
-    def _release(self) -> None:
-        """Hand the turn to the first waiter of the next key (that key goes to the back), or free it."""
-        while self._order:
-            key = self._order.popleft()
-            queue = self._waiting[key]
-            future = queue.popleft()
-            if queue:
-                self._order.append(key)
-            else:
-                del self._waiting[key]
-            if not future.done():
-                future.set_result(None)
-                return
-        self._held = False
-
-
 class LocalTokenBucket:
     """A token bucket for one process: refills continuously at `rate_per_s` up to `capacity`.
 
-    Waiters take turns (:class:`FairTurns`: in arrival order within a key, round-robin across keys; the head waiter
-    holds the turn while it sleeps), so a bulk request waiting for 100 tokens is not starved by a stream of 1-token
-    singles, and one notification's many requests do not keep every other notification's waiting.
+    Waiters take turns (:class:`~xnovu.novu.fairqueue.FairTurns`, the same order as the worker's
+    :class:`~xnovu.db.budget.PostgresTokenBudget`; the head waiter keeps its turn while it sleeps), so a bulk request
+    waiting for 100 tokens is not starved by a stream of 1-token singles, and one notification's many requests do not
+    keep every other notification's waiting.
     """
 
     def __init__(
@@ -113,6 +58,7 @@ class LocalTokenBucket:
         clock: Callable[[], float] = time.monotonic,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         if not rate_per_s > 0:
             raise ValueError("rate_per_s must be positive")
@@ -128,7 +74,7 @@ class LocalTokenBucket:
         self._last = clock()
         self._blocked_until = float("-inf")
         self._consumed = 0.0
-        self._turns = FairTurns()
+        self._turns = FairTurns(weights)
 
     def __repr__(self) -> str:
         return f"LocalTokenBucket(rate_per_s={self._rate:g}, capacity={self._capacity:g})"
@@ -140,9 +86,12 @@ class LocalTokenBucket:
             self._last = now
         return now
 
-    async def acquire(self, cost: int, key: Hashable | None = None) -> None:
-        """Wait (FIFO within `key`, round-robin across keys) until `cost` tokens are available and no penalty is
-        running, then spend them.
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
+        """Wait for the turn (xnovu/novu/fairqueue.py: most urgent first, enterprises by turns, notifications
+        round-robin, arrival order within one) until `cost` tokens are available and no penalty is running, then
+        spend them.
 
         A cost above the capacity is clamped to the capacity (waits for a full bucket and drains it) rather
         than waiting forever.
@@ -150,8 +99,11 @@ class LocalTokenBucket:
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
-        async with self._turns.turn(key):
+        async with self._turns.turn(need, urgency, enterprise, notification) as turn:
             while True:
+                # The head sleeps through `self._sleep` (a test's clock), so a more urgent waiter arriving meanwhile
+                # goes first once that sleep ends, not at once as with PostgresTokenBudget.
+                await turn.until_head()
                 now = self._refill()
                 if now < self._blocked_until:
                     await self._sleep(self._blocked_until - now)
@@ -160,6 +112,7 @@ class LocalTokenBucket:
                 if self._available + _EPSILON >= need:
                     self._available = max(0.0, self._available - need)
                     self._consumed += cost
+                    turn.served()
                     return
                 await self._sleep((need - self._available) / self._rate)
 

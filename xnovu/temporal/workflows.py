@@ -159,8 +159,11 @@ class TriggerMultipleNotificationsWorkflow:
                 id=wid,
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=searchattrs.for_notification(p.notification_id, p.workflow_key, p.enterprise_id),
+                search_attributes=searchattrs.for_notification(
+                    p.notification_id, p.workflow_key, p.enterprise_id, p.priority
+                ),
                 memo=searchattrs.memo_for_notification(p.name),
+                priority=searchattrs.temporal_priority(p.priority, p.enterprise_id),
             )
         except WorkflowAlreadyStartedError:
             return TriggerResult(
@@ -245,9 +248,13 @@ class PollNotificationsWorkflow:
                     task_queue=workflow.info().task_queue,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     search_attributes=searchattrs.for_notification(
-                        row.notification_id, row.workflow_key, row.enterprise_id
+                        row.notification_id, row.workflow_key, row.enterprise_id, row.priority
                     ),
                     memo=searchattrs.memo_for_notification(row.name),
+                    # An urgent child overtakes queued children on the task queue; its enterprise is its fairness
+                    # key. Neither is part of the command's replay check (workflow id and type are), so histories
+                    # recorded without them replay unchanged (tests/integration/test_priority_temporal.py).
+                    priority=searchattrs.temporal_priority(row.priority, row.enterprise_id),
                 )
             except WorkflowAlreadyStartedError:
                 if wait is None or not workflow.patched(RETRY_ALREADY_STARTED):

@@ -1,0 +1,17 @@
+-- xnovu:no-transaction
+-- Operators see urgent rows wait (docs/priority.md "Operating it"): the due rows above normal urgency, in due order,
+-- for the backlog sample of /status and /metrics (queries.sql `due_backlog`). Partial indexes on urgent rows only:
+-- they are few (an emergency, a password reset), so the indexes stay small however large the table and its normal
+-- backlog grow, and the sample reads the oldest urgent rows without visiting a normal one. Built concurrently,
+-- outside a transaction, like 0008_scale_indexes.sql (inserts go on meanwhile).
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_xnovu_urgent_new_idx
+  ON notify.ent_notification (updated_at, id)
+  WHERE xnovu_priority > 0 AND notification_status = 'PENDING' AND publish_status = 'PUBLISH'
+    AND deactivated IS NOT TRUE AND scheduled_for IS NULL AND held_at IS NULL;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_xnovu_urgent_scheduled_idx
+  ON notify.ent_notification (scheduled_for, id)
+  WHERE xnovu_priority > 0 AND notification_status = 'PENDING' AND publish_status = 'PUBLISH'
+    AND deactivated IS NOT TRUE AND scheduled_for IS NOT NULL AND held_at IS NULL;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_xnovu_urgent_retry_idx
+  ON notify.ent_notification (next_attempt_at, id)
+  WHERE xnovu_priority > 0 AND notification_status = 'FAILED' AND dead_lettered_at IS NULL;
