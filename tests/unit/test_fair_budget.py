@@ -155,7 +155,7 @@ def test_extreme_weights_are_clamped_so_choosing_the_next_waiter_stays_quick() -
     """FAIR_SHARE_WEIGHTS refuses weights outside 0.001..1000 (Temporal's range); a mapping given to the queue
     directly is clamped to that range."""
     for text in (f"{A}=0.000001", f"{B}=1000000"):
-        with pytest.raises(ValueError, match="from 0.001 to 1000"):
+        with pytest.raises(ValueError, match=r"from 0\.001 to 1000"):
             parse_weights(text)
     q = FairQueue({A: 0.000001, B: 1_000_000.0})
     lone = q.push(100, 0, A)  # alone, at the smallest weight: at most 1 000 turns before it can pay

@@ -125,8 +125,8 @@ def test_the_batch_size_bounds_a_claim() -> None:
         (f"{A}", "not enterprise=weight"),
         (f"{A}=x", "not a number"),
         (f"{A}=0", "above 0"),
-        (f"{A}=0.0001", "from 0.001 to 1000"),
-        (f"{A}=1000000", "from 0.001 to 1000"),
+        (f"{A}=0.0001", r"from 0\.001 to 1000"),
+        (f"{A}=1000000", r"from 0\.001 to 1000"),
         (f"{A}=1,{A}=2", "named twice"),
     ],
 )

@@ -978,8 +978,9 @@ SELECT id FROM inserted UNION ALL SELECT id FROM existing;
 -- The due backlog by (urgency, enterprise) for /status and /metrics (docs/priority.md "Operating it"): rows a
 -- claim could take now (PENDING and due, or FAILED with their retry due; not held), counted with the oldest due time
 -- of each group. Bounded whatever the table: each part reads at most $1 rows in due order through its own partial
--- index (the claims' *_idx3 and retry indexes for every urgency, 0013's for urgent rows only, so an urgent row
--- behind a normal backlog of millions is still seen), and a row read by two parts counts once. `capped` says a part
+-- index (the claims' *_idx3 and retry indexes for every urgency; 0013's for urgent rows only, the highest urgency
+-- first, so an urgent row behind a normal backlog of millions, or behind a big backlog of a lower urgency, is still
+-- seen), and a row read by two parts counts once. `capped` says a part
 -- stopped at $1: the counts are then those of the oldest rows read, and the oldest due times stay exact.
 WITH parts AS (
   (SELECT n.id, n.xnovu_priority AS urgency, n.enterprise_id, n.updated_at AS due, 'new' AS part
@@ -1005,20 +1006,20 @@ WITH parts AS (
    WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
      AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NULL AND n.held_at IS NULL
      AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
-   ORDER BY n.updated_at, n.id LIMIT $1)
+   ORDER BY n.xnovu_priority DESC, n.updated_at, n.id LIMIT $1)
   UNION ALL
   (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.scheduled_for, 'urgent-scheduled'
    FROM notify.ent_notification n
    WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
      AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
      AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
-   ORDER BY n.scheduled_for, n.id LIMIT $1)
+   ORDER BY n.xnovu_priority DESC, n.scheduled_for, n.id LIMIT $1)
   UNION ALL
   (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'urgent-failed'
    FROM notify.ent_notification n
    WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
      AND n.next_attempt_at <= now()
-   ORDER BY n.next_attempt_at, n.id LIMIT $1)
+   ORDER BY n.xnovu_priority DESC, n.next_attempt_at, n.id LIMIT $1)
 ), capped AS (
   SELECT coalesce(bool_or(c.n >= $1), false) AS capped FROM (SELECT count(*) AS n FROM parts GROUP BY part) c
 ), rows AS (
