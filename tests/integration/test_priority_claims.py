@@ -77,7 +77,9 @@ async def test_an_urgent_row_committed_while_the_window_is_full_is_claimed_on_th
     await _rows(env, wf, 30)
     filled = await _claim(env, batch=30)
     assert len(filled) == 20, "the window (20 rows) is full of normal work"
-    assert await _claim(env) == [], "nothing normal fits"
+    full = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=600_000, limits=LIMITS)
+    assert full.rows == [] and full.capacity_limited, "nothing normal fits"
+    assert full.urgent_room, "the claim reports the urgent window free: the poll chain does not back off long"
     [alarm] = await _rows(env, wf, 1, priority=urgent)
     got = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=600_000, limits=LIMITS)
     assert [(c.notification_id, c.priority) for c in got.rows] == [(alarm, 1)]
@@ -366,3 +368,49 @@ async def test_on_the_real_stack_an_urgent_row_and_another_enterprise_overtake_a
     print(f"\nB's urgent row sent {urgent_s:.1f} s after commit, B's normal rows {normal_s:.1f} s; A had {left} of 300"
           " rows still to send")
     assert left > 100, "B did not wait for A's backlog"
+
+
+async def _poll_chain(client: Any, kind: PollKind = PollKind.NEW) -> Any:
+    """The running poll chain of `kind` (a Schedule-started workflow; continue-as-new keeps its id)."""
+    from xnovu.core.models import schedule_id
+
+    async def find() -> Any:
+        query = "WorkflowType = 'PollNotificationsWorkflow' AND ExecutionStatus = 'Running'"
+        ids = [w.id async for w in client.list_workflows(query) if w.id.startswith(schedule_id(kind))]
+        return client.get_workflow_handle(ids[0]) if ids else None
+
+    return await eventually(find, timeout=20, interval=0.2)
+
+
+async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_back_off_is_claimed_within_2_s(
+    env: Env,
+) -> None:
+    """Two rows of 400 recipients each count half the token window (200 tokens at 20 tokens/s), so the normal
+    window is full for about 40 s while ten single rows of A wait: the new poll chain claims nothing and backs off
+    (1, 2, 4, then 8 s between claims). A commit's wake-up waits behind the running chain, so an urgent row committed
+    just after one of its claims waited for the next one, up to 8 s, though the urgent window was empty. Now the
+    claim reports that urgent room is free and the chain claims again within a second."""
+    wf = await env.workflow("welcome")
+    urgent = await _priority(env, "fire-emergency", 1)
+    big = await _rows(env, wf, 2, enterprise=A, recipients=400)
+    waiting = await _rows(env, wf, 10, enterprise=A)
+    async with env.worker(novu_rate_limit_rps=20, poll_batch_size=5, poll_interval_ms=1_000,
+                          processing_lease_ms=120_000) as manager:
+        await eventually(lambda: env.all_in(big, "PROCESSING"), timeout=20, interval=0.2)
+        await asyncio.sleep(9)  # the chain has backed off to its longest wait (before) by now
+        chain = await _poll_chain(manager.client)
+        run = (await chain.describe()).run_id
+
+        async def next_run() -> bool:
+            return (await chain.describe()).run_id != run
+
+        await eventually(next_run, timeout=15, interval=0.05)
+        await asyncio.sleep(0.3)  # that run has claimed (nothing: the normal window is full) and sleeps
+        started = time.monotonic()
+        [alarm] = await _rows(env, wf, 1, enterprise=B, priority=urgent)
+        await eventually(lambda: env.all_in([alarm], "SENT"), timeout=20, interval=0.05)
+        took = time.monotonic() - started
+        held_back = await env.all_in(waiting, "PENDING")
+    print(f"\nurgent row committed during the capacity back-off sent {took:.2f} s after commit")
+    assert held_back, "the normal window stayed full throughout"
+    assert took <= 2.0, f"{took:.1f} s: the chain backed off with urgent room free"

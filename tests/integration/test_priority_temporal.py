@@ -38,11 +38,17 @@ from xnovu.core.models import (
 from xnovu.core.priority import temporal_priority_key
 from xnovu.db.repository import NewNotification, insert_notifications
 from xnovu.temporal import searchattrs
+from xnovu.temporal.activities import XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (
     ALREADY_STARTED_RETRIES,
+    CAPACITY_WAIT,
+    CAPACITY_WAIT_MAX,
+    CLAIM_RETRY,
+    CLAIM_TIMEOUT,
     RETRY_ALREADY_STARTED,
+    URGENT_ROOM_WAIT,
     WORKFLOWS,
     NotificationTriggerWorkflow,
     PollNotificationsWorkflow,
@@ -133,6 +139,28 @@ async def _urgent_row(env: Env, sort_order: int) -> int:
     )
     assert (await env.row(nid))["xnovu_priority"] == sort_order
     return nid
+
+
+async def test_a_row_claimed_by_a_real_poll_starts_its_child_with_its_priority(env: Env) -> None:
+    """The poll path end to end, no stub: the claim SQL fills ClaimedNotification.priority from the row's urgency,
+    and the poll starts the child with its priority key, its enterprise as fairness key and XnovuPriority."""
+    nid = await _urgent_row(env, 2)
+    wf = await env.workflow("welcome")
+    [plain] = await insert_notifications(env.repo, wf, [NewNotification("news", [str(uuid.uuid4())], {})])
+    async with env.worker() as manager:  # the real poll schedules and claim
+        assert manager.client is not None
+        await eventually(lambda: env.all_in([nid, plain], "SENT"), timeout=30)
+        urgent = manager.client.get_workflow_handle(child_id(nid, 1))
+        normal = manager.client.get_workflow_handle(child_id(plain, 1))
+        assert (await urgent.describe()).parent_id is not None, "started by a poll, not a manual trigger"
+        assert await _priority_of(urgent) == (
+            Priority(priority_key=temporal_priority_key(2), fairness_key=ENTERPRISE),
+            2,
+        )
+        assert await _priority_of(normal) == (
+            Priority(priority_key=temporal_priority_key(0), fairness_key=searchattrs.NO_ENTERPRISE_KEY),
+            0,
+        )
 
 
 async def test_a_batch_trigger_starts_the_attempt_with_its_rows_priority(env: Env) -> None:
@@ -258,3 +286,65 @@ async def test_bootstrap_sets_fair_share_weights_as_the_task_queues_fairness_wei
     second = env.settings.model_copy(update={"fair_share_weights": f"{ENTERPRISE}=1.5"})
     await bootstrap(client, second)
     assert await _weights(client, queue) == {ENTERPRISE: 1.5, "gold": 5.0}  # none unset, the operator's key kept
+
+
+_capacity_calls = itertools.count()
+
+
+@activity.defn(name="claim_notifications")
+async def claim_full_then_empty(kind: PollKind) -> ClaimBatch:
+    """Odd calls: rows wait, the normal window is full, the urgent one has room; even calls: nothing due."""
+    if next(_capacity_calls) % 2 == 0:
+        return ClaimBatch(rows=[], batch_size=100, capacity_limited=True, urgent_room=True)
+    return ClaimBatch(rows=[], batch_size=100)
+
+
+@workflow.defn(name="PollNotificationsWorkflow", sandboxed=False)
+class BackOffPollWorkflow(PollNotificationsWorkflow):
+    """PollNotificationsWorkflow's run as shipped before the urgent-room cap: the back-off ignores urgent room."""
+
+    @workflow.run
+    async def run(self, inp: PollInput) -> PollResult:
+        batch = await workflow.execute_local_activity_method(
+            XnovuActivities.claim_notifications,
+            inp.kind,
+            start_to_close_timeout=CLAIM_TIMEOUT,
+            retry_policy=CLAIM_RETRY,
+        )
+        if batch.capacity_limited:
+            waits = 0 if batch.rows else inp.capacity_waits + 1
+            await workflow.sleep(min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX))
+            workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
+        return PollResult(inp.kind, batches=inp.batches_before + 1)
+
+
+async def test_the_urgent_room_cap_of_the_capacity_back_off_keeps_recorded_poll_histories_replayable(env: Env) -> None:
+    """A poll that found the normal window full but urgent room free sleeps at most URGENT_ROOM_WAIT (1 s) instead of
+    its back-off (2 s here). The shorter timer is behind `workflow.patched`: a history recorded before (a 2 s timer)
+    replays on the new code, as does one recorded by it (a 1 s timer and the patch marker)."""
+    client = await connect_temporal(env.settings)
+    timers: list[list[float]] = []
+    histories = []
+    async with env.worker(poll_interval_ms=3_600_000, wakeup_enabled=False):
+        for poll_class in (BackOffPollWorkflow, PollNotificationsWorkflow):
+            queue = f"backoff-{uuid.uuid4().hex[:6]}"
+            async with Worker(client, task_queue=queue, workflows=[poll_class], activities=[claim_full_then_empty]):
+                poll = await client.start_workflow(
+                    "PollNotificationsWorkflow", PollInput(PollKind.NEW), id=f"poll-{queue}", task_queue=queue
+                )
+                await client.get_workflow_handle(poll.id).result()  # the chain's last run
+                # The first run: the claim, the back-off, continue-as-new.
+                first = client.get_workflow_handle(poll.id, run_id=poll.first_execution_run_id)
+                history = await first.fetch_history()
+            histories.append(history)
+            timers.append(
+                [
+                    e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+                    for e in history.events
+                    if e.HasField("timer_started_event_attributes")
+                ]
+            )
+    assert timers == [[2.0], [URGENT_ROOM_WAIT.total_seconds()]]
+    for history in histories:
+        result = await Replayer(workflows=WORKFLOWS).replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{history.workflow_id}: {result.replay_failure!r}"

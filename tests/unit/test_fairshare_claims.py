@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from xnovu.core.fairshare import Candidate, ClaimLimits, InFlight, select
+from xnovu.core.fairshare import Candidate, ClaimLimits, InFlight, has_room, select
 from xnovu.core.weights import parse_weights
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -112,6 +112,16 @@ def test_retries_get_a_share_beside_new_work_that_fills_the_window() -> None:
     full = [InFlight(0, None, False, rows=100, tokens=600)]
     got = select(rows(None, 200, first=1, retry=True), full, LIMITS, batch_size=200)
     assert len(got) == 50, "half the window's rows: the retry lane's share beside the new lane"
+
+
+def test_urgent_room_is_reported_while_only_the_normal_window_is_full() -> None:
+    full = [InFlight(0, A, False, rows=100, tokens=600)]
+    assert has_room(full, [], LIMITS, urgent=True) and not has_room(full, [], LIMITS, urgent=False)
+    urgent_full = [*full, InFlight(2, B, False, rows=99, tokens=10)]
+    assert has_room(urgent_full, [], LIMITS, urgent=True)
+    assert not has_room(urgent_full, rows(B, 1, first=1, level=2), LIMITS, urgent=True), "the row just claimed counts"
+    big = rows(B, 1, first=2, level=1, tokens=5_000)  # counts half the token window
+    assert has_room([], big, LIMITS, urgent=True) and not has_room([], big * 2, LIMITS, urgent=True)
 
 
 def test_the_batch_size_bounds_a_claim() -> None:

@@ -164,6 +164,24 @@ def select(
     return chosen
 
 
+def has_room(
+    in_flight: Iterable[InFlight], chosen: Iterable[Candidate], limits: ClaimLimits, *, urgent: bool
+) -> bool:
+    """Whether the class (urgent rows, or the rest) could still take a one-token row after `chosen` are claimed
+    beside `in_flight`, within its plain window (the fair-share headroom may admit more; this errs on the side of
+    no)."""
+    rows = tokens = 0
+    for f in in_flight:
+        if (f.level > 0) == urgent:
+            rows += f.rows
+            tokens += f.tokens
+    for c in chosen:
+        if (c.level > 0) == urgent:
+            rows += 1
+            tokens += limits.cost(c.tokens)
+    return rows + 1 <= limits.max_rows and tokens + 1 <= limits.max_tokens
+
+
 def _due_order(c: Candidate) -> tuple[bool, datetime | float, int]:
     return (c.due is not None, c.due if c.due is not None else 0.0, c.id)
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from xnovu.config import Settings, redact_url
-from xnovu.core.fairshare import Candidate, InFlight, select
+from xnovu.core.fairshare import Candidate, InFlight, has_room, select
 from xnovu.core.fairshare import ClaimLimits as ClaimLimits  # owned by fairshare; imported from here too
 from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.db.migrate import migrate
@@ -337,8 +337,12 @@ class Repository:
             ids = select(candidates, in_flight, limits, batch_size=batch_size, weights=self.weights)
             rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
         waiting = len({c.id for c in candidates})
+        chosen = set(ids)
         return ClaimBatch(
-            rows=_claimed(rows), batch_size=batch_size, capacity_limited=len(ids) < min(batch_size, waiting)
+            rows=_claimed(rows),
+            batch_size=batch_size,
+            capacity_limited=len(ids) < min(batch_size, waiting),
+            urgent_room=has_room(in_flight, [c for c in candidates if c.id in chosen], limits, urgent=True),
         )
 
     def _rotate(self, kind: PollKind, heads: Sequence[asyncpg.Record]) -> None:

@@ -70,6 +70,12 @@ RETRY_ALREADY_STARTED = "retry-already-started"
 #: A poll that found rows but no room in flight (back-pressure) claims again after this, doubling up to the cap.
 CAPACITY_WAIT = timedelta(seconds=1)
 CAPACITY_WAIT_MAX = timedelta(seconds=8)
+#: ... but while the urgent window has room, at most this long: an urgent row committed during the back-off is
+#: claimed by the chain's next claim (a commit's wake-up waits behind the running chain), so it waits about a second,
+#: not up to CAPACITY_WAIT_MAX (docs/priority.md "Claims").
+URGENT_ROOM_WAIT = timedelta(seconds=1)
+#: Patch marker of that cap: a history recorded before it replays with the back-off it recorded.
+CAP_BACKOFF_FOR_URGENT = "cap-backoff-for-urgent"
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -213,6 +219,8 @@ class PollNotificationsWorkflow:
             # (backing off while nothing does), rather than a whole tick later.
             waits = 0 if batch.rows else inp.capacity_waits + 1
             wait = min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX)
+            if batch.urgent_room and wait > URGENT_ROOM_WAIT and workflow.patched(CAP_BACKOFF_FOR_URGENT):
+                wait = URGENT_ROOM_WAIT  # only the normal window is full: an urgent row must not wait up to 8 s
             await workflow.sleep(wait)
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         return PollResult(
