@@ -46,11 +46,13 @@ async def test_the_probe_tells_a_server_with_fairness_from_one_without(
 
 
 async def test_doctor_reports_fairness_in_one_line(env: Env, fair_server: TemporalDevServer) -> None:
-    plain = {c.name: c for c in await run_checks(env.settings.model_copy(update={"temporal_namespace": "default"}))}
+    default = env.settings.model_copy(update={"temporal_namespace": "default"})
+    plain = {c.name: c for c in await run_checks(default, fairness_probe=True)}
     fair = {
         c.name: c
         for c in await run_checks(
-            env.settings.model_copy(update={"temporal_address": fair_server.address, "temporal_namespace": "xnovu"})
+            env.settings.model_copy(update={"temporal_address": fair_server.address, "temporal_namespace": "xnovu"}),
+            fairness_probe=True,
         )
     }
     for checks in (plain, fair):
@@ -58,6 +60,11 @@ async def test_doctor_reports_fairness_in_one_line(env: Env, fair_server: Tempor
     assert plain["temporal-fairness"].detail.startswith("off: ")
     assert "matching.enableFairness=true" in plain["temporal-fairness"].detail
     assert fair["temporal-fairness"].detail.startswith("on: ")
-    default = env.settings.model_copy(update={"temporal_namespace": "default"})
-    skipped = {c.name: c for c in await run_checks(default, fairness_probe=False)}
-    assert skipped["temporal-fairness"].detail.startswith("not probed")
+    # Opt-in: a plain doctor run starts no probe workflow (Temporal Cloud bills them) and says how to run it.
+    client = await Client.connect(env.stack.temporal.address, namespace="default")
+    probes = "WorkflowType = 'XnovuFairnessProbe'"
+    before = (await client.count_workflows(probes)).count
+    skipped = {c.name: c for c in await run_checks(default)}
+    assert skipped["temporal-fairness"].ok and skipped["temporal-fairness"].detail.startswith("not probed")
+    assert "xnovu doctor --fairness-probe" in skipped["temporal-fairness"].detail
+    assert (await client.count_workflows(probes)).count == before

@@ -19,6 +19,9 @@ from xnovu.temporal.fairness import NORMAL, OTHER, probe_fairness
 from xnovu.worker.composition import novu_client
 from xnovu.worker.wakeup import off_reason
 
+#: The doctor's option that runs the fairness probe (off by default: it starts workflows).
+PROBE_FLAG = "--fairness-probe"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -82,7 +85,12 @@ async def _fairness(client: Client, probe: bool) -> Check:
         "setting) so the task queue shares out children by enterprise too"
     )
     if not probe:
-        return Check("temporal-fairness", True, f"not probed (--no-fairness-probe); to use it, {fix}")
+        return Check(
+            "temporal-fairness",
+            True,
+            f"not probed: run `xnovu doctor {PROBE_FLAG}` to measure whether the server shares out children by "
+            f"enterprise (starts {NORMAL + OTHER} probe workflows, billed as actions on Temporal Cloud)",
+        )
     try:
         result = await asyncio.wait_for(probe_fairness(client), 60)
     except (RPCError, TimeoutError) as exc:
@@ -97,7 +105,7 @@ async def _fairness(client: Client, probe: bool) -> Check:
     return Check("temporal-fairness", True, f"unclear ({how}); run `xnovu doctor` again, or check the server's config")
 
 
-async def _temporal(settings: Settings, probe: bool = True) -> list[Check]:
+async def _temporal(settings: Settings, probe: bool = False) -> list[Check]:
     try:
         client = await connect_temporal(settings)
     except XnovuError as exc:
@@ -133,8 +141,9 @@ async def _novu(settings: Settings) -> list[Check]:
     return [Check("novu", ok, message)]
 
 
-async def run_checks(settings: Settings, *, fairness_probe: bool = True) -> list[Check]:
-    """All checks, concurrently; never raises for a failed dependency. `fairness_probe`: measure whether the
-    Temporal server dispatches by fairness key (starts and terminates 120 probe workflows on a queue of their own)."""
+async def run_checks(settings: Settings, *, fairness_probe: bool = False) -> list[Check]:
+    """All checks, concurrently; never raises for a failed dependency. `fairness_probe` (opt-in, `xnovu doctor
+    --fairness-probe`): measure whether the Temporal server dispatches by fairness key (starts and terminates 120
+    probe workflows on a queue of their own: each doctor run would otherwise cost Temporal Cloud actions)."""
     groups = await asyncio.gather(_database(settings), _temporal(settings, fairness_probe), _novu(settings))
     return [check for group in groups for check in group]
