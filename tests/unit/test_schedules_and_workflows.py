@@ -259,19 +259,20 @@ def test_temporal_priority_is_the_urgency_key_and_the_enterprise(
 # -- queries.sql ---------------------------------------------------------------------------------------------
 
 _CALL = re.compile(r"\bq\(\s*(f?)\"([^\"]*)\"\s*\)")
-_CLAIM = "candidates_{kind.value}"
+#: f-string names expanded per poll kind: the claim's oldest candidates and the heads of its fair-share walk.
+_PER_KIND = {"candidates_{kind.value}": "candidates_", "heads_{kind.value}": "heads_"}
 
 
 def used_query_names() -> set[str]:
-    """Every block name passed to q(...) anywhere in the package (the claim candidates f-string expanded per kind)."""
+    """Every block name passed to q(...) anywhere in the package (the claim's f-strings expanded per kind)."""
     names: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         for is_f, name in _CALL.findall(source):
             if not is_f:
                 names.add(name)
-            elif name == _CLAIM:
-                names.update(f"candidates_{k.value}" for k in PollKind)
+            elif name in _PER_KIND:
+                names.update(f"{_PER_KIND[name]}{k.value}" for k in PollKind)
             else:
                 pytest.fail(f'{path.name}: q(f"{name}") cannot be checked; extend this test')
     return names
@@ -281,6 +282,7 @@ def test_the_scan_sees_the_repository_and_migration_calls() -> None:
     """Guards the scan itself: if the call syntax changed, the check below would pass vacuously."""
     names = used_query_names()
     assert {"candidates_new", "candidates_failed", "candidates_scheduled", "claim_rows", "acquire", "finalize"} <= names
+    assert {"heads_new", "heads_failed", "heads_scheduled", "claim_flight"} <= names
     assert {"migrations_lock", "migrations_table", "migrations_applied", "migrations_record"} <= names
     for module in ("db/repository.py", "db/migrate.py"):
         source = (PACKAGE / module).read_text(encoding="utf-8")
