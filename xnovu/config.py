@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     #: Fair-share weights of enterprises within an urgency level (docs/priority.md "Claims"): "uuid=3,uuid=1", an
     #: enterprise not named weighs 1, "none=W" weighs the rows without an enterprise. Empty: every one equal.
     fair_share_weights: str = ""
+    #: `priority` (urgency first, fair share across enterprises, docs/priority.md) or `oldest-first`: due rows in due
+    #: order in one window and Novu tokens first come first served, the order before priority; a comparison mode
+    #: (`xnovu bench`'s noisy-neighbour phase, docs/performance.md), not meant for production.
+    send_order: Literal["priority", "oldest-first"] = "priority"
 
     # Rules (README "Rules"): the xnovu-rules-sync interval and how late a missed fire may still be made up.
     rules_sync_interval_ms: int = Field(60_000, ge=1, le=86_400_000)

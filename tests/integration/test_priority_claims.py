@@ -414,3 +414,39 @@ async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_bac
     print(f"\nurgent row committed during the capacity back-off sent {took:.2f} s after commit")
     assert held_back, "the normal window stayed full throughout"
     assert took <= 2.0, f"{took:.1f} s: the chain backed off with urgent room free"
+
+
+async def test_send_order_oldest_first_claims_in_due_order_in_one_window_and_without_priority(env: Env) -> None:
+    """SEND_ORDER=oldest-first, the comparison mode of the bench's noisy-neighbour phase (docs/performance.md): due
+    order whatever the urgency or enterprise, one window for everything, claimed rows carry no priority."""
+    from xnovu.db.repository import Repository
+
+    wf = await env.workflow("welcome")
+    urgent = await _priority(env, "fire-emergency", 1)
+    a = await _rows(env, wf, 25, enterprise=A)
+    alarm = await _rows(env, wf, 2, enterprise=B, priority=urgent)
+    oldest = Repository(env.repo.pool, oldest_first=True)
+    first = await oldest.claim(PollKind.NEW, batch_size=30, lease_ms=600_000, limits=LIMITS)
+    assert [c.notification_id for c in first.rows] == a[:20], "A's oldest rows fill the one window"
+    assert all(c.priority == 0 for c in first.rows) and not first.urgent_room
+    again = await oldest.claim(PollKind.NEW, batch_size=30, lease_ms=600_000, limits=LIMITS)
+    assert again.rows == [] and again.capacity_limited, "the urgent rows wait behind A's: no window of their own"
+    fair = await env.repo.claim(PollKind.NEW, batch_size=30, lease_ms=600_000, limits=LIMITS)
+    assert [c.notification_id for c in fair.rows][:2] == alarm, "SEND_ORDER=priority (the default) takes them"
+
+
+async def test_send_order_oldest_first_serves_the_token_budget_first_come(env: Env) -> None:
+    from xnovu.db.budget import PostgresTokenBudget
+
+    budget = PostgresTokenBudget(env.repo.pool, 50, capacity=10, fifo=True)
+    await budget.acquire(10)
+    served: list[str] = []
+
+    async def one(name: str, urgency: int) -> None:
+        await budget.acquire(1, urgency=urgency, enterprise=A if urgency == 0 else B, notification=name)
+        served.append(name)
+
+    normal = [asyncio.create_task(one(f"n{i}", 0)) for i in range(20)]
+    await asyncio.sleep(0.05)
+    await asyncio.gather(one("urgent", 2), *normal)
+    assert served[-1] == "urgent", "first come, first served: the urgent request waits its turn"

@@ -39,6 +39,7 @@ class PostgresTokenBudget:
         name: str = EVENTS_BUCKET,
         lease_s: float = 0.1,
         weights: Mapping[str, float] | None = None,
+        fifo: bool = False,
     ) -> None:
         if not rate_per_s > 0:
             raise ValueError("rate_per_s must be positive")
@@ -52,6 +53,8 @@ class PostgresTokenBudget:
         self._consumed = 0.0
         self._blocked_until = 0.0
         self._turns = FairTurns(weights)
+        self._fifo = fifo
+        """SEND_ORDER=oldest-first: every waiter in arrival order (the order before priority; a comparison mode)."""
         self._taking = asyncio.Lock()
         self._initialised = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +78,8 @@ class PostgresTokenBudget:
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
+        if self._fifo:
+            urgency, enterprise, notification = 0, None, None
         async with self._turns.turn(need, urgency, enterprise, notification) as turn:
             while True:
                 await turn.until_head()

@@ -849,11 +849,12 @@ RETURNING id;
 -- name: insert_notifications
 -- Many notifications in one statement (demo and benchmark): one row per element of the arrays.
 INSERT INTO notify.ent_notification
-  (name, publish_status, notification_workflow_id, payload, recipients, scheduled_for, enterprise_id)
+  (name, publish_status, notification_workflow_id, payload, recipients, scheduled_for, enterprise_id,
+   typ_notification_priority_id)
 SELECT u.name, u.publish_status::shared_types.publish_status, $1, u.payload::jsonb,
-       string_to_array(u.recipients, ',')::uuid[], u.scheduled_for, $7::uuid
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-  AS u(name, publish_status, payload, recipients, scheduled_for)
+       string_to_array(u.recipients, ',')::uuid[], u.scheduled_for, $7::uuid, u.priority_id
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $8::bigint[])
+  AS u(name, publish_status, payload, recipients, scheduled_for, priority_id)
 RETURNING id;
 
 -- name: notification_states

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -234,7 +234,9 @@ async def connect(settings: Settings, *, min_size: int = 1) -> Repository:
             f"cannot connect to Postgres at {redact_url(url)}: {type(exc).__name__}: {_clean(exc, url)}; "
             "check DATABASE_URL and that the database is running"
         ) from None
-    return Repository(pool, weights=settings.fair_share_weight_map)
+    return Repository(
+        pool, weights=settings.fair_share_weight_map, oldest_first=settings.send_order == "oldest-first"
+    )
 
 
 def _clean(exc: BaseException, url: str) -> str:
@@ -247,10 +249,15 @@ def _clean(exc: BaseException, url: str) -> str:
 class Repository:
     """The outbox tables behind typed methods; owns the asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, weights: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, weights: Mapping[str, float] | None = None, oldest_first: bool = False
+    ) -> None:
         self.pool = pool
         self.weights: Mapping[str, float] = dict(weights or {})
         """Fair-share weights by enterprise (FAIR_SHARE_WEIGHTS; an enterprise not named weighs 1)."""
+        self.oldest_first = oldest_first
+        """SEND_ORDER=oldest-first: claims take due rows in due order in one group and one window, and claimed rows
+        carry no priority (the comparison mode of docs/performance.md "Noisy neighbour")."""
         self._fair_cursor: dict[PollKind, str | None] = {}
 
     async def close(self) -> None:
@@ -334,15 +341,22 @@ class Repository:
                 InFlight(int(g["level"]), g["enterprise"], bool(g["retry"]), int(g["rows"]), int(g["tokens"]))
                 for g in flight["groups"]
             ]
+            if self.oldest_first:  # one group, one window: due order only
+                candidates = [replace(c, level=0, enterprise=None, retry=False) for c in candidates]
+                in_flight = [InFlight(0, None, False, f.rows, f.tokens) for f in in_flight]
             ids = select(candidates, in_flight, limits, batch_size=batch_size, weights=self.weights)
             rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
         waiting = len({c.id for c in candidates})
         chosen = set(ids)
+        claimed = _claimed(rows)
+        if self.oldest_first:
+            claimed = [replace(c, priority=0) for c in claimed]
         return ClaimBatch(
-            rows=_claimed(rows),
+            rows=claimed,
             batch_size=batch_size,
             capacity_limited=len(ids) < min(batch_size, waiting),
-            urgent_room=has_room(in_flight, [c for c in candidates if c.id in chosen], limits, urgent=True),
+            urgent_room=not self.oldest_first
+            and has_room(in_flight, [c for c in candidates if c.id in chosen], limits, urgent=True),
         )
 
     def _rotate(self, kind: PollKind, heads: Sequence[asyncpg.Record]) -> None:
@@ -577,6 +591,8 @@ class NewNotification:
     payload: dict[str, Any]
     publish_status: str = "PUBLISH"
     scheduled_for: datetime | None = None
+    priority_id: int | None = None
+    """A `notify.typ_notification_priority` id (its row's urgency follows by trigger, docs/priority.md)."""
 
 
 async def upsert_workflow(
@@ -608,6 +624,7 @@ async def insert_notifications(
         [",".join(r.recipients) for r in rows],
         [r.scheduled_for for r in rows],
         enterprise_id,
+        [r.priority_id for r in rows],
     )
     return [r["id"] for r in result]
 
