@@ -718,12 +718,34 @@ def emulator(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run."),
     as_json: bool = JSON_OPT,
+    only: str | None = typer.Option(
+        None, "--only", help="Run one phase alone: noisy (the noisy-neighbour phase, docs/performance.md)."
+    ),
+    noisy_rows: int | None = typer.Option(
+        None, "--noisy-rows", min=1, help="Noisy neighbour: A's single-recipient rows (default 2000; --quick 500)."
+    ),
+    noisy_big_recipients: int | None = typer.Option(
+        None, "--noisy-big-recipients", min=1, help="Noisy neighbour: recipients of A's big row (default 5000)."
+    ),
+    noisy_issue_sizes: bool = typer.Option(
+        False,
+        "--noisy-issue-sizes",
+        help="Noisy neighbour at issue 17's sizes: 20 000 rows and one of 50 000 recipients (~20 min per run, 3 runs).",
+    ),
 ) -> None:
     """Benchmark throughput, latency and scheduling precision on the embedded stack."""
     require_embedded("bench")
-    from xnovu.devtools.bench.phases import run_bench
+    import dataclasses
 
-    run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
+    from xnovu.devtools.bench.phases import run_bench
+    from xnovu.devtools.bench.plan import FULL, NOISY_ISSUE, QUICK
+
+    noisy = NOISY_ISSUE if noisy_issue_sizes else (QUICK if quick else FULL).noisy
+    if noisy_rows is not None:
+        noisy = dataclasses.replace(noisy, a_rows=noisy_rows)
+    if noisy_big_recipients is not None:
+        noisy = dataclasses.replace(noisy, a_big_recipients=noisy_big_recipients)
+    run(run_bench(settings(), quick=quick, as_json=as_json, console=out, only=only, noisy=noisy))
 
 
 def main() -> None:
