@@ -102,7 +102,8 @@ async def _fairness(client: Client, probe: bool) -> Check:
         return Check("temporal-fairness", True, f"on: the task queue shares out children by enterprise ({how})")
     if result.state == "off":
         return Check("temporal-fairness", True, f"off: children queue oldest first within a priority ({how}); {fix}")
-    return Check("temporal-fairness", True, f"unclear ({how}); run `xnovu doctor` again, or check the server's config")
+    again = f"run `xnovu doctor {PROBE_FLAG}` again, or check the server's config"
+    return Check("temporal-fairness", True, f"unclear ({how}); {again}")
 
 
 async def _temporal(settings: Settings, probe: bool = False) -> list[Check]:
