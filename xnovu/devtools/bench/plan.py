@@ -10,7 +10,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from xnovu.novu.fairqueue import QUANTUM
+#: Tokens of one enterprise's turn at the token budget at weight 1: xnovu.novu.fairqueue.QUANTUM (this module imports
+#: no other xnovu module; tests/unit/test_bench_plan.py keeps the two equal).
+BUDGET_TURN_TOKENS = 100.0
 
 
 @dataclass(frozen=True)
@@ -260,8 +262,8 @@ def per_item(total: float, items: int) -> float:
 def fair_share_s(plan: NoisyPlan, poll_interval_s: float = POLL_INTERVAL_MS / 1000) -> float:
     """B's fair share in the noisy-neighbour phase: the time B's normal rows take at half the budget (two enterprises
     with work share it equally), plus one poll interval (the claim), plus one turn of A's at the token budget
-    (QUANTUM tokens at the full rate: the turn under way when B's first request arrives)."""
-    return plan.b_normal / (plan.rps / 2) + poll_interval_s + QUANTUM / plan.rps
+    (BUDGET_TURN_TOKENS at the full rate: the turn under way when B's first request arrives)."""
+    return plan.b_normal / (plan.rps / 2) + poll_interval_s + BUDGET_TURN_TOKENS / plan.rps
 
 
 #: The noisy-neighbour targets (issue 17): B's urgent rows p99, A's drain against A alone.
