@@ -146,7 +146,10 @@ def _notification(row: asyncpg.Record) -> NotificationRow:
 
 
 def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
-    """Claimed rows as the poll fans them out, in id order."""
+    """Claimed rows as the poll fans them out: most urgent first, then in id order. The poll issues its child starts
+    in this order and the server takes them in turn, so an urgent row claimed in one batch with a hundred others
+    starts first, not last (measured: urgent rows of a batch of 100 started 0.4 to 2.2 s after their claim in id
+    order; docs/priority.md "Claims")."""
     return sorted(
         (
             ClaimedNotification(
@@ -160,7 +163,7 @@ def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
             )
             for r in rows
         ),
-        key=lambda c: c.notification_id,
+        key=lambda c: (-c.priority, c.notification_id),
     )
 
 
