@@ -733,7 +733,7 @@ def bench(
         help="Noisy neighbour at issue 17's sizes: 20 000 rows and one of 50 000 recipients (~20 min per run, 3 runs).",
     ),
 ) -> None:
-    """Benchmark throughput, latency and scheduling precision on the embedded stack."""
+    """Benchmark throughput, latency, scheduling precision and the noisy neighbour on the embedded stack."""
     require_embedded("bench")
     import dataclasses
 
