@@ -86,3 +86,36 @@ DROP TRIGGER IF EXISTS xnovu_priority_on_update ON notify.ent_notification;
 CREATE TRIGGER xnovu_priority_on_update BEFORE UPDATE OF typ_notification_priority_id ON notify.ent_notification
   FOR EACH ROW WHEN (NEW.typ_notification_priority_id IS DISTINCT FROM OLD.typ_notification_priority_id)
   EXECUTE FUNCTION notify.xnovu_set_priority();
+
+-- The urgency of the rows of a priority follows its sort_order: an operator who makes "fire-emergency" more urgent
+-- wants its queued rows claimed sooner, not only its new ones. Only non-terminal rows (SENT and RETRACTED rows are
+-- history), found through the priority's index (0011_priority_index.sql), in the transaction that changed it.
+CREATE OR REPLACE FUNCTION notify.xnovu_priority_sort_order_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('xnovu.keep_updated_at', 'on', true);
+  UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(NEW.sort_order), 0)
+  WHERE n.typ_notification_priority_id = NEW.id
+    AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
+    AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(NEW.sort_order), 0);
+  PERFORM set_config('xnovu.keep_updated_at', 'off', true);
+  RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS xnovu_priority_sort_order ON notify.typ_notification_priority;
+CREATE TRIGGER xnovu_priority_sort_order AFTER UPDATE OF sort_order ON notify.typ_notification_priority
+  FOR EACH ROW WHEN (NEW.sort_order IS DISTINCT FROM OLD.sort_order)
+  EXECUTE FUNCTION notify.xnovu_priority_sort_order_changed();
+
+-- A row's updated_at is when an unscheduled PENDING row became due, the order claims take it in: recomputing its
+-- urgency (above, the backfill, `xnovu db priority set`) must not send it to the back of its queue. Those updates
+-- set `xnovu.keep_updated_at` for their own transaction; every other update touches updated_at as before (0002).
+CREATE OR REPLACE FUNCTION notify.xnovu_touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('xnovu.keep_updated_at', true) = 'on' THEN
+    RETURN NEW;
+  END IF;
+  NEW.updated_at := now();
+  RETURN NEW;
+END $$;

@@ -21,3 +21,28 @@ BEGIN
     EXECUTE format('ALTER TABLE notify.ent_notification VALIDATE CONSTRAINT %I', fk.conname);
   END LOOP;
 END $$;
+
+-- The urgency of the rows that named a priority before 0011_priority.sql added the column (every row reads 0 until
+-- then): the non-terminal ones (SENT and RETRACTED rows are history), by ranges of 5 000 ids, each range in a
+-- transaction of its own (COMMIT inside the block, which runs outside any transaction), so no row lock is held for
+-- longer than one short range and inserts never wait (they take no lock these updates hold). updated_at is kept
+-- (`xnovu.keep_updated_at`, 0011_priority.sql): it is a PENDING row's place in the queue. Nothing to do, and nothing
+-- read but one index probe, where no row names a priority.
+DO $$
+DECLARE
+  lo bigint;
+  hi bigint;
+BEGIN
+  SELECT min(id) - 1, max(id) INTO lo, hi FROM notify.ent_notification WHERE typ_notification_priority_id IS NOT NULL;
+  WHILE lo < hi LOOP
+    PERFORM set_config('xnovu.keep_updated_at', 'on', true);
+    UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(p.sort_order), 0)
+    FROM notify.typ_notification_priority p
+    WHERE n.id > lo AND n.id <= lo + 5000
+      AND p.id = n.typ_notification_priority_id
+      AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
+      AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(p.sort_order), 0);
+    COMMIT;
+    lo := lo + 5000;
+  END LOOP;
+END $$;
