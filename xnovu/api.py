@@ -97,8 +97,11 @@ class NotificationClient:
                 NotificationInput(notification_id, attempt),
                 id=wid,
                 task_queue=self.settings.temporal_task_queue,
-                search_attributes=searchattrs.for_notification(notification_id, row.workflow_key, row.enterprise_id),
+                search_attributes=searchattrs.for_notification(
+                    notification_id, row.workflow_key, row.enterprise_id, row.priority
+                ),
                 memo=searchattrs.memo_for_notification(row.name),
+                priority=searchattrs.temporal_priority(row.priority, row.enterprise_id),
             )
         except WorkflowAlreadyStartedError:
             return client.get_workflow_handle_for(NotificationTriggerWorkflow.run, wid)

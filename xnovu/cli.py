@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -175,6 +175,55 @@ def db_wakeups(
         out.print("workers that listen wait for their poll interval; `xnovu db wakeups on` switches them back on")
 
 
+PRIORITY_ORDERS = ("higher-first", "lower-first")
+
+if TYPE_CHECKING:
+    from xnovu.db.repository import Repository
+
+
+@db_app.command("priority")
+def db_priority(
+    action: str = typer.Argument("show", help="show | set"),
+    order: str | None = typer.Option(None, "--order", help="higher-first | lower-first: which sort_order is urgent"),
+    normal: int | None = typer.Option(None, "--normal", help="the sort_order that means normal urgency"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """How typ_notification_priority.sort_order maps to urgency (docs/priority.md): which way it points and which
+    value is normal. `set` changes it and recomputes the urgency of every queued row that names a priority."""
+    if action not in ("show", "set"):
+        raise XnovuError(f"unknown action {action!r}: use show or set")
+    if order is not None and order not in PRIORITY_ORDERS:
+        raise XnovuError(f"unknown order {order!r}: use higher-first or lower-first")
+    changed: int | None = None
+    if action == "show":
+        if order is not None or normal is not None:
+            raise XnovuError("--order and --normal go with `set`")
+        state = _with_repo(lambda r: r.priority_order())
+        if state is None:
+            raise XnovuError("no priority order before migration 0011: run `xnovu db migrate`")
+    else:
+        if order is None and normal is None:
+            raise XnovuError("`set` needs --order and/or --normal")
+
+        async def change(repo: Repository) -> tuple[dict[str, Any], int]:
+            current = await repo.priority_order() or {"higher_first": True, "normal_sort_order": 0}
+            higher = current["higher_first"] if order is None else order == "higher-first"
+            base = current["normal_sort_order"] if normal is None else normal
+            return await repo.set_priority_order(higher_first=higher, normal=base)
+
+        state, changed = _with_repo(change)
+    direction = "higher-first" if state["higher_first"] else "lower-first"
+    if as_json:
+        print_json({**state, "order": direction, **({"recomputed": changed} if changed is not None else {})})
+        return
+    out.print(
+        f"priority: {direction}, normal sort_order {state['normal_sort_order']} "
+        f"({state['priorities']} priorities; changed {_when(state['changed_at'])} by {state['changed_by']})"
+    )
+    if changed is not None:
+        out.print(f"recomputed the urgency of {changed} queued rows")
+
+
 # -- bootstrap ------------------------------------------------------------------------------------------------
 
 
@@ -192,6 +241,9 @@ def bootstrap() -> None:
     report = run(go())
     out.print(f"namespace: {report.namespace}")
     out.print(f"search attributes added: {', '.join(report.search_attributes) or 'none'}")
+    weights = report.fairness_weights
+    shown = weights if isinstance(weights, str) else ", ".join(f"{k}={w:g}" for k, w in weights.items()) or "none"
+    out.print(f"fairness weights on the task queue: {shown}")
     for sid, what in report.schedules.items():
         out.print(f"schedule {sid}: {what}")
 
@@ -279,6 +331,15 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
             if isinstance(wake, dict):
                 reason = f" ({wake['reason']})" if wake.get("reason") else ""
                 table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
+            due = status.get("due")
+            if isinstance(due, dict) and "by_urgency" in due:
+                capped = " (oldest rows sampled)" if due.get("capped") else ""
+                for label, groups in (
+                    ("due by urgency", due["by_urgency"]),
+                    ("due by enterprise", due["by_enterprise"]),
+                ):
+                    shown = ", ".join(f"{k}: {v['due']} oldest {v['oldest_s']:.0f} s" for k, v in groups.items())
+                    table.add_row(label, (shown or "nothing due") + capped)
             out.print(table)
     if not healthy:
         raise typer.Exit(1)
@@ -610,11 +671,19 @@ def rules_trigger(
 
 
 @app.command()
-def doctor(as_json: bool = JSON_OPT) -> None:
-    """Check Postgres, schema, Temporal, namespace and Novu (reachable, key accepted); say how to fix each."""
+def doctor(
+    as_json: bool = JSON_OPT,
+    fairness_probe: bool = typer.Option(
+        False,
+        "--fairness-probe",
+        help="Also measure whether Temporal dispatches by fairness key: starts 120 probe workflows on a queue of "
+        "their own and terminates them (about 5 s; Temporal Cloud bills them as actions).",
+    ),
+) -> None:
+    """Check Postgres, schema, Temporal, namespace and Novu (and, asked, Temporal fairness); say how to fix each."""
     from xnovu.worker.doctor import run_checks
 
-    checks = run(run_checks(settings()))
+    checks = run(run_checks(settings(), fairness_probe=fairness_probe))
     if as_json:
         print_json(checks)
     else:
@@ -649,12 +718,34 @@ def emulator(
 def bench(
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run."),
     as_json: bool = JSON_OPT,
+    only: str | None = typer.Option(
+        None, "--only", help="Run one phase alone: noisy (the noisy-neighbour phase, docs/performance.md)."
+    ),
+    noisy_rows: int | None = typer.Option(
+        None, "--noisy-rows", min=1, help="Noisy neighbour: A's single-recipient rows (default 2000; --quick 500)."
+    ),
+    noisy_big_recipients: int | None = typer.Option(
+        None, "--noisy-big-recipients", min=1, help="Noisy neighbour: recipients of A's big row (default 5000)."
+    ),
+    noisy_issue_sizes: bool = typer.Option(
+        False,
+        "--noisy-issue-sizes",
+        help="Noisy neighbour at issue 17's sizes: 20 000 rows and one of 50 000 recipients (~20 min per run, 3 runs).",
+    ),
 ) -> None:
-    """Benchmark throughput, latency and scheduling precision on the embedded stack."""
+    """Benchmark throughput, latency, scheduling precision and the noisy neighbour on the embedded stack."""
     require_embedded("bench")
-    from xnovu.devtools.bench.phases import run_bench
+    import dataclasses
 
-    run(run_bench(settings(), quick=quick, as_json=as_json, console=out))
+    from xnovu.devtools.bench.phases import run_bench
+    from xnovu.devtools.bench.plan import FULL, NOISY_ISSUE, QUICK
+
+    noisy = NOISY_ISSUE if noisy_issue_sizes else (QUICK if quick else FULL).noisy
+    if noisy_rows is not None:
+        noisy = dataclasses.replace(noisy, a_rows=noisy_rows)
+    if noisy_big_recipients is not None:
+        noisy = dataclasses.replace(noisy, a_big_recipients=noisy_big_recipients)
+    run(run_bench(settings(), quick=quick, as_json=as_json, console=out, only=only, noisy=noisy))
 
 
 def main() -> None:

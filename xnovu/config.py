@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     scheduled_poll_interval_ms: int = Field(30_000, ge=1, le=86_400_000)
     poll_batch_size: int = Field(100, ge=1, le=1000)
     poll_enterprise_id: str | None = None
+    #: Fair-share weights of enterprises within an urgency level (docs/priority.md "Claims"): "uuid=3,uuid=1", an
+    #: enterprise not named weighs 1, "none=W" weighs the rows without an enterprise. Empty: every one equal.
+    fair_share_weights: str = ""
+    #: `priority` (urgency first, fair share across enterprises, docs/priority.md) or `oldest-first`: due rows in due
+    #: order in one window and Novu tokens first come first served, the order before priority; a comparison mode
+    #: (`xnovu bench`'s noisy-neighbour phase, docs/performance.md), not meant for production.
+    send_order: Literal["priority", "oldest-first"] = "priority"
 
     # Rules (README "Rules"): the xnovu-rules-sync interval and how late a missed fire may still be made up.
     rules_sync_interval_ms: int = Field(60_000, ge=1, le=86_400_000)
@@ -118,6 +125,21 @@ class Settings(BaseSettings):
                 f"({self.processing_lease_ms}): one Novu request must fit in the lease that fences it"
             )
         return self
+
+    @field_validator("fair_share_weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        from xnovu.core.weights import parse_weights
+
+        parse_weights(value)  # a ValueError names what is wrong
+        return value
+
+    @property
+    def fair_share_weight_map(self) -> dict[str, float]:
+        """FAIR_SHARE_WEIGHTS parsed (xnovu/core/weights.py: enterprise id or "none" → weight)."""
+        from xnovu.core.weights import parse_weights
+
+        return parse_weights(self.fair_share_weights)
 
     @field_validator("poll_enterprise_id")
     @classmethod

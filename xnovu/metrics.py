@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from xnovu.core.backlog import OTHER, Backlog
 from xnovu.core.models import Outcome, PollKind, TriggerResult
 
 
@@ -103,6 +104,48 @@ class Metrics:
             "Statements this process's connection pool sent to Postgres (BEGIN/COMMIT included), each a round trip",
             registry=self.registry,
         )
+        self.due_backlog = Gauge(
+            "xnovu_due_backlog_rows",
+            "Rows due now (a claim could take them) by urgency (0 normal, above 0 more urgent; the 10 most urgent "
+            "levels, the rest as other); counts of the oldest 10 000 per kind when xnovu_due_backlog_capped is 1",
+            ["urgency"],
+            registry=self.registry,
+        )
+        self.due_oldest = Gauge(
+            "xnovu_due_oldest_age_seconds",
+            "How long the oldest due row of each urgency has been due",
+            ["urgency"],
+            registry=self.registry,
+        )
+        self.due_backlog_by_enterprise = Gauge(
+            "xnovu_due_backlog_by_enterprise_rows",
+            "Rows due now by enterprise: the 10 with the largest backlog by id, rows without one as none, the rest "
+            "as other",
+            ["enterprise"],
+            registry=self.registry,
+        )
+        self.due_oldest_by_enterprise = Gauge(
+            "xnovu_due_oldest_age_by_enterprise_seconds",
+            "How long the oldest due row of each enterprise (as in xnovu_due_backlog_by_enterprise_rows) has been due",
+            ["enterprise"],
+            registry=self.registry,
+        )
+        self.due_urgent_oldest = Gauge(
+            "xnovu_due_urgent_oldest_age_seconds",
+            "How long the oldest due row of the highest urgency above normal has been due (0 when no urgent row is "
+            "due): an emergency waiting",
+            registry=self.registry,
+        )
+        self.due_highest_urgency = Gauge(
+            "xnovu_due_highest_urgency",
+            "The highest urgency with due rows (0 when only normal or no rows are due)",
+            registry=self.registry,
+        )
+        self.due_backlog_capped = Gauge(
+            "xnovu_due_backlog_capped",
+            "1 when the backlog sample stopped at its bound (counts are then those of the oldest rows read)",
+            registry=self.registry,
+        )
         self.sampled_at = Gauge(
             "xnovu_db_gauges_sampled_timestamp_seconds",
             "Unix time the database gauges were last sampled",
@@ -114,6 +157,7 @@ class Metrics:
                 self.processed.labels(outcome=outcome.value)
         for kind in PollKind:
             self.poll_batch_size.labels(kind=kind.value)
+        self._backlog_baseline()
 
     def observe_result(self, result: TriggerResult, seconds: float) -> None:
         if result.outcome is Outcome.IN_PROGRESS:
@@ -122,6 +166,28 @@ class Metrics:
         self.trigger_seconds.observe(seconds)
         if result.outcome.value == "dead_lettered":
             self.dead_lettered.inc()
+
+    def _backlog_baseline(self) -> None:
+        """The series that always exist (at 0 when nothing is due), so dashboards and alerts see a value."""
+        self.due_backlog.labels(urgency="0").set(0)
+        self.due_oldest.labels(urgency="0").set(0)
+        self.due_backlog_by_enterprise.labels(enterprise=OTHER).set(0)
+        self.due_oldest_by_enterprise.labels(enterprise=OTHER).set(0)
+
+    def observe_backlog(self, backlog: Backlog) -> None:
+        """Replace the backlog series with `backlog`'s (a group gone from the backlog leaves no stale series)."""
+        for gauge in (self.due_backlog, self.due_oldest, self.due_backlog_by_enterprise, self.due_oldest_by_enterprise):
+            gauge.clear()
+        self._backlog_baseline()
+        for level, due in backlog.by_urgency.items():
+            self.due_backlog.labels(urgency=level).set(due.due)
+            self.due_oldest.labels(urgency=level).set(due.oldest_s)
+        for enterprise, due in backlog.by_enterprise.items():
+            self.due_backlog_by_enterprise.labels(enterprise=enterprise).set(due.due)
+            self.due_oldest_by_enterprise.labels(enterprise=enterprise).set(due.oldest_s)
+        self.due_urgent_oldest.set(backlog.urgent_oldest_s)
+        self.due_highest_urgency.set(backlog.highest_urgency or 0)
+        self.due_backlog_capped.set(1 if backlog.capped else 0)
 
     def count_round_trip(self, _record: object) -> None:
         """asyncpg query-logger callback (registered on each pool connection by xnovu/db/repository.py)."""

@@ -32,10 +32,20 @@ async def test_doctor_passes_every_check_on_a_bootstrapped_stack(cli: Cli) -> No
     (await cli("bootstrap")).ok()
     as_json, as_table = await asyncio.gather(cli("doctor", "--json"), cli("doctor"))
     checks = as_json.ok().json()
-    assert [c["name"] for c in checks] == ["postgres", "schema", "wakeups", "temporal", "namespace", "novu"]
+    assert [c["name"] for c in checks] == [
+        "postgres",
+        "schema",
+        "wakeups",
+        "temporal",
+        "namespace",
+        "temporal-fairness",
+        "novu",
+    ]
     assert all(c["ok"] for c in checks), checks
     table = as_table.ok().stdout
-    assert "FAIL" not in table and table.count(" ok ") == 6, table
+    assert "FAIL" not in table and table.count(" ok ") == 7, table
+    fairness = {c["name"]: c for c in checks}["temporal-fairness"]
+    assert "not probed" in fairness["detail"] and "--fairness-probe" in fairness["detail"], "opt-in: not by default"
 
 
 async def test_db_wakeups_switches_the_notify_off_and_on_and_doctor_says_when_the_worker_disagrees(cli: Cli) -> None:

@@ -40,3 +40,6 @@ async def test_quick_bench_runs_end_to_end_and_prints_one_json_object() -> None:
     assert result.history_events_per_notification > 0 and result.history_events_per_fanout_item > 0
     assert 0 < result.listener_killed_latency_p50_s <= result.listener_killed_latency_p99_s
     assert result.rss_backlog_mb > 10
+    assert 0 < result.noisy_b_urgent_p50_s <= result.noisy_b_urgent_p99_s
+    assert 0 < result.noisy_oldest_first_b_normal_p50_s <= result.noisy_oldest_first_b_normal_p99_s
+    assert result.noisy_a_alone_drain_s > 0 and result.noisy_a_drain_ratio > 0

@@ -84,6 +84,10 @@ CLAIMS: dict[str, list[Any]] = {
     "candidates_new": [100, None],
     "candidates_scheduled": [100, None, 60_000],
     "candidates_failed": [100, None, LEASE_MS, []],
+    # The heads of the (urgency, enterprise) groups a claim reads beside the oldest rows (docs/priority.md "Claims").
+    "heads_new": [100, None, None, 16, 4],
+    "heads_scheduled": [100, None, None, 16, 4, 60_000],
+    "heads_failed": [100, None, None, 16, 4, []],
 }
 
 
@@ -137,6 +141,7 @@ async def _costs(
         ("held_row_workflows", []),
         # What every claim reads first: with the big row in flight, its tokens, not its 1.6 MB recipients array.
         ("in_flight", [LEASE_MS, None]),
+        ("claim_flight", [LEASE_MS, None, 300]),
     ]
     for name, args in [*CLAIMS.items(), *others]:
         plan = await _explain(conn, q(name), *args, index_plans=index_plans)

@@ -261,6 +261,20 @@ async def fill(conn: asyncpg.Connection, rows: int) -> None:
             min(start + step, rows) - 1,
             timeout=600,
         )
+    if await conn.fetchval("SELECT to_regclass('notify.typ_notification_priority') IS NOT NULL"):
+        # The original schema has priorities: a tenth of the rows name one, so 0011_priority_index.sql backfills
+        # the urgency of the queued ones while inserts go on.
+        ids = await conn.fetch(
+            "INSERT INTO notify.typ_notification_priority (name, sort_order) VALUES ('urgent', 5), ('later', -1) "
+            "RETURNING id"
+        )
+        await conn.execute(
+            "UPDATE notify.ent_notification SET typ_notification_priority_id = CASE WHEN id % 20 = 0 THEN $1::bigint "
+            "ELSE $2::bigint END WHERE id % 10 = 0 OR notification_status IN ('PENDING', 'FAILED')",
+            ids[0]["id"],
+            ids[1]["id"],
+            timeout=600,
+        )
     await conn.execute("VACUUM ANALYZE notify.ent_notification", timeout=600)
 
 
@@ -393,6 +407,14 @@ async def test_no_insert_waits_over_half_a_second_while_every_migration_runs_on_
             "adding transaction"
         )
         assert await migrate(conn) == []
+        if start == "original_schema":
+            queued, wrong = await conn.fetchrow(
+                "SELECT count(*), count(*) FILTER (WHERE n.xnovu_priority <> notify.xnovu_urgency(p.sort_order)) "
+                "FROM notify.ent_notification n JOIN notify.typ_notification_priority p "
+                "ON p.id = n.typ_notification_priority_id WHERE n.notification_status IN ('PENDING', 'FAILED')"
+            )
+            print(f"{start}: {queued} queued rows name a priority; {wrong} without their urgency after the backfill")
+            assert queued > 0 and wrong == 0, "the backfill gave every queued row its urgency"
         invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
         assert invalid == 0
         not_valid = await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE NOT convalidated")

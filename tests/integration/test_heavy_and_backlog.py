@@ -16,6 +16,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Env, eventually, processor_for
+from xnovu.core.fairshare import Candidate, InFlight, select
 from xnovu.core.models import MAX_RESULT_ENTRIES, NotificationInput, Outcome, PollKind, child_id
 from xnovu.db.queries import q
 from xnovu.db.repository import (
@@ -102,22 +103,34 @@ async def test_claims_stop_at_what_the_deployment_can_send(env: Env) -> None:
     assert len(third.rows) == 2
 
 
-async def test_a_notification_bigger_than_the_whole_budget_is_claimed_alone(env: Env) -> None:
+async def test_a_notification_bigger_than_the_whole_budget_counts_half_of_it(env: Env) -> None:
+    """A row bigger than the token window counts half of it (docs/priority.md "Claims"): two fit side by side,
+    a third waits. (Before issue 17 it counted every recipient and was claimed alone.)"""
     wf = await env.workflow("welcome")
-    [big, small] = await env.insert(wf, 2, recipients=300)
+    [big, other, third] = await env.insert(wf, 3, recipients=300)
     limits = ClaimLimits(max_rows=100, max_tokens=100)
     batch = await env.repo.claim(PollKind.NEW, batch_size=10, lease_ms=60_000, limits=limits)
-    assert [c.notification_id for c in batch.rows] == [big] and batch.capacity_limited
-    assert small
+    assert [c.notification_id for c in batch.rows] == [big, other] and batch.capacity_limited
+    assert third
 
 
-def test_claim_limits_keep_the_longest_prefix_that_fits() -> None:
+def test_claim_limits_keep_the_rows_that_fit_in_order() -> None:
+    """One group alone (xnovu.core.fairshare.select): rows in due order while they fit, each counting at most half
+    the token window; the first goes alone when nothing is in flight."""
     limits = ClaimLimits(max_rows=3, max_tokens=10)
-    assert limits.prefix(0, 0, [4, 4, 4]) == 2
-    assert limits.prefix(0, 0, [50]) == 1, "alone when nothing is in flight"
-    assert limits.prefix(1, 1, [50]) == 0
-    assert limits.prefix(2, 2, [1, 1]) == 1, "row bound"
-    assert limits.prefix(0, 0, []) == 0
+
+    def rows(*tokens: int) -> list[Candidate]:
+        return [Candidate(i, 0, None, None, t) for i, t in enumerate(tokens, 1)]
+
+    def flight(n: int) -> list[InFlight]:
+        return [InFlight(0, None, False, rows=n, tokens=n)] if n else []
+
+    assert select(rows(4, 4, 4), [], limits, batch_size=10) == [1, 2]
+    assert select(rows(50), [], limits, batch_size=10) == [1], "alone when nothing is in flight"
+    assert select(rows(50), flight(1), limits, batch_size=10) == [1], "a big row counts half the window"
+    assert select(rows(50), flight(6), limits, batch_size=10) == []
+    assert select(rows(1, 1), flight(2), limits, batch_size=10) == [1], "row bound"
+    assert select([], [], limits, batch_size=10) == []
 
 
 async def test_a_live_attempt_keeps_its_claim_past_the_lease_and_a_dead_one_is_recovered(env: Env) -> None:

@@ -11,9 +11,35 @@ import pytest
 from rich.console import Console
 
 from xnovu.devtools.bench.cost import Persistence, RunCost, count_actions, count_visibility_updates, is_write
-from xnovu.devtools.bench.plan import QUICK, BenchResult, evaluate_targets, per_item, percentile
+from xnovu.devtools.bench.plan import (
+    NOISY_ISSUE,
+    NOISY_SCALED,
+    QUICK,
+    BenchResult,
+    NoisyPlan,
+    evaluate_targets,
+    fair_share_s,
+    per_item,
+    percentile,
+)
 from xnovu.devtools.bench.render import result_json, results_table
 
+NOISY_KEYS = {
+    "noisy_b_urgent_p50_s",
+    "noisy_b_urgent_p99_s",
+    "noisy_b_normal_p50_s",
+    "noisy_b_normal_p99_s",
+    "noisy_b_fair_share_s",
+    "noisy_a_drain_s",
+    "noisy_a_alone_drain_s",
+    "noisy_a_drain_ratio",
+    "noisy_oldest_first_b_urgent_p50_s",
+    "noisy_oldest_first_b_urgent_p99_s",
+    "noisy_oldest_first_b_normal_p50_s",
+    "noisy_oldest_first_b_normal_p99_s",
+    "noisy_oldest_first_a_drain_s",
+    "noisy_oldest_first_a_drain_ratio",
+}
 JSON_KEYS = {
     "ceiling_per_s",
     "e2e_per_s",
@@ -60,6 +86,7 @@ JSON_KEYS = {
     "server_db_ms_per_fanout_item",
     "server_db_ms_per_notification",
     "rss_backlog_mb",
+    *NOISY_KEYS,
 }
 
 #: Every figure exactly on its target: each rule is inclusive, so this passes everything.
@@ -89,6 +116,12 @@ ON_TARGET = BenchResult(
     listener_killed_latency_p50_s=1.0,
     listener_killed_latency_p99_s=11.0,
     rss_backlog_mb=200.0,
+    noisy_b_urgent_p99_s=2.0,
+    noisy_b_normal_p99_s=3.0,
+    noisy_b_fair_share_s=3.0,
+    noisy_a_drain_s=105.0,
+    noisy_a_alone_drain_s=100.0,
+    noisy_a_drain_ratio=1.05,
 )
 
 
@@ -142,6 +175,9 @@ def test_figures_exactly_on_target_pass() -> None:
         "db_round_trips_per_notification",
         "listener_killed_latency_p99_s",
         "rss_backlog_mb",
+        "noisy_b_urgent_p99_s",
+        "noisy_b_normal_p99_s",
+        "noisy_a_drain_ratio",
     }
 
 
@@ -165,6 +201,9 @@ def test_figures_exactly_on_target_pass() -> None:
         ({"db_round_trips_per_notification": 3.01}, "db_round_trips_per_notification"),
         ({"listener_killed_latency_p99_s": 11.01}, "listener_killed_latency_p99_s"),  # > 10 s interval + 1 s
         ({"rss_backlog_mb": 200.1}, "rss_backlog_mb"),
+        ({"noisy_b_urgent_p99_s": 2.01}, "noisy_b_urgent_p99_s"),
+        ({"noisy_b_normal_p99_s": 3.01}, "noisy_b_normal_p99_s"),  # > B's fair share of the same run
+        ({"noisy_a_drain_ratio": 1.051}, "noisy_a_drain_ratio"),
     ],
 )
 def test_each_target_misses_just_past_its_limit(change: dict[str, float], missed: str) -> None:
@@ -313,3 +352,39 @@ def test_write_operations_are_told_from_reads() -> None:
     ]
     assert all(is_write(op) for op in writes)
     assert not any(is_write(op) for op in reads)
+
+
+# -- noisy neighbour -----------------------------------------------------------------------------------------------
+
+
+def test_b_fair_share_is_its_rows_at_half_the_budget_plus_a_poll_and_one_turn_of_a() -> None:
+    from xnovu.devtools.bench.plan import BUDGET_TURN_TOKENS
+    from xnovu.novu.fairqueue import QUANTUM
+
+    assert BUDGET_TURN_TOKENS == QUANTUM
+    # 20 tokens at 30 tokens/s, a 1 s poll, and A's turn of 100 tokens at 60 tokens/s.
+    assert fair_share_s(NoisyPlan(b_normal=20, rps=60.0), 1.0) == pytest.approx(20 / 30 + 1 + 100 / 60)
+
+
+def test_the_scaled_noisy_phase_keeps_the_issue_rate_and_b_and_scales_a() -> None:
+    assert (NOISY_SCALED.rps, NOISY_SCALED.b_urgent, NOISY_SCALED.b_normal) == (60.0, 20, 20)
+    assert (NOISY_ISSUE.a_rows, NOISY_ISSUE.a_big_recipients) == (20_000, 50_000)
+    assert NOISY_ISSUE.a_tokens == 70_000 and NOISY_SCALED.a_tokens == 7_000  # ~20 min against ~2 min at 60/s
+
+
+def test_noisy_targets_apply_only_when_the_phase_ran() -> None:
+    assert not {c.metric for c in evaluate_targets(replace(ON_TARGET, noisy_a_alone_drain_s=0.0))} & NOISY_KEYS
+
+
+def test_only_noisy_shows_the_noisy_figures_and_their_targets() -> None:
+    only = BenchResult(**{k: (getattr(ON_TARGET, k) if k.startswith("noisy_") else 0.0) for k in JSON_KEYS})
+    assert set(json.loads(result_json(only, only="noisy"))) == NOISY_KEYS
+    assert [c.metric for c in evaluate_targets(only)] == [
+        "noisy_b_urgent_p99_s",
+        "noisy_b_normal_p99_s",
+        "noisy_a_drain_ratio",
+    ]
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(results_table(only, QUICK, quick=True, only="noisy"))
+    text = buf.getvalue()
+    assert "noisy_oldest_first_a_drain_s" in text and "latency_p50_s" not in text and text.count("pass") == 3

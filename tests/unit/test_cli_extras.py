@@ -27,3 +27,30 @@ def test_with_the_extra_installed_the_check_passes() -> None:
     from xnovu.cli import require_embedded
 
     require_embedded("dev")
+
+
+def test_worker_health_shows_the_due_backlog_by_urgency_and_by_enterprise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/priority.md "Operating it": `xnovu worker health` shows what /status says is due."""
+    from typing import Any
+
+    from xnovu.worker import process
+
+    status: dict[str, Any] = {
+        "version": "x",
+        "due": {
+            "by_urgency": {"2": {"due": 3, "oldest_s": 95.2}, "0": {"due": 40, "oldest_s": 12.0}},
+            "by_enterprise": {"aaaaaaaa-0000-4000-8000-000000000001": {"due": 40, "oldest_s": 12.0}},
+            "highest_urgency": 2,
+            "urgent_oldest_s": 95.2,
+            "capped": False,
+        },
+    }
+    monkeypatch.setattr(process, "fetch_health", lambda s: (True, {"status": "ok"}, status))
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["xnovu", "worker", "health"])
+    assert run_main() == 0
+    out = capsys.readouterr().out
+    assert "due by urgency" in out and "2: 3 oldest 95 s, 0: 40 oldest 12 s" in out
+    assert "due by enterprise" in out and "aaaaaaaa-0000-4000-8000-000000000001: 40 oldest 12 s" in out

@@ -408,3 +408,15 @@ def test_every_secret_setting_is_in_the_one_list_the_logs_mask() -> None:
     values = s.secret_values()
     assert {"nv-key-1234", "tmp-key-5678", "anon-3456", "role-7890", "db-pass-9012"} <= set(values)
     assert all(isinstance(getattr(s, name), SecretStr) for name in SECRET_FIELDS)
+
+
+def test_fair_share_weights_parse_and_a_bad_value_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ent = "aaaaaaaa-0000-4000-8000-000000000001"
+    monkeypatch.setenv("FAIR_SHARE_WEIGHTS", f"{ent}=3,none=0.5")
+    assert load_settings().fair_share_weight_map == {ent: 3.0, "none": 0.5}
+    monkeypatch.delenv("FAIR_SHARE_WEIGHTS")
+    assert load_settings().fair_share_weight_map == {}
+    message = config_error(FAIR_SHARE_WEIGHTS=f"{ent}=heavy")
+    assert message.startswith("FAIR_SHARE_WEIGHTS: ") and "not a number" in message and "\n" not in message

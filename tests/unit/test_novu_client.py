@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -84,9 +84,15 @@ class FakeBudget:
     def __init__(self) -> None:
         self.costs: list[int] = []
         self.penalties: list[float] = []
+        self.whose: list[tuple[int, str | None]] = []
+        self.notifications: list[Hashable | None] = []
 
-    async def acquire(self, cost: int) -> None:
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
         self.costs.append(cost)
+        self.whose.append((urgency, enterprise))
+        self.notifications.append(notification)
 
     def penalize(self, seconds: float) -> None:
         self.penalties.append(seconds)
@@ -603,9 +609,24 @@ async def test_requests_not_started_by_the_deadline_come_back_unsent() -> None:
     assert Counter(o.outcome for o in outcomes) == {"acknowledged": 100, "unsent": 200}
 
 
+async def test_every_request_asks_the_budget_in_the_turn_of_its_urgency_and_enterprise() -> None:
+    """Issue 17: the token budget serves the most urgent first and enterprises by turns, so it must know whose
+    request it is (the trigger core passes the row's urgency and enterprise through SendControl)."""
+    budget = FakeBudget()
+    control = SendControl(urgency=2, enterprise="8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90", notification=41)
+    await send(client_for(Recorder(novu_ok), budget=budget), make_events(103), control=control)
+    assert budget.whose == [(2, "8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90")] * 4
+    assert budget.notifications == [41] * 4, "the notification's requests take turns with other notifications'"
+    plain = FakeBudget()
+    await send(client_for(Recorder(novu_ok), budget=plain), make_events(1))
+    assert plain.whose == [(0, None)]
+
+
 async def test_a_database_timeout_in_the_token_budget_is_raised_not_reported_as_a_novu_timeout() -> None:
     class TimingOutBudget(FakeBudget):
-        async def acquire(self, cost: int) -> None:
+        async def acquire(
+            self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+        ) -> None:
             raise TimeoutError("the budget row did not answer")
 
     recorder = Recorder(novu_ok)

@@ -1,4 +1,5 @@
-"""LocalTokenBucket: refill arithmetic, FIFO fairness and 429 penalties, on a fake clock (no real waiting)."""
+"""LocalTokenBucket: refill arithmetic, the order of waiters (xnovu/novu/fairqueue.py) and 429 penalties, on a fake
+clock (no real waiting)."""
 
 from __future__ import annotations
 
@@ -131,3 +132,59 @@ async def test_real_clock_small_rate() -> None:
     started = loop.time()
     await bucket.acquire(5)
     assert 0.03 <= loop.time() - started < 1.0
+
+
+async def test_turns_pass_round_robin_across_notifications_and_in_order_within_one() -> None:
+    """One notification's many requests queue for tokens; another notification's request (same enterprise) gets the
+    next turn, not the last (docs/priority.md "The token budget"). Within a notification, arrival order."""
+    bucket, _ = make(10, capacity=10)
+    await bucket.acquire(10)  # empty: everyone below waits for the refill, in turn
+    served: list[str] = []
+
+    async def one(name: str, notification: int) -> None:
+        await bucket.acquire(5, notification=notification)
+        served.append(name)
+
+    # Created in this order, so queued in this order: the big notification's requests first.
+    tasks = [asyncio.create_task(one(f"big-{i}", 1)) for i in range(4)]
+    tasks.append(asyncio.create_task(one("small-0", 2)))
+    await asyncio.gather(*tasks)
+    assert served == ["big-0", "small-0", "big-1", "big-2", "big-3"]
+
+
+async def test_turns_without_notifications_are_first_come_first_served_and_a_cancelled_waiter_passes_its_turn() -> (
+    None
+):
+    bucket, _ = make(10, capacity=10)
+    await bucket.acquire(10)
+    served: list[int] = []
+
+    async def one(i: int) -> None:
+        await bucket.acquire(5)
+        served.append(i)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    tasks[2].cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert served == [0, 1, 3]
+    assert bucket.snapshot()["consumed_total"] == 25, "the cancelled waiter was not charged"
+    await bucket.acquire(1, notification="free again")
+
+
+async def test_the_local_bucket_serves_the_most_urgent_and_enterprises_by_turns_too() -> None:
+    """One scheduler for both budgets: LocalTokenBucket orders its waiters as PostgresTokenBudget does."""
+    bucket, _ = make(10, capacity=10)
+    await bucket.acquire(10)
+    served: list[str] = []
+
+    async def one(name: str, urgency: int, enterprise: str) -> None:
+        await bucket.acquire(1, urgency=urgency, enterprise=enterprise)
+        served.append(name)
+
+    tasks = [asyncio.create_task(one(f"a{i}", 0, "a")) for i in range(300)]
+    tasks += [asyncio.create_task(one(f"b{i}", 0, "b")) for i in range(3)]
+    tasks.append(asyncio.create_task(one("urgent", 1, "c")))
+    await asyncio.gather(*tasks)
+    assert served.index("urgent") <= 1, "at most the head already waiting goes before it"
+    assert max(served.index(f"b{i}") for i in range(3)) < 110, "b waits one turn of a (100 tokens), not 300"

@@ -212,12 +212,13 @@ def test_child_ids_differ_per_attempt_and_per_notification() -> None:
     assert child_id(1, 11) != child_id(11, 1)
 
 
-def test_search_attributes_carry_all_three_values() -> None:
-    attrs = searchattrs.for_notification(42, "welcome-email", "8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90")
+def test_search_attributes_carry_all_four_values() -> None:
+    attrs = searchattrs.for_notification(42, "welcome-email", "8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90", 2)
     assert attrs.get(searchattrs.NOTIFICATION_ID) == 42
     assert attrs.get(searchattrs.WORKFLOW_KEY) == "welcome-email"
     assert attrs.get(searchattrs.ENTERPRISE_ID) == "8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90"
-    assert len(attrs) == 3
+    assert attrs.get(searchattrs.PRIORITY) == 2
+    assert len(attrs) == 4
 
 
 @pytest.mark.parametrize(("workflow_key", "enterprise_id"), [(None, None), ("", ""), (None, ""), ("", None)])
@@ -226,7 +227,8 @@ def test_search_attributes_omit_unknown_values(workflow_key: str | None, enterpr
     assert attrs.get(searchattrs.NOTIFICATION_ID) == 7
     assert searchattrs.WORKFLOW_KEY not in attrs
     assert searchattrs.ENTERPRISE_ID not in attrs
-    assert len(attrs) == 1
+    assert attrs.get(searchattrs.PRIORITY) == 0  # always set: `XnovuPriority = 0` finds the normal ones
+    assert len(attrs) == 2
 
 
 def test_search_attribute_names_are_the_spec_names() -> None:
@@ -235,25 +237,42 @@ def test_search_attribute_names_are_the_spec_names() -> None:
         "XnovuWorkflowKey",
         "XnovuEnterpriseId",
         "XnovuRuleId",
+        "XnovuPriority",
     }
+
+
+@pytest.mark.parametrize(
+    ("urgency", "enterprise", "key", "fairness"),
+    [
+        (0, None, 3, "none"),
+        (2, "8C2F4B1E-0A6D-4C59-9D5E-3F1B2A7C6D90", 1, "8c2f4b1e-0a6d-4c59-9d5e-3f1b2a7c6d90"),
+        (-5, "", 5, "none"),
+    ],
+)
+def test_temporal_priority_is_the_urgency_key_and_the_enterprise(
+    urgency: int, enterprise: str | None, key: int, fairness: str
+) -> None:
+    p = searchattrs.temporal_priority(urgency, enterprise)
+    assert (p.priority_key, p.fairness_key, p.fairness_weight) == (key, fairness, None)
 
 
 # -- queries.sql ---------------------------------------------------------------------------------------------
 
 _CALL = re.compile(r"\bq\(\s*(f?)\"([^\"]*)\"\s*\)")
-_CLAIM = "candidates_{kind.value}"
+#: f-string names expanded per poll kind: the claim's oldest candidates and the heads of its fair-share walk.
+_PER_KIND = {"candidates_{kind.value}": "candidates_", "heads_{kind.value}": "heads_"}
 
 
 def used_query_names() -> set[str]:
-    """Every block name passed to q(...) anywhere in the package (the claim candidates f-string expanded per kind)."""
+    """Every block name passed to q(...) anywhere in the package (the claim's f-strings expanded per kind)."""
     names: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         for is_f, name in _CALL.findall(source):
             if not is_f:
                 names.add(name)
-            elif name == _CLAIM:
-                names.update(f"candidates_{k.value}" for k in PollKind)
+            elif name in _PER_KIND:
+                names.update(f"{_PER_KIND[name]}{k.value}" for k in PollKind)
             else:
                 pytest.fail(f'{path.name}: q(f"{name}") cannot be checked; extend this test')
     return names
@@ -263,6 +282,7 @@ def test_the_scan_sees_the_repository_and_migration_calls() -> None:
     """Guards the scan itself: if the call syntax changed, the check below would pass vacuously."""
     names = used_query_names()
     assert {"candidates_new", "candidates_failed", "candidates_scheduled", "claim_rows", "acquire", "finalize"} <= names
+    assert {"heads_new", "heads_failed", "heads_scheduled", "claim_flight"} <= names
     assert {"migrations_lock", "migrations_table", "migrations_applied", "migrations_record"} <= names
     for module in ("db/repository.py", "db/migrate.py"):
         source = (PACKAGE / module).read_text(encoding="utf-8")

@@ -68,6 +68,9 @@ class ClaimBatch:
     """The limit asked for: a full batch means more rows may be waiting."""
     capacity_limited: bool = False
     """Rows were waiting but the deployment had as much in flight as it can send: claim again shortly."""
+    urgent_room: bool = False
+    """The urgent window has room after this claim: an urgent row committed now would be admitted, so a poll held back
+    by a full normal window claims again within a second instead of backing off (docs/priority.md "Claims")."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class TriggerPlan:
     enterprise_id: str | None = None
     result: TriggerResult | None = None
     """No attempt may run (missing, sent, retracted, dead-lettered): the answer, without a workflow."""
+    priority: int = 0
+    """The row's urgency (xnovu/core/priority.py): the workflow's Temporal priority key and `XnovuPriority`."""
 
 
 @dataclass(frozen=True)

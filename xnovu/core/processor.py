@@ -182,7 +182,9 @@ class NotificationProcessor:
             attempt = row.attempts + 1
         else:
             return TriggerPlan(notification_id, result=await self._not_acquired(notification_id, None, 0))
-        return TriggerPlan(notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id)
+        return TriggerPlan(
+            notification_id, attempt, row.name or "", row.workflow_key, row.enterprise_id, priority=row.priority
+        )
 
     async def process_many(self, ids: Sequence[int], concurrency: int) -> list[TriggerResult]:
         """`process` for many ids with at most `concurrency` at a time; one bad id does not stop the rest."""
@@ -406,7 +408,14 @@ class NotificationProcessor:
                         RecipientEvent(r, transaction_id_for(row.id, r), row.key_generations.get(r, 0)) for r in pending
                     ],
                     concurrency=self.request_concurrency,
-                    control=SendControl(before_request=claim.check, on_outcomes=record, deadline=deadline),
+                    control=SendControl(
+                        before_request=claim.check,
+                        on_outcomes=record,
+                        deadline=deadline,
+                        urgency=row.priority,
+                        enterprise=row.enterprise_id,
+                        notification=row.id,
+                    ),
                 )
             if tally.config_error is not None:
                 # Nothing is on the wire (every request was answered): the retry need not look anything up.
@@ -432,12 +441,13 @@ class NotificationProcessor:
             unsent = tally.unsent_ids()
             resume = min(unsent) if unsent else after
             if resume is not None:
-                # The piece ends normally with the attempt still under way: every request was answered.
-                await self.repo.close_piece(row.id, row.piece, resolved=True)
+                # The piece ends normally with the attempt still under way: every request was answered. From now
+                # on the attempt counts in flight only the recipients it has not tried (docs/priority.md "Claims").
+                left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
+                await self.repo.close_piece(row.id, row.piece, resolved=True, tokens=max(1, left))
                 progress = dataclasses.replace(
                     tally.progress(resume, window, row.acknowledged), recipients_digest=digest
                 )
-                left = len(recipients) - bisect.bisect_left(sorted(recipients), resume)
                 return TriggerResult(
                     row.id,
                     Outcome.IN_PROGRESS,

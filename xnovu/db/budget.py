@@ -3,7 +3,9 @@
 Novu's rate limit is per environment, not per worker, so N replicas must share NOVU_RATE_LIMIT_RPS. Each process
 leases small batches of tokens (about 100 ms worth) from the row, so a busy worker makes ~10 small UPDATEs a second
 rather than one per request, and an idle one holds at most one lease. A 429 pushes the shared row negative, so every
-worker waits out Retry-After, not just the one that saw it.
+worker waits out Retry-After, not just the one that saw it. Within a process the most urgent request is served
+first, enterprises take turns by weight and the notifications of one enterprise round-robin (xnovu/novu/fairqueue.py,
+docs/priority.md "The token budget").
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Hashable, Mapping
 
 import asyncpg
 
 from xnovu.db.queries import q
+from xnovu.novu.fairqueue import FairTurns
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ class PostgresTokenBudget:
         capacity: float | None = None,
         name: str = EVENTS_BUCKET,
         lease_s: float = 0.1,
+        weights: Mapping[str, float] | None = None,
+        fifo: bool = False,
     ) -> None:
         if not rate_per_s > 0:
             raise ValueError("rate_per_s must be positive")
@@ -46,7 +52,10 @@ class PostgresTokenBudget:
         self._local = 0.0
         self._consumed = 0.0
         self._blocked_until = 0.0
-        self._lock = asyncio.Lock()
+        self._turns = FairTurns(weights)
+        self._fifo = fifo
+        """SEND_ORDER=oldest-first: every waiter in arrival order (the order before priority; a comparison mode)."""
+        self._taking = asyncio.Lock()
         self._initialised = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -60,24 +69,33 @@ class PostgresTokenBudget:
             return 0.0
         return float(row["granted"])
 
-    async def acquire(self, cost: int) -> None:
-        """Wait (FIFO within this process) until `cost` tokens are granted, then spend them."""
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
+        """Wait until `cost` tokens are granted, then spend them. Waiters of this process are served most urgent
+        first, then enterprise by enterprise in weighted turns, then notification by notification (round robin),
+        then in arrival order (xnovu/novu/fairqueue.py)."""
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
-        async with self._lock:
+        if self._fifo:
+            urgency, enterprise, notification = 0, None, None
+        async with self._turns.turn(need, urgency, enterprise, notification) as turn:
             while True:
+                await turn.until_head()
                 wait = self._blocked_until - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await turn.pause(wait)
                     continue
                 if self._local + 1e-9 >= need:
                     self._local = max(0.0, self._local - need)
                     self._consumed += cost
+                    turn.served()
                     return
-                self._local += await self._take(max(need - self._local, self._lease))
+                async with self._taking:  # a head displaced mid-take finishes it; its tokens stay in this process
+                    self._local += await self._take(max(need - self._local, self._lease))
                 if self._local + 1e-9 < need:
-                    await asyncio.sleep(min(1.0, (need - self._local) / self._rate))
+                    await turn.pause(min(1.0, (need - self._local) / self._rate))
 
     def penalize(self, seconds: float) -> None:
         """Hold back this process now and every other worker through the shared row."""
@@ -102,4 +120,5 @@ class PostgresTokenBudget:
             "capacity": self._capacity,
             "available": round(self._local, 3),
             "consumed_total": self._consumed,
+            "waiting": float(len(self._turns.queue)),
         }

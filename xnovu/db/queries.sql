@@ -102,11 +102,29 @@ FROM (
   WHERE n.notification_status = 'PROCESSING'
 ) p;
 
+-- name: claim_flight
+-- What a claim needs of in_flight (above, same rules of what is live), by group (docs/priority.md "Claims"): live
+-- rows and the tokens they still count, each row at most $3 (half the token window: a big notification never
+-- holds the whole window), per (urgency, enterprise, retry lane: a row at its second attempt or later); and `rerun`.
+-- One pass over the PROCESSING rows, which the in-flight bound keeps few (the same index as in_flight).
+WITH p AS (
+  SELECT n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts > 1 AS retry, n.xnovu_claim_key,
+    least(coalesce(n.xnovu_claim_tokens, greatest(cardinality(n.recipients), 1)), $3::int) AS tokens,
+    (n.next_attempt_at > now()
+     OR (n.next_attempt_at IS NULL AND n.updated_at > now() - make_interval(secs => $1::float8 / 1000))) AS live
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PROCESSING'
+)
+SELECT (SELECT count(*) FROM p WHERE p.xnovu_claim_key = $2) AS rerun,
+  (SELECT coalesce(json_agg(g), '[]'::json) FROM (
+     SELECT p.level, p.enterprise, p.retry, count(*) AS rows, sum(p.tokens)::bigint AS tokens
+     FROM p WHERE p.live GROUP BY 1, 2, 3) g) AS groups;
+
 -- name: claimed_with_key
 -- The rows an earlier run of the same claim made PROCESSING (see in_flight's `rerun`), as claim_rows returns them.
 SELECT n.id, n.attempts, n.scheduled_for, left(n.name, 200) AS name, n.enterprise_id::text AS enterprise_id,
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
-    AS workflow_key
+    AS workflow_key, n.xnovu_priority AS priority
 FROM notify.ent_notification n
 WHERE n.notification_status = 'PROCESSING' AND n.xnovu_claim_key = $1;
 
@@ -116,7 +134,8 @@ WHERE n.notification_status = 'PROCESSING' AND n.xnovu_claim_key = $1;
 -- workflow is DRAFT/NONE or deactivated are held back (not claimed) until it is published again; once the hold sweep
 -- marked them (held_at) they are out of the index too, so a claim does not re-read them (docs/design.md "Held rows").
 WITH unscheduled AS (
-  SELECT n.id, n.updated_at AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  SELECT n.id, n.updated_at AS due, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND n.scheduled_for IS NULL AND n.held_at IS NULL
@@ -128,7 +147,8 @@ WITH unscheduled AS (
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
 ), scheduled AS (
-  SELECT n.id, n.scheduled_for AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  SELECT n.id, n.scheduled_for AS due, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
     AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
@@ -140,13 +160,15 @@ WITH unscheduled AS (
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
 )
-SELECT c.id, c.tokens FROM (SELECT * FROM unscheduled UNION ALL SELECT * FROM scheduled) c
+SELECT c.id, c.tokens, c.level, c.enterprise, c.due, c.attempts
+FROM (SELECT * FROM unscheduled UNION ALL SELECT * FROM scheduled) c
 ORDER BY c.due, c.id
 LIMIT $1;
 
 -- name: candidates_scheduled
 -- PENDING rows whose send time falls within the look-ahead window ($3 ms); their children wait on durable timers.
-SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens
+SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+  n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
 FROM notify.ent_notification n
 WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
   AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
@@ -167,7 +189,8 @@ FOR UPDATE OF n SKIP LOCKED;
 -- scans of the retry index, each in the index's own order and bounded by its index condition, so rows whose retry
 -- is hours ahead are never read and nothing is sorted but the 2 × $1 rows found.
 WITH legacy AS (
-  SELECT n.id, 0 AS part, NULL::timestamptz AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  SELECT n.id, 0 AS part, NULL::timestamptz AS due, greatest(cardinality(n.recipients), 1) AS tokens,
+    n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
     AND n.next_attempt_at IS NULL
@@ -181,7 +204,8 @@ WITH legacy AS (
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
 ), due AS (
-  SELECT n.id, 1 AS part, n.next_attempt_at AS due, greatest(cardinality(n.recipients), 1) AS tokens
+  SELECT n.id, 1 AS part, n.next_attempt_at AS due, greatest(cardinality(n.recipients), 1) AS tokens,
+    n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
     AND n.next_attempt_at <= now()
@@ -194,9 +218,273 @@ WITH legacy AS (
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
 )
-SELECT c.id, c.tokens FROM (SELECT * FROM legacy UNION ALL SELECT * FROM due) c
+SELECT c.id, c.tokens, c.level, c.enterprise, c.due, c.attempts
+FROM (SELECT * FROM legacy UNION ALL SELECT * FROM due) c
 ORDER BY c.part, c.due, c.id
 LIMIT $1;
+
+-- name: heads_new
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
+-- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
+-- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
+-- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
+-- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
+-- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
+-- New: unscheduled rows by age and scheduled rows whose time has come, each through its own index.
+WITH RECURSIVE lu(level, k) AS (
+  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL
+   ORDER BY n.xnovu_priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+          WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
+  FROM lu l WHERE l.level IS NOT NULL AND l.k < $5
+), eu(level, ent, k) AS (
+  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
+                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
+                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), 1
+  FROM lu l WHERE l.level IS NOT NULL
+  UNION ALL
+  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
+                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
+  FROM eu e WHERE e.ent IS NOT NULL AND e.k < $4
+), ls(level, k) AS (
+  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
+   ORDER BY n.xnovu_priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+          WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
+  FROM ls l WHERE l.level IS NOT NULL AND l.k < $5
+), es(level, ent, k) AS (
+  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
+                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
+                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), 1
+  FROM ls l WHERE l.level IS NOT NULL
+  UNION ALL
+  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
+                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
+  FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
+)
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM eu e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.updated_at, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h
+UNION ALL
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM lu l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.updated_at, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h
+UNION ALL
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.scheduled_for <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h
+UNION ALL
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.scheduled_for <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h;
+
+-- name: heads_scheduled
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
+-- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
+-- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
+-- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
+-- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
+-- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
+-- Scheduled: rows whose send time is within the look-ahead ($6 ms).
+WITH RECURSIVE ls(level, k) AS (
+  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
+   ORDER BY n.xnovu_priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+          WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
+  FROM ls l WHERE l.level IS NOT NULL AND l.k < $5
+), es(level, ent, k) AS (
+  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
+                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
+                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), 1
+  FROM ls l WHERE l.level IS NOT NULL
+  UNION ALL
+  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
+                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
+  FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
+)
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000)
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h
+UNION ALL
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000)
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h;
+
+-- name: heads_failed
+-- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
+-- urgency (docs/priority.md "Claims"): the urgencies
+-- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
+-- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
+-- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
+-- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
+-- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
+-- Failed: retries due and the recoverable PROCESSING rows $6, as candidates_failed; rows of the original worker
+-- (no next_attempt_at) come through candidates_failed only.
+WITH RECURSIVE lr(level, k) AS (
+  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
+   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
+   ORDER BY n.xnovu_priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+          WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
+  FROM lr l WHERE l.level IS NOT NULL AND l.k < $5
+), er(level, ent, k) AS (
+  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = l.level
+                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
+                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), 1
+  FROM lr l WHERE l.level IS NOT NULL
+  UNION ALL
+  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
+                   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = e.level
+                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
+  FROM er e WHERE e.ent IS NOT NULL AND e.k < $4
+)
+SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = e.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM er e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.next_attempt_at <= now()
+    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($6::bigint[])
+         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+  ORDER BY n.next_attempt_at, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h
+UNION ALL
+SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = l.level)
+        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+   FROM lr l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+      n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
+  FROM notify.ent_notification n
+  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.next_attempt_at <= now()
+    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($6::bigint[])
+         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+  ORDER BY n.next_attempt_at, n.id
+  LIMIT g.per
+  FOR UPDATE OF n SKIP LOCKED
+) h;
 
 -- name: claim_rows
 -- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
@@ -210,7 +498,7 @@ SET notification_status = 'PROCESSING', attempts = n.attempts + 1, xnovu_claim_k
 WHERE n.id = ANY($1::bigint[])
 RETURNING n.id, n.attempts, n.scheduled_for, left(n.name, 200) AS name, n.enterprise_id::text AS enterprise_id,
   (SELECT w.workflow_key FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id)
-    AS workflow_key;
+    AS workflow_key, n.xnovu_priority AS priority;
 
 -- name: held_workflows
 -- The workflows whose notifications are held (DRAFT/NONE or deactivated): few, and read first so the sweep below
@@ -308,7 +596,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   n.retraction_reason, n.error_details,
   w.workflow_key, w.publish_status::text AS workflow_publish_status, w.deactivated AS workflow_deactivated,
   w.default_channels::text[] AS default_channels, now() AS db_now, n.xnovu_piece AS piece,
-  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim
+  n.xnovu_claim_key IS NOT DISTINCT FROM 'direct' AS direct_claim, n.xnovu_priority AS priority
 FROM notify.ent_notification n
 LEFT JOIN notify.ent_notification_workflow w ON w.id = n.notification_workflow_id
 WHERE n.id = $1;
@@ -334,7 +622,10 @@ WHERE n.id = $1;
 -- fencing tokens and unknown outcomes"). SET expressions read the row's old values.
 WITH claimed AS (
   UPDATE notify.ent_notification n
-  SET notification_status = 'PROCESSING', attempts = $2, xnovu_claim_tokens = greatest(cardinality(n.recipients), 1),
+  SET notification_status = 'PROCESSING', attempts = $2,
+      xnovu_claim_tokens = CASE WHEN n.notification_status = 'PROCESSING' AND n.attempts = $2
+                                THEN coalesce(n.xnovu_claim_tokens, greatest(cardinality(n.recipients), 1))
+                                ELSE greatest(cardinality(n.recipients), 1) END,
       xnovu_claim_key = CASE WHEN $6::text IN ('take', 'direct') THEN 'direct'
                              WHEN n.notification_status = 'PROCESSING' THEN n.xnovu_claim_key END,
       next_attempt_at = greatest(now(), coalesce(n.scheduled_for, now())) + make_interval(secs => $3::float8 / 1000),
@@ -362,7 +653,7 @@ SELECT n.id, n.name, n.publish_status::text AS publish_status, n.deactivated,
   (SELECT json_object_agg(d.recipient_id::text, d.key_generation) FROM notify.ent_notification_delivery d
    WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.key_generation > 0
      AND d.recipient_id >= r.first AND d.recipient_id <= r.last) AS key_generations,
-  n.xnovu_piece AS piece,
+  n.xnovu_piece AS piece, n.xnovu_priority AS priority,
   extract(epoch FROM now() - n.xnovu_previous_piece_open_since)::float8 AS previous_piece_open_s,
   array(SELECT d.recipient_id::text FROM notify.ent_notification_delivery d
         WHERE d.notification_id = n.id AND d.status <> 'SENT' AND d.unknown_since IS NOT NULL
@@ -436,9 +727,12 @@ RETURNING n.id;
 
 -- name: close_piece
 -- A piece that ends with its attempt still under way (time budget used, or waiting) closes itself: nothing of it
--- is on the wire any more. Run only then, so the hot path stays three statements. $3 as in finalize.
+-- is on the wire any more. Run only then, so the hot path stays three statements. $3 as in finalize. $4: the tokens
+-- the attempt still counts in flight, the recipients not yet tried (NULL: unchanged), so a big notification's
+-- acknowledged recipients stop holding the claim window (docs/priority.md "Claims").
 UPDATE notify.ent_notification n
-SET xnovu_piece_open_since = CASE WHEN $3::bool THEN NULL ELSE n.xnovu_previous_piece_open_since END
+SET xnovu_piece_open_since = CASE WHEN $3::bool THEN NULL ELSE n.xnovu_previous_piece_open_since END,
+    xnovu_claim_tokens = coalesce($4::int, n.xnovu_claim_tokens)
 WHERE n.id = $1 AND n.xnovu_piece = $2
 RETURNING n.id;
 
@@ -486,6 +780,40 @@ ON CONFLICT (id) DO UPDATE SET notify = EXCLUDED.notify, changed_at = EXCLUDED.c
   changed_by = EXCLUDED.changed_by
 RETURNING s.notify, s.changed_at, s.changed_by;
 
+-- name: priority_order
+-- Which way typ_notification_priority.sort_order points and which is normal (migration 0011; docs/priority.md).
+SELECT o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by,
+  (SELECT count(*) FROM notify.typ_notification_priority) AS priorities
+FROM notify.xnovu_priority_order o WHERE o.id;
+
+-- name: priority_order_set
+-- From this commit on, rows inserted or given a priority get their urgency by the new rule (the row triggers read
+-- this table); rows already queued are recomputed by priority_recompute_range.
+INSERT INTO notify.xnovu_priority_order AS o (id, higher_first, normal_sort_order, changed_at, changed_by)
+VALUES (true, $1, $2, now(), current_user)
+ON CONFLICT (id) DO UPDATE SET higher_first = EXCLUDED.higher_first, normal_sort_order = EXCLUDED.normal_sort_order,
+  changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
+RETURNING o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by, 0::bigint AS priorities;
+
+-- name: priority_id_range
+-- The ids between which rows name a priority (the partial index of 0011_priority_index.sql).
+SELECT min(id) AS lo, max(id) AS hi FROM notify.ent_notification WHERE typ_notification_priority_id IS NOT NULL;
+
+-- name: priority_recompute_range
+-- The urgency of the non-terminal rows with ids in ($1, $2] by the current rule: one short transaction per range,
+-- row locks only for it, updated_at kept (a PENDING row's place in the queue, migration 0011). Returns how many
+-- rows changed.
+WITH keep AS (SELECT set_config('xnovu.keep_updated_at', 'on', true)),
+changed AS (
+  UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(p.sort_order), 0)
+  FROM notify.typ_notification_priority p, keep
+  WHERE n.id > $1 AND n.id <= $2 AND p.id = n.typ_notification_priority_id
+    AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
+    AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(p.sort_order), 0)
+  RETURNING n.id
+)
+SELECT count(*) FROM changed;
+
 -- name: status_counts
 SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notification GROUP BY 1;
 
@@ -521,11 +849,12 @@ RETURNING id;
 -- name: insert_notifications
 -- Many notifications in one statement (demo and benchmark): one row per element of the arrays.
 INSERT INTO notify.ent_notification
-  (name, publish_status, notification_workflow_id, payload, recipients, scheduled_for, enterprise_id)
+  (name, publish_status, notification_workflow_id, payload, recipients, scheduled_for, enterprise_id,
+   typ_notification_priority_id)
 SELECT u.name, u.publish_status::shared_types.publish_status, $1, u.payload::jsonb,
-       string_to_array(u.recipients, ',')::uuid[], u.scheduled_for, $7::uuid
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-  AS u(name, publish_status, payload, recipients, scheduled_for)
+       string_to_array(u.recipients, ',')::uuid[], u.scheduled_for, $7::uuid, u.priority_id
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $8::bigint[])
+  AS u(name, publish_status, payload, recipients, scheduled_for, priority_id)
 RETURNING id;
 
 -- name: notification_states
@@ -645,3 +974,59 @@ WITH existing AS (
   RETURNING id
 )
 SELECT id FROM inserted UNION ALL SELECT id FROM existing;
+
+-- name: due_backlog
+-- The due backlog by (urgency, enterprise) for /status and /metrics (docs/priority.md "Operating it"): rows a
+-- claim could take now (PENDING and due, or FAILED with their retry due; not held), counted with the oldest due time
+-- of each group. Bounded whatever the table: each part reads at most $1 rows in due order through its own partial
+-- index (the claims' *_idx3 and retry indexes for every urgency; 0013's for urgent rows only, the highest urgency
+-- first, so an urgent row behind a normal backlog of millions, or behind a big backlog of a lower urgency, is still
+-- seen), and a row read by two parts counts once. `capped` says a part
+-- stopped at $1: the counts are then those of the oldest rows read, and the oldest due times stay exact.
+WITH parts AS (
+  (SELECT n.id, n.xnovu_priority AS urgency, n.enterprise_id, n.updated_at AS due, 'new' AS part
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+     AND n.scheduled_for IS NULL AND n.held_at IS NULL AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.updated_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.scheduled_for, 'scheduled'
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+     AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.scheduled_for, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'failed'
+   FROM notify.ent_notification n
+   WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.next_attempt_at <= now()
+   ORDER BY n.next_attempt_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.updated_at, 'urgent-new'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+     AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NULL AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.xnovu_priority DESC, n.updated_at, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.scheduled_for, 'urgent-scheduled'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+     AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.scheduled_for <= now() AND n.held_at IS NULL
+     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+   ORDER BY n.xnovu_priority DESC, n.scheduled_for, n.id LIMIT $1)
+  UNION ALL
+  (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'urgent-failed'
+   FROM notify.ent_notification n
+   WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
+     AND n.next_attempt_at <= now()
+   ORDER BY n.xnovu_priority DESC, n.next_attempt_at, n.id LIMIT $1)
+), capped AS (
+  SELECT coalesce(bool_or(c.n >= $1), false) AS capped FROM (SELECT count(*) AS n FROM parts GROUP BY part) c
+), rows AS (
+  SELECT DISTINCT ON (id) urgency, enterprise_id, due FROM parts ORDER BY id
+)
+SELECT r.urgency, r.enterprise_id::text AS enterprise_id, count(*) AS n,
+  greatest(0, EXTRACT(EPOCH FROM now() - min(r.due)))::float8 AS oldest_s, (SELECT capped FROM capped) AS capped
+FROM rows r
+GROUP BY r.urgency, r.enterprise_id;

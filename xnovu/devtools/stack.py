@@ -122,6 +122,8 @@ class TemporalDevServer:
     metrics_port: int | None = None
     """Where the server exports its Prometheus metrics (`persistence_requests` by operation is what the bench
     reads to count the server's database writes per notification); none when unset."""
+    dynamic_config: tuple[str, ...] = ()
+    """`KEY=VALUE` dynamic config values (`--dynamic-config-value`), e.g. `matching.enableFairness=true`."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -152,6 +154,8 @@ class TemporalDevServer:
             "--log-level",
             "warn",
         ]
+        for value in self.dynamic_config:
+            cmd += ["--dynamic-config-value", value]
         if self.metrics_port:
             cmd += ["--metrics-port", str(self.metrics_port)]
         if self.ui_port:

@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -186,6 +186,14 @@ class SendControl:
     deadline: float | None = None
     """`time.monotonic()` after which no new request starts (those events come back `unsent`); requests already
     under way finish."""
+    urgency: int = 0
+    """The notification's urgency (xnovu/core/priority.py): a more urgent request gets tokens first."""
+    enterprise: str | None = None
+    """The notification's enterprise: within an urgency, enterprises take turns at the token budget."""
+    notification: Hashable | None = None
+    """The notification these requests belong to: within an enterprise, notifications take turns at the token budget
+    request by request, so one notification's many requests do not keep the others waiting (docs/priority.md "The
+    token budget"). None: they share one turn with every other request without one."""
 
 
 def plan_chunks(n_events: int) -> list[tuple[ChunkKind, int]]:
@@ -457,19 +465,25 @@ class NovuClient:
         finally:
             self._report(status, time.perf_counter() - started)
 
-    async def _take_tokens(self, cost: int, deadline: float | None) -> bool:
-        """Wait for `cost` tokens; False if `deadline` passed first (nothing is sent then)."""
+    async def _take_tokens(self, cost: int, deadline: float | None, control: SendControl | None = None) -> bool:
+        """Wait for `cost` tokens (in the turn of `control`'s urgency, enterprise and notification); False if
+        `deadline` passed first (nothing is sent then)."""
         if self._budget is None:
             return True
+        c = control or SendControl()
         if deadline is None:
-            await self._budget.acquire(cost)
+            await self._budget.acquire(
+                cost, urgency=c.urgency, enterprise=c.enterprise, notification=c.notification
+            )
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         try:
             async with asyncio.timeout(remaining):
-                await self._budget.acquire(cost)
+                await self._budget.acquire(
+                    cost, urgency=c.urgency, enterprise=c.enterprise, notification=c.notification
+                )
         except TimeoutError:
             return False
         return True
@@ -630,7 +644,8 @@ class NovuClient:
                 reason = state.unsent_reason()
                 if reason is not None and attempt_no == 0:
                     return await unsent(reason)
-                if reason is None and not await self._take_tokens(cost, control.deadline if attempt_no == 0 else None):
+                deadline = control.deadline if attempt_no == 0 else None
+                if reason is None and not await self._take_tokens(cost, deadline, control):
                     return await unsent(state.unsent_reason() or "not sent: the time budget ran out waiting for tokens")
                 if (
                     state.stopped is None

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Protocol, runtime_checkable
+
+from xnovu.novu.fairqueue import FairTurns
 
 __all__ = ["LocalTokenBucket", "TokenBudget"]
 
@@ -22,8 +24,13 @@ _EPSILON = 1e-9
 class TokenBudget(Protocol):
     """What :class:`~xnovu.novu.client.NovuClient` needs from a rate limiter; one may serve many clients."""
 
-    async def acquire(self, cost: int) -> None:
-        """Wait until `cost` tokens can be spent, then spend them."""
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
+        """Wait until `cost` tokens can be spent, then spend them. `urgency` (0 normal, above 0 more urgent),
+        `enterprise` and `notification` say whose request it is: the budgets of this package serve the most urgent
+        first, enterprises by weighted turns and the notifications of one enterprise round-robin
+        (xnovu/novu/fairqueue.py)."""
         ...
 
     def penalize(self, seconds: float) -> None:
@@ -38,8 +45,10 @@ class TokenBudget(Protocol):
 class LocalTokenBucket:
     """A token bucket for one process: refills continuously at `rate_per_s` up to `capacity`.
 
-    Waiters are served strictly in arrival order (`asyncio.Lock` is FIFO and the head waiter holds it while it
-    sleeps), so a bulk request waiting for 100 tokens is not starved by a stream of 1-token singles.
+    Waiters take turns (:class:`~xnovu.novu.fairqueue.FairTurns`, the same order as the worker's
+    :class:`~xnovu.db.budget.PostgresTokenBudget`; the head waiter keeps its turn while it sleeps), so a bulk request
+    waiting for 100 tokens is not starved by a stream of 1-token singles, and one notification's many requests do not
+    keep every other notification's waiting.
     """
 
     def __init__(
@@ -49,6 +58,7 @@ class LocalTokenBucket:
         clock: Callable[[], float] = time.monotonic,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         if not rate_per_s > 0:
             raise ValueError("rate_per_s must be positive")
@@ -64,7 +74,7 @@ class LocalTokenBucket:
         self._last = clock()
         self._blocked_until = float("-inf")
         self._consumed = 0.0
-        self._lock = asyncio.Lock()
+        self._turns = FairTurns(weights)
 
     def __repr__(self) -> str:
         return f"LocalTokenBucket(rate_per_s={self._rate:g}, capacity={self._capacity:g})"
@@ -76,8 +86,12 @@ class LocalTokenBucket:
             self._last = now
         return now
 
-    async def acquire(self, cost: int) -> None:
-        """Wait (FIFO) until `cost` tokens are available and no penalty is running, then spend them.
+    async def acquire(
+        self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
+    ) -> None:
+        """Wait for the turn (xnovu/novu/fairqueue.py: most urgent first, enterprises by turns, notifications
+        round-robin, arrival order within one) until `cost` tokens are available and no penalty is running, then
+        spend them.
 
         A cost above the capacity is clamped to the capacity (waits for a full bucket and drains it) rather
         than waiting forever.
@@ -85,8 +99,11 @@ class LocalTokenBucket:
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)
-        async with self._lock:
+        async with self._turns.turn(need, urgency, enterprise, notification) as turn:
             while True:
+                # The head sleeps through `self._sleep` (a test's clock), so a more urgent waiter arriving meanwhile
+                # goes first once that sleep ends, not at once as with PostgresTokenBudget.
+                await turn.until_head()
                 now = self._refill()
                 if now < self._blocked_until:
                     await self._sleep(self._blocked_until - now)
@@ -95,6 +112,7 @@ class LocalTokenBucket:
                 if self._available + _EPSILON >= need:
                     self._available = max(0.0, self._available - need)
                     self._consumed += cost
+                    turn.served()
                     return
                 await self._sleep((need - self._available) / self._rate)
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from google.protobuf.duration_pb2 import Duration
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, RegisterNamespaceRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    DescribeTaskQueueRequest,
+    RegisterNamespaceRequest,
+    UpdateTaskQueueConfigRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,6 +44,8 @@ class BootstrapReport:
     namespace: str = "unchanged"
     search_attributes: list[str] = field(default_factory=list)
     schedules: dict[str, str] = field(default_factory=dict)
+    fairness_weights: dict[str, float] | str = field(default_factory=dict)
+    """FAIR_SHARE_WEIGHTS as set on the task queue, or why not."""
 
 
 async def _namespace_exists(client: Client, namespace: str) -> bool:
@@ -74,7 +83,7 @@ async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float 
 
 
 async def ensure_search_attributes(client: Client, settings: Settings) -> list[str]:
-    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId / XnovuRuleId if missing."""
+    """Register XnovuNotificationId / XnovuWorkflowKey / XnovuEnterpriseId / XnovuRuleId / XnovuPriority if missing."""
     ns = settings.temporal_namespace
     existing = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=ns))
     known = set(existing.custom_attributes) | set(existing.system_attributes)
@@ -90,6 +99,62 @@ async def ensure_search_attributes(client: Client, settings: Settings) -> list[s
     return sorted(missing)
 
 
+#: Weight overrides a task queue holds at most (the server's matching.maxFairnessKeyWeightOverrides default).
+MAX_WEIGHT_OVERRIDES = 1000
+
+
+def _ours(key: str) -> bool:
+    """A fairness key xnovu sets: an enterprise id, or the key of rows without one."""
+    if key == searchattrs.NO_ENTERPRISE_KEY:
+        return True
+    try:
+        return str(uuid.UUID(key)) == key
+    except ValueError:
+        return False
+
+
+async def ensure_fairness_weights(client: Client, settings: Settings) -> dict[str, float] | str:
+    """FAIR_SHARE_WEIGHTS as the task queue's fairness weight overrides, so that where the server has fairness on
+    it shares out the children (fairness key = enterprise) by the same weights as the claims and the token budget
+    (docs/priority.md "Temporal priority and fairness keys"). Keys of xnovu's no longer configured are unset; other
+    keys are left alone. Returns the overrides set, or why nothing was done (a server without the API, a key
+    without the permission: bootstrap goes on, only the weights are missing)."""
+    wanted = dict(sorted(settings.fair_share_weight_map.items())[:MAX_WEIGHT_OVERRIDES])
+    ns, queue = settings.temporal_namespace, settings.temporal_task_queue
+    kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+    try:
+        desc = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=ns, task_queue=TaskQueue(name=queue), task_queue_type=kind, report_config=True
+            )
+        )
+        current = dict(desc.config.fairness_weight_overrides)
+        stale = [k for k in current if _ours(k) and k not in wanted]
+        changed = {k: w for k, w in wanted.items() if abs(current.get(k, -1.0) - w) > 1e-6}
+        if stale or changed:
+            await client.workflow_service.update_task_queue_config(
+                UpdateTaskQueueConfigRequest(
+                    namespace=ns,
+                    identity="xnovu bootstrap",
+                    task_queue=queue,
+                    task_queue_type=kind,
+                    set_fairness_weight_overrides=changed,
+                    unset_fairness_weight_overrides=stale,
+                )
+            )
+    except RPCError as exc:
+        if exc.status not in (
+            RPCStatusCode.UNIMPLEMENTED,
+            RPCStatusCode.PERMISSION_DENIED,
+            RPCStatusCode.INVALID_ARGUMENT,
+            RPCStatusCode.FAILED_PRECONDITION,
+        ):
+            raise
+        log.warning("fairness weights not set on the task queue", extra={"reason": exc.message})
+        return f"not set: {exc.message}"
+    return wanted
+
+
 async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
     """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers."""
     report = BootstrapReport()
@@ -100,6 +165,7 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
         while True:
             try:
                 report.search_attributes = await ensure_search_attributes(client, settings)
+                report.fairness_weights = await ensure_fairness_weights(client, settings)
                 report.schedules = await ensure_schedules(client, settings)
                 # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
                 await run_rules_sync_at_start(client)
@@ -119,6 +185,7 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
             "namespace": report.namespace,
             "search_attributes": report.search_attributes,
             "schedules": report.schedules,
+            "fairness_weights": report.fairness_weights,
         },
     )
     return report

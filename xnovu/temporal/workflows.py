@@ -70,6 +70,12 @@ RETRY_ALREADY_STARTED = "retry-already-started"
 #: A poll that found rows but no room in flight (back-pressure) claims again after this, doubling up to the cap.
 CAPACITY_WAIT = timedelta(seconds=1)
 CAPACITY_WAIT_MAX = timedelta(seconds=8)
+#: ... but while the urgent window has room, at most this long: an urgent row committed during the back-off is
+#: claimed by the chain's next claim (a commit's wake-up waits behind the running chain), so it waits about a second,
+#: not up to CAPACITY_WAIT_MAX (docs/priority.md "Claims").
+URGENT_ROOM_WAIT = timedelta(seconds=1)
+#: Patch marker of that cap: a history recorded before it replays with the back-off it recorded.
+CAP_BACKOFF_FOR_URGENT = "cap-backoff-for-urgent"
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -159,8 +165,11 @@ class TriggerMultipleNotificationsWorkflow:
                 id=wid,
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=searchattrs.for_notification(p.notification_id, p.workflow_key, p.enterprise_id),
+                search_attributes=searchattrs.for_notification(
+                    p.notification_id, p.workflow_key, p.enterprise_id, p.priority
+                ),
                 memo=searchattrs.memo_for_notification(p.name),
+                priority=searchattrs.temporal_priority(p.priority, p.enterprise_id),
             )
         except WorkflowAlreadyStartedError:
             return TriggerResult(
@@ -210,6 +219,8 @@ class PollNotificationsWorkflow:
             # (backing off while nothing does), rather than a whole tick later.
             waits = 0 if batch.rows else inp.capacity_waits + 1
             wait = min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX)
+            if batch.urgent_room and wait > URGENT_ROOM_WAIT and workflow.patched(CAP_BACKOFF_FOR_URGENT):
+                wait = URGENT_ROOM_WAIT  # only the normal window is full: an urgent row must not wait up to 8 s
             await workflow.sleep(wait)
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         return PollResult(
@@ -245,9 +256,13 @@ class PollNotificationsWorkflow:
                     task_queue=workflow.info().task_queue,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     search_attributes=searchattrs.for_notification(
-                        row.notification_id, row.workflow_key, row.enterprise_id
+                        row.notification_id, row.workflow_key, row.enterprise_id, row.priority
                     ),
                     memo=searchattrs.memo_for_notification(row.name),
+                    # An urgent child overtakes queued children on the task queue; its enterprise is its fairness
+                    # key. Neither is part of the command's replay check (workflow id and type are), so histories
+                    # recorded without them replay unchanged (tests/integration/test_priority_temporal.py).
+                    priority=searchattrs.temporal_priority(row.priority, row.enterprise_id),
                 )
             except WorkflowAlreadyStartedError:
                 if wait is None or not workflow.patched(RETRY_ALREADY_STARTED):

@@ -162,7 +162,12 @@ class Components:
             novu_client(s)  # raises the readable ConfigError before anything is opened
         self.tracing.instrument_asyncpg()
         self.repo = await with_retries("Postgres", lambda: connect(s), connect_timeout_s)
-        self.budget = PostgresTokenBudget(self.repo.pool, s.novu_rate_limit_rps)
+        self.budget = PostgresTokenBudget(
+            self.repo.pool,
+            s.novu_rate_limit_rps,
+            weights=s.fair_share_weight_map,
+            fifo=s.send_order == "oldest-first",
+        )
         self.novu = novu_client(s, self.budget, self.tracing)
         present = await self.repo.schema_present()
         if not all(present.values()):

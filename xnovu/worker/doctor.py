@@ -8,14 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from xnovu.config import Settings
 from xnovu.db.repository import connect
 from xnovu.errors import XnovuError
 from xnovu.temporal.connection import connect_temporal
+from xnovu.temporal.fairness import NORMAL, OTHER, probe_fairness
 from xnovu.worker.composition import novu_client
 from xnovu.worker.wakeup import off_reason
+
+#: The doctor's option that runs the fairness probe (off by default: it starts workflows).
+PROBE_FLAG = "--fairness-probe"
 
 
 @dataclass(frozen=True)
@@ -72,11 +77,44 @@ def _wakeups(settings: Settings, switch: dict[str, Any] | None) -> Check:
     return Check("wakeups", True, f"off in the worker ({reason}) and in the database")
 
 
-async def _temporal(settings: Settings) -> list[Check]:
+async def _fairness(client: Client, probe: bool) -> Check:
+    """One line: does the server dispatch the children by their fairness key (the enterprise)? Measured, since no
+    API tells (xnovu/temporal/fairness.py); xnovu's own claims and token budget share fairly either way."""
+    fix = (
+        "set matching.enableFairness=true in the server's dynamic config (Temporal Cloud: the namespace's Fairness "
+        "setting) so the task queue shares out children by enterprise too"
+    )
+    if not probe:
+        return Check(
+            "temporal-fairness",
+            True,
+            f"not probed: run `xnovu doctor {PROBE_FLAG}` to measure whether the server shares out children by "
+            f"enterprise (starts {NORMAL + OTHER} probe workflows, billed as actions on Temporal Cloud)",
+        )
+    try:
+        result = await asyncio.wait_for(probe_fairness(client), 60)
+    except (RPCError, TimeoutError) as exc:
+        return Check(
+            "temporal-fairness", True, f"could not probe: {getattr(exc, 'message', None) or type(exc).__name__}"
+        )
+    how = f"server {result.server_version}, {NORMAL + OTHER} probe tasks"
+    if result.state == "on":
+        return Check("temporal-fairness", True, f"on: the task queue shares out children by enterprise ({how})")
+    if result.state == "off":
+        return Check("temporal-fairness", True, f"off: children queue oldest first within a priority ({how}); {fix}")
+    again = f"run `xnovu doctor {PROBE_FLAG}` again, or check the server's config"
+    return Check("temporal-fairness", True, f"unclear ({how}); {again}")
+
+
+async def _temporal(settings: Settings, probe: bool = False) -> list[Check]:
     try:
         client = await connect_temporal(settings)
     except XnovuError as exc:
-        return [Check("temporal", False, str(exc)), Check("namespace", False, "skipped")]
+        return [
+            Check("temporal", False, str(exc)),
+            Check("namespace", False, "skipped"),
+            Check("temporal-fairness", False, "skipped"),
+        ]
     try:
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=settings.temporal_namespace)
@@ -85,10 +123,12 @@ async def _temporal(settings: Settings) -> list[Check]:
         return [
             Check("temporal", True, f"reachable at {settings.temporal_address}"),
             Check("namespace", False, f"{settings.temporal_namespace!r}: {exc.message}; run `xnovu bootstrap`"),
+            Check("temporal-fairness", False, "skipped"),
         ]
     return [
         Check("temporal", True, f"reachable at {settings.temporal_address}"),
         Check("namespace", True, settings.temporal_namespace),
+        await _fairness(client, probe),
     ]
 
 
@@ -102,7 +142,9 @@ async def _novu(settings: Settings) -> list[Check]:
     return [Check("novu", ok, message)]
 
 
-async def run_checks(settings: Settings) -> list[Check]:
-    """All checks, concurrently; never raises for a failed dependency."""
-    groups = await asyncio.gather(_database(settings), _temporal(settings), _novu(settings))
+async def run_checks(settings: Settings, *, fairness_probe: bool = False) -> list[Check]:
+    """All checks, concurrently; never raises for a failed dependency. `fairness_probe` (opt-in, `xnovu doctor
+    --fairness-probe`): measure whether the Temporal server dispatches by fairness key (starts and terminates 120
+    probe workflows on a queue of their own: each doctor run would otherwise cost Temporal Cloud actions)."""
+    groups = await asyncio.gather(_database(settings), _temporal(settings, fairness_probe), _novu(settings))
     return [check for group in groups for check in group]

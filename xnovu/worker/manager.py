@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from xnovu import __version__
 from xnovu.config import Settings
+from xnovu.core.backlog import SAMPLE_ROWS, Backlog, summarize
 from xnovu.core.models import PollKind
 from xnovu.db.repository import Repository
 from xnovu.metrics import METRICS
@@ -196,6 +197,12 @@ class WorkerManager:
             report["counts"] = {"error": type(exc).__name__}
         try:
             assert self.repo is not None
+            # docs/priority.md "Operating it": what is due, by urgency and by enterprise, and for how long.
+            report["due"] = (await asyncio.wait_for(self._backlog(), PROBE_TIMEOUT_S)).as_dict()
+        except Exception as exc:
+            report["due"] = {"error": type(exc).__name__}
+        try:
+            assert self.repo is not None
             # README "Rules": how many CRON rules fire, and every rule that cannot, with the reason.
             report["rules"] = await asyncio.wait_for(RuleRepository(self.repo).status(), PROBE_TIMEOUT_S)
         except Exception as exc:
@@ -211,6 +218,13 @@ class WorkerManager:
         if self.wakeup is not None:
             report["wakeup"] = self.wakeup.status()
         return report
+
+    async def _backlog(self) -> Backlog:
+        """The due backlog (bounded sample, xnovu/core/backlog.py), also set on the /metrics gauges."""
+        assert self.repo is not None
+        backlog = summarize(await self.repo.due_backlog(SAMPLE_ROWS))
+        METRICS.observe_backlog(backlog)
+        return backlog
 
     async def sample_gauges(self) -> None:
         """Refresh the gauges that describe the database, at most every SAMPLE_MIN_INTERVAL_S, within the probe
@@ -236,6 +250,10 @@ class WorkerManager:
         except Exception as exc:
             log.warning("could not sample the database gauges", extra={"error": type(exc).__name__})
             return
+        try:
+            await asyncio.wait_for(self._backlog(), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("could not sample the due backlog", extra={"error": type(exc).__name__})
         METRICS.dead_letter_total.set(sample["dead_lettered"] or 0)
         METRICS.leases_expired.set(sample["leases_expired"] or 0)
         METRICS.lease_overrun.set(sample["lease_overrun_s"] or 0)

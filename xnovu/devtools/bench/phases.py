@@ -18,6 +18,10 @@ no-op activity, started directly by a client. The pipeline is then measured thro
                  then rows in separate commits → xnovu-poll-new runs        wakeup_runs_per_1000_commits
     listener     a row committed right after the LISTEN connection was     listener_killed_latency_p50_s,
                  killed → Novu receipt (wake-up worker, 10 s interval)      _p99_s
+    noisy        A commits a backlog (singles and one big row), then B      noisy_b_urgent_*, noisy_b_normal_*,
+                 urgent and normal rows, at 60 tokens/s: commit → Novu      noisy_a_drain_*; noisy_oldest_first_*
+                 receipt of B's rows and A's drain against A alone, with
+                 SEND_ORDER=priority and oldest-first side by side
     backlog RSS  a worker working for a while on 100 000 waiting rows       rss_backlog_mb
     (all)        peak RSS of the xnovu worker process and its children     rss_mb
     (cost)       CPU of the workers, Temporal and Postgres per item; the    *_cpu_ms_per_*, db_round_trips_*,
@@ -47,7 +51,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,7 @@ from xnovu.devtools.bench.plan import (
     EVENT_POLL_S,
     FULL,
     LIMITED_RPS,
+    NOISY_HIGHEST_SORT_ORDER,
     PHASE_BASE_S,
     PHASE_MIN_RATE,
     POLL_INTERVAL_MS,
@@ -87,6 +92,8 @@ from xnovu.devtools.bench.plan import (
     WAKEUP_POLL_INTERVAL_MS,
     BenchPlan,
     BenchResult,
+    NoisyPlan,
+    fair_share_s,
     per_item,
     percentile,
 )
@@ -724,6 +731,115 @@ class Bench:
             await self._terminate_open_runs()
         return peak
 
+    # -- noisy neighbour
+
+    async def noisy(self, *, restore: bool = True) -> dict[str, float]:
+        """Issue 17's noisy neighbour: A alone, then A and B with SEND_ORDER=priority, then with oldest-first.
+
+        The worker is not scoped to the bench's enterprise here (the phase needs two), so the bench runs it only on
+        a database it started itself. Each run restarts the worker at `rps` tokens/s, 1 s poll, wake-ups on.
+        """
+        plan = self.plan.noisy
+        assert self.repo is not None
+        a, b = str(uuid.uuid4()), str(uuid.uuid4())
+        urgent = int(
+            await self.repo.pool.fetchval(
+                "INSERT INTO notify.typ_notification_priority (name, sort_order, publish_status)"
+                " VALUES ($1, $2, 'PUBLISH') RETURNING id",
+                f"bench {self.tag} emergency",
+                NOISY_HIGHEST_SORT_ORDER,
+            )
+        )
+        alone, _, _ = await self._noisy_run(plan, "priority", a, None, urgent)
+        drain, b_urgent, b_normal = await self._noisy_run(plan, "priority", a, b, urgent)
+        old_drain, old_urgent, old_normal = await self._noisy_run(plan, "oldest-first", a, b, urgent)
+        if restore:
+            await self._restart_worker()  # the bench's own settings again, for the phases after this one
+        return {
+            "noisy_b_urgent_p50_s": percentile(b_urgent, 50),
+            "noisy_b_urgent_p99_s": percentile(b_urgent, 99),
+            "noisy_b_normal_p50_s": percentile(b_normal, 50),
+            "noisy_b_normal_p99_s": percentile(b_normal, 99),
+            "noisy_b_fair_share_s": fair_share_s(plan),
+            "noisy_a_drain_s": drain,
+            "noisy_a_alone_drain_s": alone,
+            "noisy_a_drain_ratio": drain / alone,
+            "noisy_oldest_first_b_urgent_p50_s": percentile(old_urgent, 50),
+            "noisy_oldest_first_b_urgent_p99_s": percentile(old_urgent, 99),
+            "noisy_oldest_first_b_normal_p50_s": percentile(old_normal, 50),
+            "noisy_oldest_first_b_normal_p99_s": percentile(old_normal, 99),
+            "noisy_oldest_first_a_drain_s": old_drain,
+            "noisy_oldest_first_a_drain_ratio": old_drain / alone,
+        }
+
+    async def _noisy_insert(
+        self, enterprise: str, recipients: Sequence[int], label: str, priority_id: int | None = None
+    ) -> tuple[list[int], list[str], float]:
+        """Rows of `enterprise` in one transaction, row i with recipients[i] recipients; (ids, the first recipient
+        of each row, wall-clock time just after the commit)."""
+        assert self.repo is not None
+        people = [[str(uuid.uuid4()) for _ in range(n)] for n in recipients]
+        rows = [
+            NewNotification(f"bench {self.tag} {label} #{i}", p, {"bench": self.tag}, priority_id=priority_id)
+            for i, p in enumerate(people)
+        ]
+        ids = await insert_notifications(self.repo, self.workflow_id, rows, enterprise_id=enterprise)
+        return ids, [p[0] for p in people], time.time()
+
+    async def _noisy_run(
+        self, plan: NoisyPlan, order: str, a: str, b: str | None, urgent_priority: int
+    ) -> tuple[float, list[float], list[float]]:
+        """One run: (A's drain in s, B's urgent latencies, B's normal latencies); B only when `b` is given."""
+        assert self.repo is not None
+        start = self._restart_worker if self.worker is not None else self.start_worker
+        await start(
+            novu_rate_limit_rps=plan.rps,
+            poll_enterprise_id=None,
+            send_order=order,
+            wakeup_enabled=True,
+            poll_interval_ms=POLL_INTERVAL_MS,
+        )
+        await self._emulator_post("/emulator/reset", {})
+        who = "A alone" if b is None else f"A and B, {order}"
+        # Progress in rows and recipients; time limit: three times what A's tokens take at the budget's rate.
+        phase = self._phase(
+            f"noisy neighbour ({who}): {plan.a_tokens} tokens at {plan.rps:g}/s",
+            plan.a_rows + plan.a_big_recipients,
+            work=int(3 * plan.a_tokens / plan.rps * PHASE_MIN_RATE),
+        )
+        # The big row first: oldest first, it is claimed ahead of A's singles (the case the issue describes).
+        a_ids, _, a_committed = await self._noisy_insert(a, [plan.a_big_recipients] + [1] * plan.a_rows, "A")
+        b_rows: list[tuple[list[str], float]] = []
+        if b is not None:
+            await asyncio.sleep(plan.b_after_s)
+            _, urgent_people, urgent_at = await self._noisy_insert(b, [1] * plan.b_urgent, "B urgent", urgent_priority)
+            b_rows.append((urgent_people, urgent_at))
+            _, normal_people, normal_at = await self._noisy_insert(b, [1] * plan.b_normal, "B normal")
+            b_rows.append((normal_people, normal_at))
+        drain = await self._noisy_wait(a_ids, a_committed, phase)
+        if not b_rows:
+            return drain, [], []
+        events = await self._await_receipts([p for people, _ in b_rows for p in people], phase, STALL_S)
+        latencies = [[events[p].timestamp() - at for p in people] for people, at in b_rows]
+        return drain, latencies[0], latencies[1]
+
+    async def _noisy_wait(self, ids: list[int], committed: float, phase: Phase) -> float:
+        """As `wait_sent`, with the big row's acknowledged recipients as progress (it may send alone for minutes)."""
+        assert self.repo is not None and self.worker is not None
+        big = ids[:1]
+        while True:
+            row = await self.repo.pool.fetchrow(PROGRESS_SQL, ids)
+            assert row is not None
+            sent = int(row["sent"])
+            recipients = int(await self.repo.pool.fetchval(RECIPIENT_PROGRESS_SQL, big))
+            self.progress.update(phase.task, completed=min(sent + recipients, phase.total))
+            if sent >= len(ids):
+                last: datetime = row["last_sent"]
+                return max(1e-3, last.timestamp() - committed)
+            self.worker.check()
+            phase.tick(sent + recipients, f"{sent}/{len(ids)} of A's rows SENT; worker log: {self.worker.log_file}")
+            await asyncio.sleep(WAIT_POLL_S)
+
     async def _terminate_open_runs(self) -> None:
         """Terminate what a stopped worker left running on the bench's task queue (its in-flight attempts)."""
         assert self.client is not None
@@ -772,6 +888,10 @@ class Bench:
         )
         wake_latency, wake_runs = await self.wakeups()
         killed = await self.listener_killed()
+        if self.postgres_pid is not None:  # two enterprises: only on the bench's own database
+            self.figures.update(await self.noisy())
+        else:
+            log.warning("bench: the noisy-neighbour phase needs the bench's own database (DATABASE_URL is set)")
         rss_backlog_mb = await self.backlog_rss()  # last: it leaves a worker stopped mid-backlog
         return BenchResult(
             ceiling_per_s=ceiling,
@@ -798,6 +918,19 @@ class Bench:
             **self.figures,
         )
 
+    async def run_only_noisy(
+        self, stack_pids: Sequence[int] = (), *, temporal_pid: int | None = None, postgres_pid: int | None = None
+    ) -> BenchResult:
+        """`xnovu bench --only noisy`: the noisy-neighbour phase alone; the other figures stay 0."""
+        self.temporal_pid, self.postgres_pid = temporal_pid, postgres_pid
+        if postgres_pid is None:
+            raise XnovuError("the noisy-neighbour phase needs the bench's own database: unset DATABASE_URL")
+        self.host_load = HostLoad([os.getpid(), *stack_pids])
+        self._load_task = asyncio.create_task(self.host_load.run(), name="bench-host-load")
+        figures = await self.noisy(restore=False)
+        zero = {f: 0.0 for f in BenchResult.__dataclass_fields__ if not f.startswith("noisy_")}
+        return BenchResult(**{**zero, **figures})
+
     async def _restart_worker(self, **overrides: Any) -> None:
         """Stop the xnovu worker (gracefully) and start one with other settings."""
         await self._stop_worker()
@@ -813,13 +946,26 @@ class Bench:
         await asyncio.to_thread(self.worker.stop)
 
 
-async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: Console) -> BenchResult:
-    """Bring up the stack, run every phase, print the table (or only the JSON object) and stop everything.
+async def run_bench(
+    settings: Settings,
+    *,
+    quick: bool,
+    as_json: bool,
+    console: Console,
+    only: str | None = None,
+    noisy: NoisyPlan | None = None,
+) -> BenchResult:
+    """Bring up the stack, run every phase (or `only` one: "noisy"), print the table (or only the JSON object) and
+    stop everything. `noisy` replaces the plan's noisy-neighbour sizes.
 
     Progress goes to stderr so that `--json` leaves stdout to the one JSON object. On failure the temporary folder
     with every log is kept and named in the error; after a clean run (or Ctrl-C) it is removed.
     """
     plan = QUICK if quick else FULL
+    if noisy is not None:
+        plan = replace(plan, noisy=noisy)
+    if only not in (None, "noisy"):
+        raise XnovuError(f"--only {only}: the one phase that runs alone is noisy")
     base = Path(tempfile.mkdtemp(prefix="xnovu-bench-"))
     namespace = f"{settings.temporal_namespace}-bench"
     metrics_port = free_port()
@@ -845,7 +991,8 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             await bench.setup()
             progress.update(starting, completed=1)
             temporal = stack.temporal.process if stack.temporal is not None else None
-            result = await bench.run(
+            runner = bench.run_only_noisy if only == "noisy" else bench.run
+            result = await runner(
                 stack.detached_pids(),
                 temporal_pid=temporal.pid if temporal is not None else None,
                 postgres_pid=next(iter(stack.detached_pids()), None),
@@ -869,7 +1016,7 @@ async def run_bench(settings: Settings, *, quick: bool, as_json: bool, console: 
             "the figures are noisier than usual"
         )
     if as_json:
-        console.print_json(result_json(result))
+        console.print_json(result_json(result, only=only))
     else:
-        console.print(results_table(result, plan, quick, foreign))
+        console.print(results_table(result, plan, quick, foreign, only=only))
     return result

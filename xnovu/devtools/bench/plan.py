@@ -8,7 +8,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+#: Tokens of one enterprise's turn at the token budget at weight 1: xnovu.novu.fairqueue.QUANTUM (this module imports
+#: no other xnovu module; tests/unit/test_bench_plan.py keeps the two equal).
+BUDGET_TURN_TOKENS = 100.0
+
+
+@dataclass(frozen=True)
+class NoisyPlan:
+    """Sizes of the noisy-neighbour phase (issue 17, docs/performance.md "Noisy neighbour"): enterprise A commits
+    `a_rows` single-recipient rows and one row of `a_big_recipients`; `b_after_s` later enterprise B commits
+    `b_urgent` rows at the highest priority and `b_normal` at normal priority; all at `rps` tokens/s. The issue's
+    sizes (NOISY_ISSUE) drain A in about 20 minutes per mode; the bench runs a scaled version by default."""
+
+    a_rows: int = 2_000
+    a_big_recipients: int = 5_000
+    b_urgent: int = 20
+    b_normal: int = 20
+    rps: float = 60.0
+    b_after_s: float = 10.0
+
+    @property
+    def a_tokens(self) -> int:
+        """What A's backlog costs: one token per single row, 100 per bulk request of up to 100 recipients."""
+        return self.a_rows + 100 * math.ceil(self.a_big_recipients / 100)
+
+
+#: The sort_order of B's urgent rows: urgency 2 under the default rule, Temporal's priority key 1 (the highest).
+NOISY_HIGHEST_SORT_ORDER = 2
+NOISY_SCALED = NoisyPlan()
+NOISY_QUICK = NoisyPlan(a_rows=500, a_big_recipients=1_000, b_after_s=5.0)
+NOISY_ISSUE = NoisyPlan(a_rows=20_000, a_big_recipients=50_000)
 
 
 @dataclass(frozen=True)
@@ -43,6 +74,8 @@ class BenchPlan:
     """Rows waiting in the table while the worker's memory is sampled (the last phase; its unsent rows are deleted)."""
     backlog_rss_s: float = 60.0
     """How long the worker works on that backlog while its RSS is sampled."""
+    noisy: NoisyPlan = field(default_factory=NoisyPlan)
+    """The noisy-neighbour phase (three runs: A alone, then A and B in each send order)."""
 
 
 QUICK = BenchPlan(
@@ -58,6 +91,7 @@ QUICK = BenchPlan(
     listener_kill_samples=3,
     backlog_rss_rows=5_000,
     backlog_rss_s=20.0,
+    noisy=NOISY_QUICK,
 )
 FULL = BenchPlan(
     ceiling_n=2000,
@@ -165,6 +199,27 @@ class BenchResult:
     server_db_ms_per_notification: float = 0.0
     rss_backlog_mb: float = 0.0
     """Peak worker RSS while it works on a backlog of `backlog_rss_rows` rows (the last phase)."""
+    noisy_b_urgent_p50_s: float = 0.0
+    """Noisy neighbour, SEND_ORDER=priority: commit → Novu receipt of B's urgent rows while A's backlog drains."""
+    noisy_b_urgent_p99_s: float = 0.0
+    noisy_b_normal_p50_s: float = 0.0
+    """... of B's normal rows."""
+    noisy_b_normal_p99_s: float = 0.0
+    noisy_b_fair_share_s: float = 0.0
+    """B's fair share (`fair_share_s`): the target of noisy_b_normal_p99_s."""
+    noisy_a_drain_s: float = 0.0
+    """A's commit → A's last row SENT, with B's rows beside it."""
+    noisy_a_alone_drain_s: float = 0.0
+    """The same with A alone (no B), measured in the same run; 0: the phase did not run."""
+    noisy_a_drain_ratio: float = 0.0
+    """noisy_a_drain_s / noisy_a_alone_drain_s."""
+    noisy_oldest_first_b_urgent_p50_s: float = 0.0
+    """The same figures with SEND_ORDER=oldest-first (the order before priority), for comparison."""
+    noisy_oldest_first_b_urgent_p99_s: float = 0.0
+    noisy_oldest_first_b_normal_p50_s: float = 0.0
+    noisy_oldest_first_b_normal_p99_s: float = 0.0
+    noisy_oldest_first_a_drain_s: float = 0.0
+    noisy_oldest_first_a_drain_ratio: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -204,8 +259,52 @@ def per_item(total: float, items: int) -> float:
     return total / items if items > 0 else 0.0
 
 
+def fair_share_s(plan: NoisyPlan, poll_interval_s: float = POLL_INTERVAL_MS / 1000) -> float:
+    """B's fair share in the noisy-neighbour phase: the time B's normal rows take at half the budget (two enterprises
+    with work share it equally), plus one poll interval (the claim), plus one turn of A's at the token budget
+    (BUDGET_TURN_TOKENS at the full rate: the turn under way when B's first request arrives)."""
+    return plan.b_normal / (plan.rps / 2) + poll_interval_s + BUDGET_TURN_TOKENS / plan.rps
+
+
+#: The noisy-neighbour targets (issue 17): B's urgent rows p99, A's drain against A alone.
+NOISY_URGENT_P99_S = 2.0
+NOISY_DRAIN_RATIO = 1.05
+
+
+def noisy_targets(r: BenchResult) -> list[TargetCheck]:
+    """The noisy-neighbour phase's targets (SEND_ORDER=priority); none when the phase did not run."""
+    if r.noisy_a_alone_drain_s <= 0:
+        return []
+    return [
+        TargetCheck(
+            "noisy_b_urgent_p99_s",
+            r.noisy_b_urgent_p99_s,
+            f"≤ {NOISY_URGENT_P99_S:g} s",
+            r.noisy_b_urgent_p99_s <= NOISY_URGENT_P99_S,
+        ),
+        TargetCheck(
+            "noisy_b_normal_p99_s",
+            r.noisy_b_normal_p99_s,
+            f"≤ B's fair share {r.noisy_b_fair_share_s:.2f} s",
+            r.noisy_b_normal_p99_s <= r.noisy_b_fair_share_s,
+        ),
+        TargetCheck(
+            "noisy_a_drain_ratio",
+            r.noisy_a_drain_ratio,
+            f"≤ {NOISY_DRAIN_RATIO:g} (A alone)",
+            r.noisy_a_drain_ratio <= NOISY_DRAIN_RATIO,
+        ),
+    ]
+
+
 def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
     """The issue's targets. Throughput ones are relative to the ceiling, so they mean the same on any machine."""
+    return [*_main_targets(r), *noisy_targets(r)]
+
+
+def _main_targets(r: BenchResult) -> list[TargetCheck]:
+    if r.ceiling_per_s <= 0:  # `xnovu bench --only noisy`: the other phases did not run
+        return []
     return [
         TargetCheck("throughput_ratio", r.throughput_ratio, "≥ 0.8", r.throughput_ratio >= 0.8),
         TargetCheck(

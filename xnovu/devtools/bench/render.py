@@ -10,14 +10,27 @@ from rich.table import Table
 from xnovu.devtools.bench.plan import POLL_INTERVAL_MS, BenchPlan, BenchResult, evaluate_targets
 
 
-def result_json(r: BenchResult) -> str:
+def _figures(r: BenchResult, only: str | None) -> dict[str, float]:
+    """The figures of the run: all, or those of the one phase run alone (`--only noisy`: the `noisy_` keys)."""
+    figures = r.as_dict()
+    return figures if only is None else {k: v for k, v in figures.items() if k.startswith(f"{only}_")}
+
+
+def result_json(r: BenchResult, only: str | None = None) -> str:
     """The `--json` object (README "Performance" quotes it)."""
-    return json.dumps(r.as_dict())
+    return json.dumps(_figures(r, only))
 
 
-def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_percent: float | None = None) -> Table:
+def results_table(
+    r: BenchResult,
+    plan: BenchPlan,
+    quick: bool,
+    foreign_cpu_percent: float | None = None,
+    only: str | None = None,
+) -> Table:
     """Every figure with its target and pass/miss; the figures without a target (context) show a dash."""
     checks = {c.metric: c for c in evaluate_targets(r)}
+    noisy = plan.noisy
     units = {"_per_s": "/s", "_s": " s", "_mb": " MB", "ratio": "", "_commits": ""}
     table = Table(
         "metric",
@@ -26,9 +39,14 @@ def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_perc
         "result",
         title=f"xnovu bench ({'quick' if quick else 'full'})",
         caption=(
-            f"ceiling/e2e N={plan.e2e_n}, {plan.recipient_rows}x{plan.recipients_per_row} recipients, "
-            f"{plan.latency_samples} latency samples, {plan.scheduled_rows} scheduled, backlog {plan.backlog_n}; "
-            f"poll {POLL_INTERVAL_MS / 1000:g} s"
+            (
+                f"ceiling/e2e N={plan.e2e_n}, {plan.recipient_rows}x{plan.recipients_per_row} recipients, "
+                f"{plan.latency_samples} latency samples, {plan.scheduled_rows} scheduled, backlog {plan.backlog_n}; "
+                if only is None
+                else ""
+            )
+            + f"noisy: A {noisy.a_rows} rows + 1 x {noisy.a_big_recipients}, B {noisy.b_urgent} urgent + "
+            f"{noisy.b_normal} normal at {noisy.rps:g} tokens/s; poll {POLL_INTERVAL_MS / 1000:g} s"
             + (
                 ""
                 if foreign_cpu_percent is None
@@ -36,7 +54,7 @@ def results_table(r: BenchResult, plan: BenchPlan, quick: bool, foreign_cpu_perc
             )
         ),
     )
-    for metric, value in r.as_dict().items():
+    for metric, value in _figures(r, only).items():
         unit = " ms" if "_ms_per_" in metric else next((u for sfx, u in units.items() if metric.endswith(sfx)), "")
         check = checks.get(metric)
         verdict = "-" if check is None else ("[green]pass[/green]" if check.passed else "[red]miss[/red]")
