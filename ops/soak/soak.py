@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -172,6 +173,16 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         self.t0 = 0.0
         self.pool: asyncpg.Pool | None = None
         self.workflow_ids: list[int] = []
+        #: Priorities (None: normal, then an urgent and a low one) and enterprises (None: the rows without one) the
+        #: rows are spread over, so the soak runs the claims' urgency classes and fair share (docs/priority.md).
+        #: Drawn from a generator of the harness's own, so the plan of a seed (its faults and inserts) is unchanged.
+        self.priority_ids: list[int | None] = [None]
+        self.enterprises: list[str | None] = [
+            None,
+            str(uuid.UUID(int=plan.seed + 1)),
+            str(uuid.UUID(int=plan.seed + 2)),
+        ]
+        self.spread = random.Random(f"soak-spread-{plan.seed}")
         self.deleted: set[int] = set()
         self.rows: dict[int, Row] = {}
         self.retracted_at: dict[int, datetime] = {}
@@ -214,6 +225,14 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
         for key in WORKFLOWS:
             wid = await self.pool.fetchval(q("upsert_workflow"), key, f"{key}-{self.tag}", ["IN_APP"], None)
             self.workflow_ids.append(int(wid))
+        for name, sort_order in (("soak urgent", 2), ("soak low", -1)):
+            pid = await self.pool.fetchval(
+                "INSERT INTO notify.typ_notification_priority (name, sort_order, publish_status)"
+                " VALUES ($1, $2, 'PUBLISH') RETURNING id",
+                f"{name} {self.tag}",
+                sort_order,
+            )
+            self.priority_ids.append(int(pid))
         if self.plan.history:
             await self.pool.execute(HISTORY_SQL, self.workflow_ids[0], self.plan.history)
             await self.pool.execute("ANALYZE notify.ent_notification")
@@ -317,7 +336,8 @@ class Soak(sc.ScenarioRun):  # type: ignore[misc,name-defined]
             [json.dumps({"seed": self.plan.seed, "n": len(r)}) for r in recipients],
             [",".join(r) for r in recipients],
             scheduled,
-            None,
+            self.spread.choice(self.enterprises),
+            [self.spread.choice(self.priority_ids) for _ in recipients],
         )
         ids = [int(r["id"]) for r in records]
         for nid, rec, draft, when in zip(ids, recipients, ins.draft, scheduled, strict=True):
