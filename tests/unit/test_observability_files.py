@@ -26,7 +26,7 @@ from tests.observability import (
     github_anchors,
     metric_names,
 )
-from xnovu.metrics import METRICS
+from xnovu.metrics import METRICS, Metrics
 
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 #: The situations the alert rules must cover (issue: worker down, no poll, DLQ growing, key rotated, 429s, leases).
@@ -86,6 +86,19 @@ def test_every_queried_metric_is_declared_by_the_worker() -> None:
     queried += [(rule["alert"], name) for rule in alert_rules() for name in metric_names(rule["expr"])]
     unknown = sorted({(where, name) for where, name in queried if name not in declared})
     assert not unknown, f"not exported by xnovu.metrics: {unknown}"
+
+
+def test_configuration_error_series_exist_at_zero_before_the_first_error() -> None:
+    """increase() over a counter series born at 1 is 0 (no earlier sample), so a worker's first 401/402/403 would go
+    unseen until the next one 30 s later: the series exist from the start, at 0."""
+    samples = {
+        s.labels.get("status_code"): s.value
+        for family in Metrics().registry.collect()
+        if family.name == "xnovu_novu_requests"
+        for s in family.samples
+        if s.name == "xnovu_novu_requests_total"
+    }
+    assert samples == {"401": 0.0, "402": 0.0, "403": 0.0}
 
 
 # --- dashboard ---------------------------------------------------------------------------------------------
