@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_PATH = ROOT / "ops" / "grafana" / "xnovu.json"
 ALERTS_PATH = ROOT / "ops" / "prometheus" / "alerts.yml"
+ALERTS_TEST_PATH = ROOT / "ops" / "prometheus" / "alerts_test.yml"
 PROMETHEUS_PATH = ROOT / "ops" / "prometheus" / "prometheus.yml"
 README_PATH = ROOT / "README.md"
 

@@ -5,7 +5,8 @@
     ├── DatabaseError              Postgres unreachable, schema missing, migration failed
     ├── TemporalUnavailableError   the Temporal server cannot be reached or the namespace is missing
     ├── NotificationNotFoundError  no notification with that id
-    └── NovuConfigurationError     Novu rejected the API key (401/403/402): every send would fail alike
+    └── NovuConfigurationError     Novu refused the key (401/403) or the plan limit is reached (402): every send
+                                   would fail alike
 
 Messages are one readable sentence that says what to do; none contains a secret (I6).
 """
@@ -31,6 +32,11 @@ class TemporalUnavailableError(XnovuError):
 
 class NotificationNotFoundError(XnovuError):
     """No notification has that id."""
+
+
+#: The HTTP statuses with which Novu refuses every send alike (401/403 the key, 402 the plan limit): each holds the
+#: attempt as a NovuConfigurationError instead of failing a row (xnovu/novu/client.py), and each has its alert.
+NOVU_CONFIG_STATUSES = (401, 402, 403)
 
 
 class NovuConfigurationError(XnovuError):

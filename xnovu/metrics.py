@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from xnovu.core.backlog import OTHER, Backlog
 from xnovu.core.models import Outcome, PollKind, TriggerResult
+from xnovu.errors import NOVU_CONFIG_STATUSES
 
 
 class Metrics:
@@ -52,7 +53,10 @@ class Metrics:
             registry=self.registry,
         )
         self.novu_configuration_errors = Counter(
-            "xnovu_novu_configuration_errors", "Novu refused the API key (401/403/402)", registry=self.registry
+            "xnovu_novu_configuration_errors",
+            "Attempts held on a Novu configuration error (401/403 key refused, 402 plan limit, wrong NOVU_API_URL), "
+            "one per try (every 30 s per held attempt)",
+            registry=self.registry,
         )
         self.novu_unknown_outcomes = Counter(
             "xnovu_novu_unknown_outcomes",
@@ -157,6 +161,10 @@ class Metrics:
                 self.processed.labels(outcome=outcome.value)
         for kind in PollKind:
             self.poll_batch_size.labels(kind=kind.value)
+        # Novu's configuration errors too: increase() sees a worker's first 401/402/403 only if a 0 came before it
+        # (ops/prometheus/alerts.yml alerts on it).
+        for status in NOVU_CONFIG_STATUSES:
+            self.novu_requests.labels(status_code=str(status))
         self._backlog_baseline()
 
     def observe_result(self, result: TriggerResult, seconds: float) -> None:

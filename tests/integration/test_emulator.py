@@ -399,6 +399,27 @@ def test_error_rate_answers_500_before_processing(client: httpx.Client) -> None:
     assert s["deliveries"] == 0 and s["status_codes"] == {"500": 1} and s["requests"] == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "message"), [(402, "Payment Required"), (403, "Forbidden resource")]
+)
+def test_a_configuration_error_status_answers_every_events_request(
+    client: httpx.Client, status: int, message: str
+) -> None:
+    """Novu's configuration errors other than a wrong key (402 plan limit, 403), which no request can provoke."""
+    configure(client, config_error_status=status)
+    assert_error_body(trigger(client, {"name": "welcome", "to": "u1"}), status, message)
+    bulk = client.post(BULK, json={"events": [{"name": "welcome", "to": "u2"}]}, headers=AUTH)
+    assert_error_body(bulk, status, message)
+    assert_error_body(client.post(TRIGGER, json={"name": "welcome", "to": "u1"}), 401)  # the key is checked first
+    s = stats(client)
+    assert s["deliveries"] == 0 and s["status_codes"] == {str(status): 2, "401": 1}
+    assert feed(client, transactionId="x").status_code == 200, "reads are not refused"
+    for bad in (400, 500, True, "402"):
+        assert_error_body(client.post("/emulator/config", json={"config_error_status": bad}), 400)
+    configure(client, config_error_status=None)
+    assert trigger(client, {"name": "welcome", "to": "u1"}).status_code == 201
+
+
 def test_timeout_rate_processes_but_answers_too_late_then_replays(client: httpx.Client) -> None:
     configure(client, timeout_rate=1.0, timeout_delay_s=3)
     body = {"name": "welcome", "to": "u1", "transactionId": "tx-slow"}
@@ -459,6 +480,7 @@ def test_reset_clears_state_and_keeps_config_unless_asked(client: httpx.Client) 
         "seed": None,
         "feed_delay_ms": 0,
         "feed_error_rate": 0.0,
+        "config_error_status": None,
     }
 
 

@@ -214,6 +214,23 @@ async def test_rejected_api_key_is_a_configuration_error_that_burns_no_attempt(e
     assert result.outcome is Outcome.SENT and result.attempt == 1
 
 
+@pytest.mark.parametrize(("status", "fix"), [(402, "the Novu plan limit has been reached"), (403, "NOVU_SECRET_KEY")])
+async def test_plan_limit_and_forbidden_hold_the_attempt_like_a_rejected_key(env: Env, status: int, fix: str) -> None:
+    """402 (docs/novu-contract.md: the plan limit) and 403 wait like a 401: no attempt burnt, nothing dead-lettered."""
+    wf = await env.workflow("welcome")
+    [nid] = await env.insert(wf, recipients=3)
+    env.configure_emulator(config_error_status=status)
+    async with processor_for(env) as proc:
+        with pytest.raises(NovuConfigurationError, match=f"HTTP {status}") as info:
+            await proc.process(nid)
+        assert fix in str(info.value)
+        row = await env.row(nid)
+        assert row["status"] == "PROCESSING" and row["attempts"] == 1 and row["dead_lettered_at"] is None
+        env.configure_emulator(config_error_status=None)  # the plan is upgraded: the same attempt finishes
+        result = await proc.process(nid, attempt=1, direct=True)
+    assert result.outcome is Outcome.SENT and result.attempt == 1 and env.stats()["deliveries"] == 3
+
+
 async def test_secrets_never_reach_logs_error_details_or_results(
     env: Env, processor: NotificationProcessor, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -523,6 +523,16 @@ async def test_403_and_402_are_config_outcomes() -> None:
         assert len(rec.requests) == 1 and {o.outcome for o in outcomes} == {"config"}
 
 
+@pytest.mark.parametrize(
+    ("status", "says", "never"),
+    [(402, "plan limit has been reached", "NOVU_SECRET_KEY"), (403, "NOVU_SECRET_KEY", "plan")],
+)
+def test_a_configuration_error_names_its_own_fix(status: int, says: str, never: str) -> None:
+    """A 402 is fixed in Novu's billing, not by rotating the key: the reason must not send operators to the key."""
+    _, error = classify(status, error_body(status, "nope"))
+    assert error and says in error and never not in error and f"HTTP {status}" in error
+
+
 async def test_connection_error_text_never_contains_the_key() -> None:
     rec = Recorder(sequence(*[httpx.ConnectError(f"refused for {SECRET}") for _ in range(3)]))
     [out] = await send(client_for(rec), make_events(1))

@@ -15,6 +15,7 @@ import yaml
 
 from tests.observability import (
     ALERTS_PATH,
+    ALERTS_TEST_PATH,
     PROMETHEUS_PATH,
     PROMETHEUS_SYNTHETIC,
     README_PATH,
@@ -26,7 +27,8 @@ from tests.observability import (
     github_anchors,
     metric_names,
 )
-from xnovu.metrics import METRICS
+from xnovu.errors import NOVU_CONFIG_STATUSES
+from xnovu.metrics import METRICS, Metrics
 
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 #: The situations the alert rules must cover (issue: worker down, no poll, DLQ growing, key rotated, 429s, leases).
@@ -35,6 +37,7 @@ REQUIRED_ALERTS = {
     "XnovuNoPoll",
     "XnovuDeadLetterQueueGrowing",
     "XnovuNovuKeyRejected",
+    "XnovuNovuPlanLimitReached",
     "XnovuNovuRateLimited",
     "XnovuProcessingLeaseExpired",
 }
@@ -47,7 +50,14 @@ REQUIRED_PANELS = (
     "Novu token budget",
     "Schedule lag",
     "Workers up",
+    "Novu key rejected: 401",
+    "Novu plan limit reached: 402",
+    "Novu key forbidden: 403",
+    "Attempts held on Novu configuration",
 )
+#: Stat panels that count something that can be none at all (no worker left, no error): 0, never "No data".
+ZERO_NOT_NO_DATA = ("Workers up", "Temporal workers polling", "Novu key", "Novu plan limit", "Attempts held")
+_STATUS_MATCHER = re.compile(r'status_code(=~|=)"([^"]*)"')
 
 
 def _declared_samples() -> set[str]:
@@ -88,6 +98,19 @@ def test_every_queried_metric_is_declared_by_the_worker() -> None:
     assert not unknown, f"not exported by xnovu.metrics: {unknown}"
 
 
+def test_configuration_error_series_exist_at_zero_before_the_first_error() -> None:
+    """increase() over a counter series born at 1 is 0 (no earlier sample), so a worker's first 401/402/403 would go
+    unseen until the next one 30 s later: the series exist from the start, at 0."""
+    samples = {
+        s.labels.get("status_code"): s.value
+        for family in Metrics().registry.collect()
+        if family.name == "xnovu_novu_requests"
+        for s in family.samples
+        if s.name == "xnovu_novu_requests_total"
+    }
+    assert samples == {"401": 0.0, "402": 0.0, "403": 0.0}
+
+
 # --- dashboard ---------------------------------------------------------------------------------------------
 
 
@@ -95,6 +118,29 @@ def test_dashboard_has_a_panel_for_each_signal_operators_need() -> None:
     titles = [p["title"] for p in dashboard()["panels"]]
     for wanted in REQUIRED_PANELS:
         assert any(t.startswith(wanted) for t in titles), f"no panel {wanted!r} in {titles}"
+
+
+def _selects_status(expr: str, status: int) -> bool:
+    return any(
+        re.fullmatch(value, str(status)) if op == "=~" else value == str(status)
+        for op, value in _STATUS_MATCHER.findall(expr)
+    )
+
+
+def test_each_novu_configuration_error_has_its_panel_and_its_alert() -> None:
+    """The worker holds every send on each of them (xnovu.errors.NOVU_CONFIG_STATUSES): none may go unseen."""
+    for status in NOVU_CONFIG_STATUSES:
+        panels = [title for title, expr in dashboard_exprs() if _selects_status(expr, status)]
+        assert any(title.endswith(f"{status} (5 m)") for title in panels), (status, panels)
+        rules = [rule["alert"] for rule in alert_rules() if _selects_status(rule["expr"], status)]
+        assert len(rules) == 1, (status, rules)
+
+
+def test_counting_stat_panels_show_zero_rather_than_no_data() -> None:
+    for panel in dashboard()["panels"]:
+        if panel["type"] == "stat" and panel["title"].startswith(ZERO_NOT_NO_DATA):
+            for target in panel["targets"]:
+                assert target["expr"].endswith(" or vector(0)"), (panel["title"], target["expr"])
 
 
 def test_dashboard_is_importable_grafana_json() -> None:
@@ -147,6 +193,23 @@ def test_alert_rules_have_the_prometheus_rule_file_structure() -> None:
     assert REQUIRED_ALERTS <= set(names)
 
 
+def test_summaries_print_whole_numbers() -> None:
+    """A value is formatted (printf "%.0f", humanize...), never printed raw: increase() and friends estimate."""
+    for rule in alert_rules():
+        for name, text in rule["annotations"].items():
+            raw = re.findall(r"\{\{\s*\$value\s*\}\}", text)
+            assert not raw, f"{rule['alert']} {name} prints $value unformatted: {text}"
+
+
+def test_every_alert_is_shown_firing_by_the_promtool_unit_tests() -> None:
+    cases = yaml.safe_load(ALERTS_TEST_PATH.read_text(encoding="utf-8"))
+    assert cases["rule_files"] == [ALERTS_PATH.name]
+    fired = {
+        case["alertname"] for test in cases["tests"] for case in test.get("alert_rule_test", []) if case["exp_alerts"]
+    }
+    assert fired == {rule["alert"] for rule in alert_rules()}
+
+
 def test_every_runbook_points_at_a_readme_section_that_exists() -> None:
     anchors = github_anchors(README_PATH.read_text(encoding="utf-8"))
     for rule in alert_rules():
@@ -178,8 +241,13 @@ PROMTOOL = shutil.which("promtool")
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
-def test_promtool_accepts_the_rules_and_the_config() -> None:
+def test_promtool_accepts_the_rules_and_the_config_and_the_rules_pass_their_unit_tests() -> None:
+    """ops/prometheus/alerts_test.yml: each alert fires when it should, with the summary an operator reads."""
     assert PROMTOOL is not None
-    for args in (["check", "rules", str(ALERTS_PATH)], ["check", "config", str(PROMETHEUS_PATH)]):
+    for args in (
+        ["check", "rules", str(ALERTS_PATH)],
+        ["check", "config", str(PROMETHEUS_PATH)],
+        ["test", "rules", str(ALERTS_TEST_PATH)],
+    ):
         result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -79,6 +79,8 @@ _SERVICE_LEVELS = {60.0: "free", 240.0: "pro", 600.0: "team", 6000.0: "enterpris
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -88,6 +90,8 @@ _REASONS = {
     500: "Internal Server Error",
 }
 _SWEEP_EVERY = 1000
+#: What Novu says with each configuration error the emulator can be told to answer (`config_error_status`).
+_CONFIG_ERROR_MESSAGES = {401: "Unauthorized", 402: "Payment Required", 403: "Forbidden resource"}
 
 
 @dataclass
@@ -116,6 +120,10 @@ class EmulatorConfig:
     trigger once the job is queued, and its worker creates the feed entry when it runs the job."""
     feed_error_rate: float = 0.0
     """Fraction (0..1) of activity-feed requests answered 500 (the feed is down: outcomes stay unknown)."""
+    config_error_status: int | None = None
+    """401, 402 or 403: answer every events request with it once the key is accepted, before processing (no
+    delivery), as Novu does when the plan limit has been reached (402) or the key may not use the route (403).
+    None answers normally."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +299,11 @@ class NovuEmulator:
             raise ValueError(f"workflows must be a list of strings or null, got {cfg.workflows!r}")
         if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
             raise ValueError(f"seed must be an integer or null, got {cfg.seed!r}")
+        status = cfg.config_error_status
+        if status is not None and (
+            isinstance(status, bool) or not isinstance(status, int) or status not in _CONFIG_ERROR_MESSAGES
+        ):
+            raise ValueError(f"config_error_status must be 401, 402, 403 or null, got {status!r}")
 
     def _reset_counters(self) -> None:
         self._requests = 0
@@ -333,6 +346,9 @@ class NovuEmulator:
         if req.kind == "feed":
             # Not an events route: Novu charges it to another bucket (docs/novu-contract.md "Rate limits").
             return await self._feed_page(req)
+        refused = self.config.config_error_status
+        if refused is not None:
+            return await self._answer(_error(refused, req.path, _CONFIG_ERROR_MESSAGES[refused]))
 
         cost = _COST[req.kind]
         rate_headers, throttled = self._take_tokens(api_key, req.kind, cost, req.path)

@@ -46,7 +46,7 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from xnovu.errors import NovuConfigurationError
+from xnovu.errors import NOVU_CONFIG_STATUSES, NovuConfigurationError
 from xnovu.novu.ratelimit import TokenBudget
 from xnovu.tracing import Tracing
 
@@ -84,7 +84,7 @@ BULK_PATH = "/v1/events/trigger/bulk"
 DOCTOR_PROBE_PATH = "/v1/events/trigger/xnovu-doctor-probe"
 
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
-_CONFIG_STATUSES = frozenset({401, 402, 403})
+_CONFIG_STATUSES = frozenset(NOVU_CONFIG_STATUSES)
 # Responses that say nothing about an earlier request under the same key, so the key is kept: the in-flight 409;
 # 429, which Novu's rate limiter answers before its idempotency layer runs (never cached under the key); 408 and
 # gateway/proxy errors produced in front of Novu (502/503/504). Rotating after one of these, following a timeout
@@ -276,8 +276,12 @@ def classify(status_code: int, body: Any) -> tuple[EventKind, str | None]:
         return outcome, error
     detail = _message_text(body)
     if status_code in _CONFIG_STATUSES:
-        what = "the Novu plan limit has been reached" if status_code == 402 else "Novu rejected the API key"
-        return "config", _with_detail(f"{what} (HTTP {status_code}); check NOVU_SECRET_KEY", detail)
+        if status_code == 402:
+            # Fixed in Novu's billing (a larger plan, or the next period), not by another key.
+            text = "the Novu plan limit has been reached (HTTP 402); upgrade the Novu plan or wait for its next period"
+        else:
+            text = f"Novu rejected the API key (HTTP {status_code}); check NOVU_SECRET_KEY"
+        return "config", _with_detail(text, detail)
     if status_code in _TRANSIENT_STATUSES or status_code >= 500:
         return "transient", _with_detail(f"Novu is temporarily unavailable (HTTP {status_code})", detail)
     if 300 <= status_code < 400 or status_code in (404, 405):

@@ -199,7 +199,11 @@ class XnovuActivities:
             )
         except NovuConfigurationError as exc:
             METRICS.novu_configuration_errors.inc()
-            activity.logger.error("Novu refused the API key", extra={"notification_id": request.notification_id})
+            # The reason says which (key refused, plan limit reached, wrong NOVU_API_URL) and its fix.
+            activity.logger.error(
+                "Novu configuration error: the attempt is held until it is fixed",
+                extra={"notification_id": request.notification_id, "error": str(exc)},
+            )
             raise ApplicationError(
                 str(exc), type="NovuConfigurationError", next_retry_delay=CONFIG_ERROR_RETRY
             ) from None
