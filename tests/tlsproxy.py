@@ -2,8 +2,8 @@
 
 Two listeners pass gRPC (HTTP/2, `grpc_pass`) to the dev server: one requires a client certificate signed by the
 test CA (mTLS, like a namespace's `*.tmprl.cloud` endpoint), the other requires `authorization: Bearer <key>` (what
-the Temporal client sends for TEMPORAL_API_KEY) and answers anything else with gRPC status 16 UNAUTHENTICATED, as
-Temporal Cloud does. Both present a server certificate of the test CA, so the client needs TEMPORAL_TLS_SERVER_CA.
+the Temporal client sends for TEMPORAL_API_KEY) and answers anything else with gRPC status 16 UNAUTHENTICATED. Both
+present a server certificate of the test CA, so the client needs TEMPORAL_TLS_SERVER_CA.
 
 nginx runs in the foreground as a child process with its own prefix, configuration and logs in a temporary folder;
 `apt-get install nginx-light` (which `.ci/run` does on CI) provides it, and the tests that need it skip without it.

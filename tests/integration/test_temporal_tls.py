@@ -9,6 +9,7 @@ one line naming the setting to fix, and never print the key. Without nginx (Debi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,12 +130,17 @@ async def test_wrong_credentials_are_one_line_naming_the_setting(
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
-async def test_a_refused_api_key_stops_bootstrap_with_one_line_and_never_prints_the_key(
+async def test_a_refused_api_key_stops_bootstrap_with_one_line_and_doctor_names_it_never_printing_the_key(
     env: Env, proxy: TlsProxy, tmp_path: Path
 ) -> None:
     cli = Cli(env.settings.model_copy(update=through(proxy, "api-key")), tmp_path, extra_secrets=SECRETS)
-    line = (await cli("bootstrap", env={"TEMPORAL_API_KEY": WRONG_KEY})).error_line()
+    wrong = {"TEMPORAL_API_KEY": WRONG_KEY}
+    bootstrap, doctor = await asyncio.gather(cli("bootstrap", env=wrong), cli("doctor", "--json", env=wrong))
+    line = bootstrap.error_line()
     assert line.startswith("error: TEMPORAL_API_KEY: ") and "refused" in line, line
+    assert doctor.returncode == 1, doctor
+    temporal = {c["name"]: c for c in doctor.json()}["temporal"]
+    assert not temporal["ok"] and temporal["detail"] == line.removeprefix("error: "), temporal
 
 
 async def test_a_worker_with_a_refused_certificate_exits_at_once_naming_the_setting(
