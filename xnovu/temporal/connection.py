@@ -135,8 +135,9 @@ def connect_failure(text: str, settings: Settings, namespace: str) -> XnovuError
             )
             if value is not None
         ]
+        which = ", ".join(turned_on) or "a TLS setting"
         return ConfigError(
-            f"TEMPORAL_ADDRESS: Temporal at {address} does not answer TLS, which {', '.join(turned_on)} turns on; "
+            f"TEMPORAL_ADDRESS: Temporal at {address} does not answer TLS, which {which} turns on; "
             "point TEMPORAL_ADDRESS at the TLS endpoint, or unset those for a server without TLS"
         )
     first = text.splitlines()[0]
