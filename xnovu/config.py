@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     temporal_api_key: SecretStr | None = None
     temporal_tls_cert: Path | None = None
     temporal_tls_key: Path | None = None
+    #: The CA (PEM file) that signed the server's certificate, for a cluster or proxy whose certificate no system root
+    #: signed; setting it turns TLS on. Temporal Cloud's certificates need none.
+    temporal_tls_server_ca: Path | None = None
     temporal_namespace_retention_days: int = Field(7, ge=1, le=3650)
 
     # Polling
@@ -98,6 +101,7 @@ class Settings(BaseSettings):
         "temporal_api_key",
         "temporal_tls_cert",
         "temporal_tls_key",
+        "temporal_tls_server_ca",
         "database_statement_cache_size",
         mode="before",
     )

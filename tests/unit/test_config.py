@@ -52,6 +52,7 @@ README_DEFAULTS: dict[str, Any] = {
     "temporal_api_key": None,
     "temporal_tls_cert": None,
     "temporal_tls_key": None,
+    "temporal_tls_server_ca": None,
     "poll_interval_ms": 10_000,
     "failed_poll_interval_ms": 60_000,
     "scheduled_poll_interval_ms": 30_000,
@@ -103,6 +104,7 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("TEMPORAL_NAMESPACE_RETENTION_DAYS", "30", "temporal_namespace_retention_days", 30),
     ("TEMPORAL_TLS_CERT", "/certs/client.pem", "temporal_tls_cert", Path("/certs/client.pem")),
     ("TEMPORAL_TLS_KEY", "/certs/client.key", "temporal_tls_key", Path("/certs/client.key")),
+    ("TEMPORAL_TLS_SERVER_CA", "/certs/ca.pem", "temporal_tls_server_ca", Path("/certs/ca.pem")),
     ("POLL_INTERVAL_MS", "2500", "poll_interval_ms", 2500),
     ("FAILED_POLL_INTERVAL_MS", "120000", "failed_poll_interval_ms", 120_000),
     ("SCHEDULED_POLL_INTERVAL_MS", "5000", "scheduled_poll_interval_ms", 5000),
@@ -163,7 +165,7 @@ def test_blank_optional_variable_means_unset(monkeypatch: pytest.MonkeyPatch, va
     assert getattr(load_settings(), var.lower()) is None
 
 
-@pytest.mark.parametrize("var", ["TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY"])
+@pytest.mark.parametrize("var", ["TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY", "TEMPORAL_TLS_SERVER_CA"])
 def test_blank_tls_path_means_unset(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
     monkeypatch.setenv(var, "")
     assert getattr(load_settings(), var.lower()) is None
