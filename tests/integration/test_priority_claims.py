@@ -382,14 +382,17 @@ async def _poll_chain(client: Any, kind: PollKind = PollKind.NEW) -> Any:
     return await eventually(find, timeout=20, interval=0.2)
 
 
-async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_back_off_is_claimed_within_2_s(
+async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_back_off_wakes_the_chain_at_once(
     env: Env,
 ) -> None:
     """Two rows of 400 recipients each count half the token window (200 tokens at 20 tokens/s), so the normal
-    window is full for about 40 s while ten single rows of A wait: the new poll chain claims nothing and backs off
-    (1, 2, 4, then 8 s between claims). A commit's wake-up waits behind the running chain, so an urgent row committed
-    just after one of its claims waited for the next one, up to 8 s, though the urgent window was empty. Now the
-    claim reports that urgent room is free and the chain claims again within a second."""
+    window is full for about 40 s while ten single rows of A wait: the new poll chain claims nothing and backs off. A
+    commit's wake-up trigger only buffers a run behind the running chain, so an urgent row committed during the back-off
+    waited for it: up to 8 s at first, then up to URGENT_ROOM_WAIT (1 s). Now the commit also notifies 'urgent'
+    (migration 0015) and a worker signals the chain, whose back-off ends at once: the run that was waiting records the
+    signal and no fired timer. The chain runs on the poll queue, so its tasks never wait behind the children's."""
+    from temporalio.api.enums.v1 import EventType
+
     wf = await env.workflow("welcome")
     urgent = await _priority(env, "fire-emergency", 1)
     big = await _rows(env, wf, 2, enterprise=A, recipients=400)
@@ -397,23 +400,31 @@ async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_bac
     async with env.worker(novu_rate_limit_rps=20, poll_batch_size=5, poll_interval_ms=1_000,
                           processing_lease_ms=120_000) as manager:
         await eventually(lambda: env.all_in(big, "PROCESSING"), timeout=20, interval=0.2)
-        await asyncio.sleep(9)  # the chain has backed off to its longest wait (before) by now
         chain = await _poll_chain(manager.client)
-        run = (await chain.describe()).run_id
 
-        async def next_run() -> bool:
-            return (await chain.describe()).run_id != run
+        async def backing_off() -> Any:
+            """The chain's current run, once it has started its back-off timer (claimed nothing: window full)."""
+            handle = manager.client.get_workflow_handle(chain.id)
+            events = [e.event_type async for e in handle.fetch_history_events()]
+            if EventType.EVENT_TYPE_TIMER_STARTED in events and EventType.EVENT_TYPE_TIMER_FIRED not in events:
+                return (await handle.describe()).run_id
+            return None
 
-        await eventually(next_run, timeout=15, interval=0.05)
-        await asyncio.sleep(0.3)  # that run has claimed (nothing: the normal window is full) and sleeps
+        run = await eventually(backing_off, timeout=20, interval=0.02)
         started = time.monotonic()
         [alarm] = await _rows(env, wf, 1, enterprise=B, priority=urgent)
         await eventually(lambda: env.all_in([alarm], "SENT"), timeout=20, interval=0.05)
         took = time.monotonic() - started
         held_back = await env.all_in(waiting, "PENDING")
-    print(f"\nurgent row committed during the capacity back-off sent {took:.2f} s after commit")
+        woken = [e.event_type async for e in manager.client.get_workflow_handle(chain.id, run_id=run)
+                 .fetch_history_events()]
+        assert manager.wakeup is not None
+        signals = manager.wakeup.urgent_signals_sent
+    print(f"\nurgent row committed during the capacity back-off sent {took:.2f} s after commit ({signals} signal)")
     assert held_back, "the normal window stayed full throughout"
-    assert took <= 2.0, f"{took:.1f} s: the chain backed off with urgent room free"
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED in woken, "the waiting run was signalled"
+    assert EventType.EVENT_TYPE_TIMER_FIRED not in woken, "its back-off ended on the signal, not on its timer"
+    assert took <= 2.0, f"{took:.1f} s"
 
 
 async def test_send_order_oldest_first_claims_in_due_order_in_one_window_and_without_priority(env: Env) -> None:

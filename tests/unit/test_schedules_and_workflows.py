@@ -110,11 +110,17 @@ def test_interval_comes_from_settings(values: dict[str, int], expected: dict[Pol
 
 
 @pytest.mark.parametrize("kind", list(PollKind))
-def test_action_starts_the_poll_workflow_on_the_configured_queue(kind: PollKind) -> None:
+def test_action_starts_the_poll_workflow_on_the_poll_queue_of_the_configured_queue(kind: PollKind) -> None:
+    """The polls have a queue of their own beside TEMPORAL_TASK_QUEUE (xnovu/temporal/options.py), whose children
+    go back to TEMPORAL_TASK_QUEUE."""
+    from xnovu.temporal.options import child_task_queue
+
     action = action_of(kind, settings(temporal_task_queue="tq-custom"))
     assert action.workflow == "PollNotificationsWorkflow"
     assert action.id == f"xnovu-poll-{kind.value}"
-    assert action.task_queue == "tq-custom"
+    assert action.task_queue == "tq-custom-polls"
+    assert child_task_queue(action.task_queue) == "tq-custom"
+    assert child_task_queue("tq-custom") == "tq-custom", "a poll started on the main queue keeps its children there"
     assert list(action.args) == [PollInput(kind)]
     # A stuck run cannot block its schedule forever, but a long drain or back-pressure chain (continue-as-new)
     # is never cut: the bound is per run, none covers the chain (issue 16, finding 6).

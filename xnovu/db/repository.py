@@ -145,11 +145,14 @@ def _notification(row: asyncpg.Record) -> NotificationRow:
     return NotificationRow(**values)
 
 
-def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
-    """Claimed rows as the poll fans them out: most urgent first, then in id order. The poll issues its child starts
-    in this order and the server takes them in turn, so an urgent row claimed in one batch with a hundred others
-    starts first, not last (measured: urgent rows of a batch of 100 started 0.4 to 2.2 s after their claim in id
-    order; docs/priority.md "Claims")."""
+def _claimed(rows: Sequence[asyncpg.Record], order: Sequence[int] = ()) -> list[ClaimedNotification]:
+    """Claimed rows as the poll fans them out: most urgent first, then in the claim's fair order (`order`, the ids
+    as xnovu.core.fairshare chose them: enterprises interleaved by weight), then by id. The poll issues its child
+    starts in this order and the server takes them in turn, so an urgent row claimed in one batch with a hundred
+    others starts first, not last (measured: urgent rows of a batch of 100 started 0.4 to 2.2 s after their claim in
+    id order), and an enterprise with nothing in flight starts beside the one with a backlog rather than after its
+    hundred rows (docs/priority.md "Claims")."""
+    position = {nid: i for i, nid in enumerate(order)}
     return sorted(
         (
             ClaimedNotification(
@@ -163,7 +166,7 @@ def _claimed(rows: Sequence[asyncpg.Record]) -> list[ClaimedNotification]:
             )
             for r in rows
         ),
-        key=lambda c: (-c.priority, c.notification_id),
+        key=lambda c: (-c.priority, position.get(c.notification_id, len(position)), c.notification_id),
     )
 
 
@@ -351,7 +354,7 @@ class Repository:
             rows = await conn.fetch(q("claim_rows"), ids, lease_ms, claim_key) if ids else []
         waiting = len({c.id for c in candidates})
         chosen = set(ids)
-        claimed = _claimed(rows)
+        claimed = _claimed(rows, ids)
         if self.oldest_first:
             claimed = [replace(c, priority=0) for c in claimed]
         return ClaimBatch(

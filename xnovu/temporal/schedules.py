@@ -31,6 +31,7 @@ from xnovu.core.models import PollInput, PollKind
 from xnovu.core.models import schedule_id as schedule_id
 from xnovu.core.rules import parse_rule_schedule_id
 from xnovu.errors import XnovuError
+from xnovu.temporal.options import poll_task_queue
 from xnovu.temporal.workflows import CAPACITY_WAIT_MAX, CLAIM_RETRY, CLAIM_TIMEOUT, PollNotificationsWorkflow
 
 NOTES = {
@@ -115,7 +116,7 @@ def desired_schedule(
             PollNotificationsWorkflow.run,
             PollInput(kind),
             id=schedule_id(kind),
-            task_queue=settings.temporal_task_queue,
+            task_queue=poll_task_queue(settings.temporal_task_queue),
             execution_timeout=execution_timeout,
             run_timeout=run_timeout,
         ),

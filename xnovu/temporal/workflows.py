@@ -17,6 +17,7 @@ source, and tests/integration/test_replay.py replays real histories of both work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from xnovu.temporal import searchattrs
     from xnovu.temporal.activities import XnovuActivities
+    from xnovu.temporal.options import child_task_queue
 
 #: Child starts in flight at once, as a sliding window. Lockstep chunks wait for the slowest start of each chunk;
 #: hundreds at once swamp the dev server (see README "Performance" for the measurements behind this value).
@@ -76,6 +78,11 @@ CAPACITY_WAIT_MAX = timedelta(seconds=8)
 URGENT_ROOM_WAIT = timedelta(seconds=1)
 #: Patch marker of that cap: a history recorded before it replays with the back-off it recorded.
 CAP_BACKOFF_FOR_URGENT = "cap-backoff-for-urgent"
+#: The signal that ends a poll chain's capacity back-off at once: a worker's wake-up listener sends it when a commit
+#: makes an urgent row due while the chain runs (xnovu/worker/wakeup.py), since a schedule trigger would only buffer
+#: a run behind the chain. Patch marker: histories recorded before it replay with the plain timer.
+WAKE_SIGNAL = "wake"
+WAKE_DURING_BACKOFF = "wake-during-backoff"
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -198,6 +205,14 @@ class PollNotificationsWorkflow:
     (a workflow task, serialised on this one execution), so the sooner the parent is gone, the less it costs.
     """
 
+    def __init__(self) -> None:
+        self._woken = False
+
+    @workflow.signal(name=WAKE_SIGNAL)
+    def wake(self) -> None:
+        """An urgent row became due: claim again now instead of at the end of the back-off."""
+        self._woken = True
+
     @workflow.run
     async def run(self, inp: PollInput) -> PollResult:
         # A local activity: the claim runs inside the run's first workflow task and its result is recorded with the
@@ -221,7 +236,12 @@ class PollNotificationsWorkflow:
             wait = min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX)
             if batch.urgent_room and wait > URGENT_ROOM_WAIT and workflow.patched(CAP_BACKOFF_FOR_URGENT):
                 wait = URGENT_ROOM_WAIT  # only the normal window is full: an urgent row must not wait up to 8 s
-            await workflow.sleep(wait)
+            if workflow.patched(WAKE_DURING_BACKOFF):
+                # A wake signal (an urgent commit) ends the wait; one that came during the fan-out ends it at once.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await workflow.wait_condition(lambda: self._woken, timeout=wait)
+            else:
+                await workflow.sleep(wait)
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         return PollResult(
             inp.kind, claimed=len(batch.rows), started=started, already_running=already, batches=inp.batches_before + 1
@@ -253,7 +273,7 @@ class PollNotificationsWorkflow:
                     "NotificationTriggerWorkflow",
                     NotificationInput(row.notification_id, row.attempt, row.scheduled_for),
                     id=child_id(row.notification_id, row.attempt),
-                    task_queue=workflow.info().task_queue,
+                    task_queue=child_task_queue(workflow.info().task_queue),
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     search_attributes=searchattrs.for_notification(
                         row.notification_id, row.workflow_key, row.enterprise_id, row.priority

@@ -99,7 +99,7 @@ class WorkerManager:
         s = self.settings
         await self.components.open(self.connect_timeout_s)
         assert self.worker is not None and self.wakeup is not None
-        self._worker_task = asyncio.create_task(self.worker.run(), name="temporal-worker")
+        self._worker_task = asyncio.create_task(self._run_workers(), name="temporal-worker")
         self._init_gauges()
         await self.wakeup.start()
         if self._with_health:
@@ -109,6 +109,23 @@ class WorkerManager:
             "worker started",
             extra={"version": __version__, "task_queue": s.temporal_task_queue, "namespace": s.temporal_namespace},
         )
+
+    async def _run_workers(self) -> None:
+        """The main worker and the poll worker (xnovu/worker/composition.py) as one: if either ends, the other is
+        shut down, and the first error propagates (the worker process exits non-zero, as with one worker)."""
+        assert self.worker is not None
+        workers = [w for w in (self.worker, self.components.poll_worker) if w is not None]
+        tasks = [asyncio.create_task(w.run(), name=f"temporal-worker-{i}") for i, w in enumerate(workers)]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w, t in zip(workers, tasks, strict=True):
+                if not t.done() and w.is_running:
+                    await w.shutdown()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     def _init_gauges(self) -> None:
         """Series the alert rules need from the first scrape: intervals, build info, poll clocks at start time."""
@@ -135,8 +152,10 @@ class WorkerManager:
         """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
         if self.wakeup is not None:
             await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
-        if self.worker is not None and self.running:
-            await self.worker.shutdown()
+        if self.running:
+            for w in (self.worker, self.components.poll_worker):
+                if w is not None and w.is_running:
+                    await w.shutdown()
         if self._worker_task is not None:
             try:
                 await self._worker_task

@@ -38,6 +38,7 @@ from xnovu.core.models import PollKind
 from xnovu.db.queries import q
 from xnovu.db.repository import database_url
 from xnovu.temporal.schedules import schedule_id
+from xnovu.temporal.workflows import WAKE_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ CHANNEL = "xnovu_wakeup"
 APPLICATION_NAME = "xnovu-wakeup"
 #: Kinds a notification may name; anything else on the channel is ignored.
 WAKE_KINDS = {PollKind.NEW.value: PollKind.NEW, PollKind.SCHEDULED.value: PollKind.SCHEDULED}
+#: The payload of a commit that made an urgent row due (migration 0015, beside its 'new'): the running new-rows
+#: chain is signalled to claim now. A schedule trigger alone would buffer a run behind that chain, and the chain
+#: claims again only after its capacity back-off (docs/priority.md "Wake-ups of urgent rows").
+URGENT = "urgent"
 #: An idle LISTEN connection is pinged this often: a half-open TCP connection never reports that it is gone.
 KEEPALIVE_S = 15.0
 PING_TIMEOUT_S = 5.0
@@ -101,8 +106,9 @@ class WakeupListener:
         #: The database's switch as last read: False = the triggers do not notify; None = not read yet (or no switch
         #: before migration 0007, when they always notify).
         self.database_notify: bool | None = None
-        self._pending: set[PollKind] = set()
-        self._last_fire: dict[PollKind, float] = {}
+        self.urgent_signals_sent = 0
+        self._pending: set[PollKind | str] = set()
+        self._last_fire: dict[PollKind | str, float] = {}
         self._fires: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -148,6 +154,7 @@ class WakeupListener:
             "debounce_ms": self.settings.wakeup_debounce_ms,
             "notifications_received": self.notifications_received,
             "wakeups_sent": self.wakeups_sent,
+            "urgent_signals_sent": self.urgent_signals_sent,
             "skipped_paused": self.skipped_paused,
             "errors": self.errors,
             "reconnects": self.reconnects,
@@ -225,6 +232,10 @@ class WakeupListener:
         return text.replace(password, "***") if password else text
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == URGENT:
+            self.notifications_received += 1
+            self._request(URGENT)
+            return
         kind = WAKE_KINDS.get(payload)
         if kind is None:
             log.debug("ignored a notification on the wake-up channel", extra={"payload": payload[:40]})
@@ -234,13 +245,18 @@ class WakeupListener:
 
     # -- throttled triggers -----------------------------------------------------------------------------------
 
-    def _request(self, kind: PollKind) -> None:
-        """Ask for one trigger of `kind`: now if none was sent within the window, else at the window's end."""
+    def _request(self, kind: PollKind | str) -> None:
+        """Ask for one trigger of `kind` (or one wake signal, URGENT): now if none was sent within the window, else
+        at the window's end."""
         if kind in self._pending:
             return  # a trigger is already queued and will see this commit
         self._pending.add(kind)
         due = self._last_fire.get(kind, float("-inf")) + self.debounce_s
-        task = asyncio.create_task(self._fire(kind, max(0.0, due - time.monotonic())), name=f"wakeup-{kind.value}")
+        delay = max(0.0, due - time.monotonic())
+        if isinstance(kind, PollKind):
+            task = asyncio.create_task(self._fire(kind, delay), name=f"wakeup-{kind.value}")
+        else:
+            task = asyncio.create_task(self._signal_chain(delay), name="wakeup-urgent")
         self._fires.add(task)
         task.add_done_callback(self._fires.discard)
 
@@ -268,6 +284,34 @@ class WakeupListener:
         self.wakeups_sent += 1
         self.last_wakeup_at = time.time()
         log.debug("wake-up sent", extra={"schedule_id": sid})
+
+    async def _signal_chain(self, delay_s: float) -> None:
+        """Send the wake signal to the new-rows chain the schedule is running, if it runs (none running: the 'new'
+        trigger of the same commit starts a run that claims the urgent row first). A paused schedule's chain is not
+        woken: a pause stops the claims at the next run, and a wake must not start work a pause held back."""
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        self._pending.discard(URGENT)
+        self._last_fire[URGENT] = time.monotonic()
+        sid = schedule_id(PollKind.NEW)
+        try:
+            desc = await self.client.get_schedule_handle(sid).describe(rpc_timeout=RPC_TIMEOUT)
+            if desc.schedule.state.paused:
+                self.skipped_paused += 1
+                return
+            for action in desc.info.running_actions:
+                workflow_id = getattr(action, "workflow_id", None)
+                if workflow_id:
+                    await self.client.get_workflow_handle(workflow_id).signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
+                    self.urgent_signals_sent += 1
+                    log.debug("urgent wake signal sent", extra={"workflow_id": workflow_id})
+            if not desc.info.running_actions:
+                log.debug("urgent wake: no chain running", extra={"schedule_id": sid})
+        except Exception as exc:
+            # The chain closed meanwhile (its last run found nothing), or Temporal is unreachable: the 'new' trigger
+            # and the chain's own back-off (at most URGENT_ROOM_WAIT while urgent room is free) still claim the row.
+            self.errors += 1
+            log.info("urgent wake signal not sent", extra={"schedule_id": sid, "error": f"{type(exc).__name__}: {exc}"})
 
     async def _is_paused(self, kind: PollKind) -> bool:
         """The schedule's paused state, asked of Temporal right before each trigger (never cached: a pause made a
