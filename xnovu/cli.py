@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from xnovu.config import Settings, load_settings
+from xnovu.core.priority import SORT_ORDER_MAX, SORT_ORDER_MIN, sort_order_in_range
 from xnovu.errors import XnovuError
 from xnovu.logs import configure_logging
 from xnovu.tracing import Tracing
@@ -183,24 +184,36 @@ if TYPE_CHECKING:
 
 @db_app.command("priority")
 def db_priority(
-    action: str = typer.Argument("show", help="show | set"),
+    action: str = typer.Argument("show", help="show | set | recompute"),
     order: str | None = typer.Option(None, "--order", help="higher-first | lower-first: which sort_order is urgent"),
     normal: int | None = typer.Option(None, "--normal", help="the sort_order that means normal urgency"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """How typ_notification_priority.sort_order maps to urgency (docs/priority.md): which way it points and which
-    value is normal. `set` changes it and recomputes the urgency of every queued row that names a priority."""
-    if action not in ("show", "set"):
-        raise XnovuError(f"unknown action {action!r}: use show or set")
+    value is normal. `set` changes it and recomputes the urgency of every queued row that names a priority;
+    `recompute` finishes now what the workers recompute in the background after a sort_order changed."""
+    if action not in ("show", "set", "recompute"):
+        raise XnovuError(f"unknown action {action!r}: use show, set or recompute")
     if order is not None and order not in PRIORITY_ORDERS:
         raise XnovuError(f"unknown order {order!r}: use higher-first or lower-first")
+    if normal is not None and not sort_order_in_range(normal):
+        raise XnovuError(
+            f"--normal {normal} is out of range: a sort_order is an integer from {SORT_ORDER_MIN} to {SORT_ORDER_MAX}"
+        )
+    if action != "set" and (order is not None or normal is not None):
+        raise XnovuError("--order and --normal go with `set`")
     changed: int | None = None
     if action == "show":
-        if order is not None or normal is not None:
-            raise XnovuError("--order and --normal go with `set`")
         state = _with_repo(lambda r: r.priority_order())
-        if state is None:
-            raise XnovuError("no priority order before migration 0011: run `xnovu db migrate`")
+    elif action == "recompute":
+
+        async def recompute(repo: Repository) -> tuple[dict[str, Any] | None, int]:
+            if await repo.priority_order() is None:
+                return None, 0
+            changed = await repo.recompute_priorities()
+            return await repo.priority_order(), changed
+
+        state, changed = _with_repo(recompute)
     else:
         if order is None and normal is None:
             raise XnovuError("`set` needs --order and/or --normal")
@@ -209,9 +222,12 @@ def db_priority(
             current = await repo.priority_order() or {"higher_first": True, "normal_sort_order": 0}
             higher = current["higher_first"] if order is None else order == "higher-first"
             base = current["normal_sort_order"] if normal is None else normal
-            return await repo.set_priority_order(higher_first=higher, normal=base)
+            state, changed = await repo.set_priority_order(higher_first=higher, normal=base)
+            return {**state, **(await repo.priority_order() or {})}, changed
 
         state, changed = _with_repo(change)
+    if state is None:
+        raise XnovuError("no priority order before migration 0011: run `xnovu db migrate`")
     direction = "higher-first" if state["higher_first"] else "lower-first"
     if as_json:
         print_json({**state, "order": direction, **({"recomputed": changed} if changed is not None else {})})
@@ -222,6 +238,13 @@ def db_priority(
     )
     if changed is not None:
         out.print(f"recomputed the urgency of {changed} queued rows")
+    pending = int(state.get("pending") or 0)
+    if pending:
+        out.print(
+            f"{pending} {'priority' if pending == 1 else 'priorities'} waiting for {'its' if pending == 1 else 'their'}"
+            " queued rows' urgency to be recomputed (workers do it in the background; `xnovu db priority recompute`"
+            " does it now)"
+        )
 
 
 # -- bootstrap ------------------------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ async def _costs(
         # What every claim reads first: with the big row in flight, its tokens, not its 1.6 MB recipients array.
         ("in_flight", [LEASE_MS, None]),
         ("claim_flight", [LEASE_MS, None, 300]),
+        # What every worker runs before its hold sweep: with no priority changed, an empty read.
+        ("priority_recompute_step", [5000]),
     ]
     for name, args in [*CLAIMS.items(), *others]:
         plan = await _explain(conn, q(name), *args, index_plans=index_plans)

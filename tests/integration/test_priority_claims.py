@@ -242,6 +242,8 @@ async def test_changing_a_priority_or_the_order_recomputes_queued_rows_and_keeps
 
     assert set((await levels()).values()) == {3}
     await env.execute("UPDATE notify.typ_notification_priority SET sort_order = 7 WHERE id = $1", p)
+    assert set((await levels()).values()) == {3}, "recomputed after the change, not in its transaction"
+    assert await env.repo.recompute_priorities(batch=2) == 3
     got = await levels()
     assert [got[i] for i in queued] == [7, 7, 7] and got[sent] == 3, "queued rows follow, history stays"
     state, changed = await env.repo.set_priority_order(higher_first=False, normal=5, batch=2)

@@ -16,6 +16,12 @@ from enum import StrEnum
 #: Temporal's priority keys run from 1 (most urgent) to 5 by default; 3 is what a workflow without a key gets.
 TEMPORAL_PRIORITY_KEYS = 5
 TEMPORAL_DEFAULT_KEY = 3
+#: The urgency is clamped to +-URGENCY_LIMIT (the SQL function `notify.xnovu_urgency` clamps alike): sort_order and
+#: the normal are any 32-bit integers, whose difference may not fit the urgency's integer column. A million keeps
+#: every sort_order of any realistic scale apart; beyond it, sort_orders share the extreme urgency.
+URGENCY_LIMIT = 1_000_000
+#: typ_notification_priority.sort_order is a 32-bit integer: the normal is one of its values.
+SORT_ORDER_MIN, SORT_ORDER_MAX = -(2**31), 2**31 - 1
 
 
 class PriorityOrder(StrEnum):
@@ -32,7 +38,13 @@ def urgency(sort_order: int | None, *, order: PriorityOrder = PriorityOrder.HIGH
     if sort_order is None:
         return 0
     delta = sort_order - normal
-    return delta if order is PriorityOrder.HIGHER_FIRST else -delta
+    level = delta if order is PriorityOrder.HIGHER_FIRST else -delta
+    return max(-URGENCY_LIMIT, min(URGENCY_LIMIT, level))
+
+
+def sort_order_in_range(value: int) -> bool:
+    """Whether `value` can be a sort_order (and so the normal one)."""
+    return SORT_ORDER_MIN <= value <= SORT_ORDER_MAX
 
 
 def temporal_priority_key(level: int) -> int:

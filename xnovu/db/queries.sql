@@ -781,38 +781,60 @@ ON CONFLICT (id) DO UPDATE SET notify = EXCLUDED.notify, changed_at = EXCLUDED.c
 RETURNING s.notify, s.changed_at, s.changed_by;
 
 -- name: priority_order
--- Which way typ_notification_priority.sort_order points and which is normal (migration 0011; docs/priority.md).
+-- Which way typ_notification_priority.sort_order points and which is normal (migration 0011; docs/priority.md), and
+-- how many priorities wait for their queued rows' urgency to be recomputed.
 SELECT o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by,
-  (SELECT count(*) FROM notify.typ_notification_priority) AS priorities
+  (SELECT count(*) FROM notify.typ_notification_priority) AS priorities,
+  (SELECT count(*) FROM notify.xnovu_priority_recompute) AS pending
 FROM notify.xnovu_priority_order o WHERE o.id;
 
 -- name: priority_order_set
 -- From this commit on, rows inserted or given a priority get their urgency by the new rule (the row triggers read
--- this table); rows already queued are recomputed by priority_recompute_range.
+-- this table); a changed rule marks every priority for priority_recompute_step (migration 0011's trigger).
 INSERT INTO notify.xnovu_priority_order AS o (id, higher_first, normal_sort_order, changed_at, changed_by)
 VALUES (true, $1, $2, now(), current_user)
 ON CONFLICT (id) DO UPDATE SET higher_first = EXCLUDED.higher_first, normal_sort_order = EXCLUDED.normal_sort_order,
   changed_at = EXCLUDED.changed_at, changed_by = EXCLUDED.changed_by
 RETURNING o.higher_first, o.normal_sort_order, o.changed_at, o.changed_by, 0::bigint AS priorities;
 
--- name: priority_id_range
--- The ids between which rows name a priority (the partial index of 0011_priority_index.sql).
-SELECT min(id) AS lo, max(id) AS hi FROM notify.ent_notification WHERE typ_notification_priority_id IS NOT NULL;
-
--- name: priority_recompute_range
--- The urgency of the non-terminal rows with ids in ($1, $2] by the current rule: one short transaction per range,
--- row locks only for it, updated_at kept (a PENDING row's place in the queue, migration 0011). Returns how many
--- rows changed.
-WITH keep AS (SELECT set_config('xnovu.keep_updated_at', 'on', true)),
-changed AS (
-  UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(p.sort_order), 0)
-  FROM notify.typ_notification_priority p, keep
-  WHERE n.id > $1 AND n.id <= $2 AND p.id = n.typ_notification_priority_id
+-- name: priority_recompute_step
+-- One step of the recompute of a priority whose sort_order (or the rule) changed (migration 0011): the next $1 of
+-- its queued rows in id order (ent_notification_priority_queued_idx) get the urgency of its current sort_order, in
+-- this statement's own short transaction; the walk's position is saved, or the priority's mark dropped when the
+-- walk is through. The mark is locked SKIP LOCKED, so workers running steps at once walk different priorities, and
+-- an operator's transaction that marked it again (its walk starts over) is never waited for. updated_at is kept
+-- (`xnovu.keep_updated_at`: a PENDING row's place in the queue). Returns the priority walked (NULL: nothing to do)
+-- and how many rows changed urgency.
+WITH job AS (
+  SELECT r.priority_id, coalesce(r.after_id, -9223372036854775808) AS after_id
+  FROM notify.xnovu_priority_recompute r ORDER BY r.marked_at, r.priority_id LIMIT 1 FOR UPDATE SKIP LOCKED
+),
+batch AS (
+  SELECT n.id FROM notify.ent_notification n
+  WHERE n.typ_notification_priority_id = (SELECT priority_id FROM job)
     AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
-    AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(p.sort_order), 0)
+    AND n.id > (SELECT after_id FROM job)
+  ORDER BY n.typ_notification_priority_id, n.id LIMIT $1
+),
+level AS (
+  SELECT coalesce(notify.xnovu_urgency(p.sort_order), 0) AS level, set_config('xnovu.keep_updated_at', 'on', true)
+  FROM job LEFT JOIN notify.typ_notification_priority p ON p.id = job.priority_id
+),
+changed AS (
+  UPDATE notify.ent_notification n SET xnovu_priority = level.level
+  FROM batch, level
+  WHERE n.id = batch.id AND n.xnovu_priority IS DISTINCT FROM level.level
   RETURNING n.id
+),
+moved AS (
+  UPDATE notify.xnovu_priority_recompute r SET after_id = (SELECT max(id) FROM batch)
+  FROM job WHERE r.priority_id = job.priority_id AND (SELECT count(*) FROM batch) >= $1
+),
+done AS (
+  DELETE FROM notify.xnovu_priority_recompute r
+  USING job WHERE r.priority_id = job.priority_id AND (SELECT count(*) FROM batch) < $1
 )
-SELECT count(*) FROM changed;
+SELECT (SELECT priority_id FROM job) AS priority, (SELECT count(*) FROM changed) AS changed;
 
 -- name: status_counts
 SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notification GROUP BY 1;

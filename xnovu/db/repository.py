@@ -15,10 +15,11 @@ from xnovu.config import Settings, redact_url
 from xnovu.core.fairshare import Candidate, InFlight, has_room, select
 from xnovu.core.fairshare import ClaimLimits as ClaimLimits  # owned by fairshare; imported from here too
 from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
+from xnovu.core.priority import SORT_ORDER_MAX, SORT_ORDER_MIN, sort_order_in_range
 from xnovu.db.migrate import migrate
 from xnovu.db.migrate import migrations as shipped_migrations
 from xnovu.db.queries import q
-from xnovu.errors import ConfigError, DatabaseError
+from xnovu.errors import ConfigError, DatabaseError, XnovuError
 from xnovu.metrics import METRICS
 
 
@@ -174,6 +175,8 @@ def _claimed(rows: Sequence[asyncpg.Record], order: Sequence[int] = ()) -> list[
 FAIR_ENTERPRISES = 16
 #: Urgency levels one claim reads heads of, from the highest down.
 FAIR_LEVELS = 4
+#: Queued rows one recompute step gives a changed priority's urgency, in one short transaction (docs/priority.md).
+RECOMPUTE_BATCH = 5_000
 
 
 def _candidates(rows: Sequence[asyncpg.Record], *, retry: bool | None) -> list[Candidate]:
@@ -543,26 +546,44 @@ class Repository:
         return dict(row) if row else None
 
     async def set_priority_order(
-        self, *, higher_first: bool, normal: int, batch: int = 5_000
+        self, *, higher_first: bool, normal: int, batch: int = RECOMPUTE_BATCH
     ) -> tuple[dict[str, Any], int]:
         """Change which way sort_order points and which sort_order is normal, then recompute the urgency of every
-        non-terminal row that names a priority, `batch` ids per short transaction (docs/priority.md). Returns the
-        new rule and how many rows changed urgency. Safe to run again (an interrupted run is finished by the next)."""
+        queued row that names a priority (`recompute_priorities`; docs/priority.md). Returns the new rule and how
+        many rows changed urgency. A normal no sort_order can have is refused before anything is saved; an
+        interrupted recompute is finished by the workers, `recompute_priorities` or running this again."""
+        if not sort_order_in_range(normal):
+            raise XnovuError(
+                f"normal sort_order {normal} is out of range: a sort_order is an integer from {SORT_ORDER_MIN} to "
+                f"{SORT_ORDER_MAX}"
+            )
         try:
             row = await self.pool.fetchrow(q("priority_order_set"), higher_first, normal)
         except asyncpg.UndefinedTableError as exc:
             raise DatabaseError("the priority order needs migration 0011: run `xnovu db migrate`") from exc
         assert row is not None
-        bounds = await self.pool.fetchrow(q("priority_id_range"))
-        changed = 0
-        if bounds is not None and bounds["lo"] is not None:
-            lo, hi = int(bounds["lo"]) - 1, int(bounds["hi"])
-            while lo < hi:
-                changed += int(await self.pool.fetchval(q("priority_recompute_range"), lo, lo + batch))
-                lo += batch
+        changed = await self.recompute_priorities(batch=batch)
         state = dict(row)
         state["priorities"] = (await self.priority_order() or {}).get("priorities", 0)
         return state, changed
+
+    async def recompute_priority_step(
+        self, batch: int = RECOMPUTE_BATCH, *, timeout_s: float | None = None
+    ) -> tuple[int, int] | None:
+        """One short transaction of the recompute after a sort_order or rule change (migration 0011): the next
+        `batch` queued rows of one marked priority. Returns (priority id, rows whose urgency changed), or None when
+        no priority is marked (or every marked one is being walked by someone else)."""
+        row = await self.pool.fetchrow(q("priority_recompute_step"), batch, timeout=timeout_s)
+        if row is None or row["priority"] is None:
+            return None
+        return int(row["priority"]), int(row["changed"])
+
+    async def recompute_priorities(self, batch: int = RECOMPUTE_BATCH) -> int:
+        """Every step until no priority is marked; returns how many rows changed urgency."""
+        changed = 0
+        while (step := await self.recompute_priority_step(batch)) is not None:
+            changed += step[1]
+        return changed
 
     async def status_counts(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in await self.pool.fetch(q("status_counts"))}

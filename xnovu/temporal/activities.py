@@ -129,11 +129,19 @@ class XnovuActivities:
     async def _sweep_held_rows(self) -> None:
         """Held rows out of (and released rows back into) the claim indexes, at most every HOLD_SWEEP_EVERY in this
         worker and never for longer than HOLD_SWEEP_TIMEOUT: the sweep only saves the claims reading held rows, so
-        a slow or failed one is logged and the claim goes on (it once stalled every claim; docs/failure-modes.md)."""
+        a slow or failed one is logged and the claim goes on (it once stalled every claim; docs/failure-modes.md).
+
+        First, one step of the urgency recompute of a priority whose sort_order changed (at most RECOMPUTE_BATCH
+        rows in one short transaction; nothing but an empty read when nothing changed): before the claim, never
+        under its lock (docs/priority.md "Urgency")."""
         now = time.monotonic()
         if now - self._last_sweep < HOLD_SWEEP_EVERY.total_seconds():
             return
         self._last_sweep = now
+        try:
+            await self.repo.recompute_priority_step(timeout_s=HOLD_SWEEP_TIMEOUT.total_seconds())
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            activity.logger.warning("priority recompute skipped", extra={"error": type(exc).__name__})
         try:
             await self.repo.hold_sweep(timeout_s=HOLD_SWEEP_TIMEOUT.total_seconds())
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:

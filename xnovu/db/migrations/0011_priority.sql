@@ -53,12 +53,16 @@ INSERT INTO notify.xnovu_priority_order (id) VALUES (true) ON CONFLICT (id) DO N
 GRANT SELECT ON notify.xnovu_priority_order TO PUBLIC;
 
 -- The urgency of a sort_order (xnovu/core/priority.py `urgency` is the same rule): 0 normal, above 0 more urgent.
+-- Computed as bigint and clamped to +-1 000 000 (URGENCY_LIMIT there): sort_order and the normal are any integer, so
+-- their difference may not fit the integer column (2147483647 - -1 would fail every insert naming the priority).
 CREATE OR REPLACE FUNCTION notify.xnovu_urgency(sort_order integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
   SELECT CASE
     WHEN sort_order IS NULL THEN 0
-    WHEN coalesce(o.higher_first, true) THEN sort_order - coalesce(o.normal_sort_order, 0)
-    ELSE coalesce(o.normal_sort_order, 0) - sort_order
+    ELSE greatest(-1000000, least(1000000, CASE
+      WHEN coalesce(o.higher_first, true) THEN sort_order::bigint - coalesce(o.normal_sort_order, 0)
+      ELSE coalesce(o.normal_sort_order, 0)::bigint - sort_order
+    END))::integer
   END
   FROM (SELECT true) one LEFT JOIN notify.xnovu_priority_order o ON o.id
 $$;
@@ -69,9 +73,12 @@ $$;
 ALTER TABLE notify.ent_notification ADD COLUMN IF NOT EXISTS xnovu_priority integer NOT NULL DEFAULT 0;
 
 -- Set when a row is inserted with a priority or its priority changes; a row without one keeps what it was given
--- (0 by default: a producer on xnovu's own schema may also write the urgency directly).
+-- (0 by default: a producer on xnovu's own schema may also write the urgency directly). SECURITY DEFINER (runs as the
+-- role that migrated, with a search_path no caller can change): a producer that may insert notifications but not
+-- read typ_notification_priority could insert rows naming a priority before 0011 (the foreign key is checked as the
+-- table's owner), and still can.
 CREATE OR REPLACE FUNCTION notify.xnovu_set_priority() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   NEW.xnovu_priority := CASE WHEN NEW.typ_notification_priority_id IS NULL THEN 0 ELSE coalesce(
     notify.xnovu_urgency((SELECT p.sort_order FROM notify.typ_notification_priority p
@@ -88,17 +95,25 @@ CREATE TRIGGER xnovu_priority_on_update BEFORE UPDATE OF typ_notification_priori
   EXECUTE FUNCTION notify.xnovu_set_priority();
 
 -- The urgency of the rows of a priority follows its sort_order: an operator who makes "fire-emergency" more urgent
--- wants its queued rows claimed sooner, not only its new ones. Only non-terminal rows (SENT and RETRACTED rows are
--- history), found through the priority's index (0011_priority_index.sql), in the transaction that changed it.
+-- wants its queued rows claimed sooner, not only its new ones. The change is only recorded here, in the operator's
+-- transaction (one small row, no queued row locked: rewriting 50 000 rows there took 1.5 s, during which claims
+-- skipped them all and workers waited on them). The rows are recomputed afterwards in batches of 5 000, each its own
+-- short transaction (queries.sql `priority_recompute_step`): by every worker next to its hold sweep, and by
+-- `xnovu db priority recompute` and `set`. A change made again while its walk is under way starts the walk over.
+-- after_id: the walk's position among the priority's queued rows (NULL: from the start).
+CREATE TABLE IF NOT EXISTS notify.xnovu_priority_recompute (
+  priority_id bigint PRIMARY KEY,
+  after_id bigint,
+  marked_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- SECURITY DEFINER: an application role that manages the priorities, and has no right on the tables xnovu adds,
+-- could change a sort_order before 0011 and still can.
 CREATE OR REPLACE FUNCTION notify.xnovu_priority_sort_order_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  PERFORM set_config('xnovu.keep_updated_at', 'on', true);
-  UPDATE notify.ent_notification n SET xnovu_priority = coalesce(notify.xnovu_urgency(NEW.sort_order), 0)
-  WHERE n.typ_notification_priority_id = NEW.id
-    AND n.notification_status IN ('PENDING', 'FAILED', 'PROCESSING')
-    AND n.xnovu_priority IS DISTINCT FROM coalesce(notify.xnovu_urgency(NEW.sort_order), 0);
-  PERFORM set_config('xnovu.keep_updated_at', 'off', true);
+  INSERT INTO notify.xnovu_priority_recompute (priority_id) VALUES (NEW.id)
+  ON CONFLICT (priority_id) DO UPDATE SET after_id = NULL, marked_at = now();
   RETURN NULL;
 END $$;
 
@@ -107,13 +122,49 @@ CREATE TRIGGER xnovu_priority_sort_order AFTER UPDATE OF sort_order ON notify.ty
   FOR EACH ROW WHEN (NEW.sort_order IS DISTINCT FROM OLD.sort_order)
   EXECUTE FUNCTION notify.xnovu_priority_sort_order_changed();
 
+-- A new rule (`xnovu db priority set`, or an UPDATE of the table) changes the urgency of every priority's rows.
+CREATE OR REPLACE FUNCTION notify.xnovu_priority_order_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  INSERT INTO notify.xnovu_priority_recompute (priority_id) SELECT p.id FROM notify.typ_notification_priority p
+  ON CONFLICT (priority_id) DO UPDATE SET after_id = NULL, marked_at = now();
+  RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS xnovu_priority_order_changed ON notify.xnovu_priority_order;
+CREATE TRIGGER xnovu_priority_order_changed AFTER UPDATE ON notify.xnovu_priority_order
+  FOR EACH ROW WHEN (NEW.higher_first IS DISTINCT FROM OLD.higher_first
+                     OR NEW.normal_sort_order IS DISTINCT FROM OLD.normal_sort_order)
+  EXECUTE FUNCTION notify.xnovu_priority_order_changed();
+
+-- Deleting a priority sets its rows' typ_notification_priority_id to NULL (the foreign key's ON DELETE SET NULL) and
+-- so their urgency to 0: that must not move them in their queue either. The foreign key's action runs inside the
+-- DELETE statement, after its rows are gone and before its AFTER statement triggers, so the statement keeps
+-- updated_at from start to end (`xnovu.keep_updated_at`, below).
+CREATE OR REPLACE FUNCTION notify.xnovu_keep_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('xnovu.keep_updated_at', TG_ARGV[0], true);
+  RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS xnovu_priority_delete_keeps_place ON notify.typ_notification_priority;
+CREATE TRIGGER xnovu_priority_delete_keeps_place BEFORE DELETE ON notify.typ_notification_priority
+  FOR EACH STATEMENT EXECUTE FUNCTION notify.xnovu_keep_updated_at('on');
+DROP TRIGGER IF EXISTS xnovu_priority_delete_kept_place ON notify.typ_notification_priority;
+CREATE TRIGGER xnovu_priority_delete_kept_place AFTER DELETE ON notify.typ_notification_priority
+  FOR EACH STATEMENT EXECUTE FUNCTION notify.xnovu_keep_updated_at('off');
+
 -- A row's updated_at is when an unscheduled PENDING row became due, the order claims take it in: recomputing its
--- urgency (above, the backfill, `xnovu db priority set`) must not send it to the back of its queue. Those updates
--- set `xnovu.keep_updated_at` for their own transaction; every other update touches updated_at as before (0002).
+-- urgency (the recompute, the backfill, a deleted priority) must not send it to the back of its queue. Those updates
+-- set `xnovu.keep_updated_at` for their own transaction or statement, and the row keeps the updated_at it had, also
+-- where a trigger of the adopter's own touched it first (BEFORE triggers run in name order; the original schema's
+-- trg_ent_notification_updated comes before this one); every other update touches updated_at as before (0002).
 CREATE OR REPLACE FUNCTION notify.xnovu_touch_updated_at() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
   IF current_setting('xnovu.keep_updated_at', true) = 'on' THEN
+    NEW.updated_at := OLD.updated_at;
     RETURN NEW;
   END IF;
   NEW.updated_at := now();

@@ -2,10 +2,15 @@
 -- The second half of 0011_priority.sql, where inserts into a large ent_notification go on (docs/design.md
 -- "Migrations"), as 0006_rules_index.sql is for 0006. Safe to run again.
 
--- Rows by priority (a partial index: most rows have none): the foreign key's ON DELETE SET NULL, and the rows whose
--- urgency follows a priority whose sort_order changed.
+-- Rows by priority (a partial index: most rows have none), for the foreign key's ON DELETE SET NULL.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_priority_id_idx
   ON notify.ent_notification (typ_notification_priority_id) WHERE typ_notification_priority_id IS NOT NULL;
+
+-- The queued rows of each priority in id order: the walk that recomputes their urgency after a change, 5 000 at a
+-- time (queries.sql `priority_recompute_step`), reads only them, however much history the priority has.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_priority_queued_idx
+  ON notify.ent_notification (typ_notification_priority_id, id)
+  WHERE typ_notification_priority_id IS NOT NULL AND notification_status IN ('PENDING', 'FAILED', 'PROCESSING');
 
 -- Validate the foreign key 0011_priority.sql added NOT VALID, in a transaction of its own (SHARE UPDATE EXCLUSIVE:
 -- inserts do not wait for it).
