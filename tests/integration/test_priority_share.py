@@ -4,8 +4,15 @@ docs/priority.md), on the real stack. Each test failed on the code before its fi
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
+
+from temporalio.client import Client
+
 from tests.integration.test_priority_claims import LIMITS, _claim, _priority, _rows
-from tests.support import Env
+from tests.support import Env, eventually
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
 
@@ -25,3 +32,38 @@ async def test_a_less_urgent_row_of_an_enterprise_does_not_overtake_its_more_urg
     )
     assert not set(got) & set(lows), "A's below-normal rows overtook its normal ones"
     assert in_flight == LIMITS.max_rows, "a group alone never goes beyond the window"
+
+
+async def test_a_killed_fairness_probe_leaves_no_workflow_running_forever(env: Env) -> None:
+    """`xnovu doctor --fairness-probe` killed mid-probe (a cron job's `timeout`): its probe workflows are on a task
+    queue nobody polls; each has an execution timeout, so none stays open forever."""
+    address = env.stack.temporal.address
+    client = await Client.connect(address, namespace="default")
+    running = "WorkflowType = 'XnovuFairnessProbe' AND ExecutionStatus = 'Running'"
+    before = {w.id async for w in client.list_workflows(running)}
+    code = (
+        "import asyncio\nfrom temporalio.client import Client\nfrom xnovu.temporal.fairness import probe_fairness\n"
+        f"async def main():\n    await probe_fairness(await Client.connect({address!r}, namespace='default'))\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    try:
+        await eventually(lambda: _count(client, running, len(before) + 5), timeout=30, interval=0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    left = [w.id async for w in client.list_workflows(running) if w.id not in before]
+    try:
+        timeouts = [
+            (await client.get_workflow_handle(wid).describe()).raw_description.execution_config
+            .workflow_execution_timeout.ToSeconds()
+            for wid in left[:3]
+        ]
+        assert left and all(0 < t <= 600 for t in timeouts), f"execution timeouts (s, 0 = none): {timeouts}"
+    finally:
+        for wid in left:
+            await client.get_workflow_handle(wid).terminate(reason="test cleanup")
+
+
+async def _count(client: Client, query: str, at_least: int) -> bool:
+    return (await client.count_workflows(query)).count >= at_least
