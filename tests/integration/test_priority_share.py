@@ -9,10 +9,13 @@ import os
 import signal
 import sys
 
+import pytest
 from temporalio.client import Client
 
 from tests.integration.test_priority_claims import LIMITS, _claim, _priority, _rows
 from tests.support import Env, eventually
+from xnovu.core.backlog import summarize
+from xnovu.core.models import PollKind
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
 
@@ -32,6 +35,30 @@ async def test_a_less_urgent_row_of_an_enterprise_does_not_overtake_its_more_urg
     )
     assert not set(got) & set(lows), "A's below-normal rows overtook its normal ones"
     assert in_flight == LIMITS.max_rows, "a group alone never goes beyond the window"
+
+
+@pytest.mark.parametrize("held", ["workflow-draft", "row-deactivated"])
+async def test_an_urgent_retry_no_claim_may_take_does_not_page_as_an_urgent_row_waiting(env: Env, held: str) -> None:
+    """XnovuUrgentNotificationsWaiting watches the sample's oldest due urgent row: a retry of a DRAFT workflow, or
+    a deactivated one, is not claimable, so it is not waiting either; a claimable urgent retry still is."""
+    wf = await env.workflow("paused")
+    urgent = await _priority(env, "fire-emergency", 2)
+    [row] = await _rows(env, wf, 1, priority=urgent, status="FAILED", attempts=1, age_s=600)
+    if held == "workflow-draft":
+        await env.execute("UPDATE notify.ent_notification_workflow SET publish_status = 'DRAFT' WHERE id = $1", wf)
+    else:
+        await env.execute("UPDATE notify.ent_notification SET deactivated = true WHERE id = $1", row)
+    await env.repo.hold_sweep()
+    assert await _claim(env, PollKind.FAILED) == []
+    backlog = summarize(await env.repo.due_backlog(10_000))
+    assert (backlog.highest_urgency, backlog.urgent_oldest_s, backlog.by_urgency) == (None, 0, {})
+
+    live = await env.workflow("welcome")
+    [retry] = await _rows(env, live, 1, priority=await _priority(env, "reminder", 1), status="FAILED", attempts=1,
+                          age_s=30)
+    backlog = summarize(await env.repo.due_backlog(10_000))
+    assert backlog.highest_urgency == 1 and 29 <= backlog.urgent_oldest_s < 60
+    assert await _claim(env, PollKind.FAILED) == [retry]
 
 
 async def test_a_killed_fairness_probe_leaves_no_workflow_running_forever(env: Env) -> None:
