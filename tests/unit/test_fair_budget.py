@@ -52,7 +52,7 @@ def test_enterprises_share_tokens_equally_whatever_their_backlog() -> None:
     assert last_b <= 200
 
 
-def test_turns_are_by_tokens_so_bulk_requests_do_not_take_more_than_their_share() -> None:
+def test_shares_are_by_tokens_so_bulk_requests_do_not_take_more_than_their_share() -> None:
     q = FairQueue()
     for _ in range(50):
         q.push(100, 0, A)  # bulk requests
@@ -100,7 +100,7 @@ def test_rows_without_an_enterprise_form_one_group() -> None:
 def test_head_is_stable_until_something_changes() -> None:
     q = FairQueue()
     for g in (A, B, C):
-        q.push(150, 0, g)  # more than one quantum each: turns rotate before anyone is served
+        q.push(150, 0, g)  # equal finishes: the tie is broken the same way every time
     first = q.head()
     assert first is not None and all(q.head() is first for _ in range(5))
 
@@ -156,7 +156,7 @@ def test_extreme_weights_are_clamped_so_choosing_the_next_waiter_stays_quick() -
         with pytest.raises(ValueError, match=r"from 0\.001 to 1000"):
             parse_weights(text)
     q = FairQueue({A: 0.000001, B: 1_000_000.0})
-    lone = q.push(100, 0, A)  # alone, at the smallest weight: at most 1 000 turns before it can pay
+    lone = q.push(100, 0, A)  # alone, at the smallest weight: served next all the same
     started = time.perf_counter()
     assert q.head() is lone
     assert time.perf_counter() - started < 0.05
@@ -181,7 +181,7 @@ def test_within_an_enterprise_notifications_take_turns_so_a_big_one_does_not_hol
     assert order[6:] == big[1:], "the big notification's requests keep their order"
 
 
-def test_urgency_then_enterprise_turns_then_notification_turns() -> None:
+def test_urgency_then_enterprise_shares_then_notification_turns() -> None:
     """The three levels together: urgent first; within an urgency, A and B share tokens whatever A's notifications;
     within A, the small notification is not behind the big one's backlog."""
     q = FairQueue()
