@@ -359,10 +359,10 @@ def test_write_operations_are_told_from_reads() -> None:
 
 def test_b_fair_share_is_its_rows_at_half_the_budget_plus_a_poll_and_one_turn_of_a() -> None:
     from xnovu.devtools.bench.plan import BUDGET_TURN_TOKENS
-    from xnovu.novu.fairqueue import QUANTUM
+    from xnovu.novu.fairqueue import LARGEST_REQUEST
 
-    assert BUDGET_TURN_TOKENS == QUANTUM
-    # 20 tokens at 30 tokens/s, a 1 s poll, and A's turn of 100 tokens at 60 tokens/s.
+    assert BUDGET_TURN_TOKENS == LARGEST_REQUEST
+    # 20 tokens at 30 tokens/s, a 1 s poll, and A's bulk request of 100 tokens at 60 tokens/s.
     assert fair_share_s(NoisyPlan(b_normal=20, rps=60.0), 1.0) == pytest.approx(20 / 30 + 1 + 100 / 60)
 
 

@@ -80,6 +80,36 @@ def test_one_group_alone_never_goes_beyond_the_window() -> None:
     assert got == [1, 2, 3]
 
 
+def test_a_less_urgent_row_of_an_enterprise_does_not_overtake_its_more_urgent_ones() -> None:
+    """A alone fills the window: its share is the whole window, at every level of the class at once."""
+    limits = ClaimLimits(max_rows=20, max_tokens=100)
+    full = [InFlight(0, A, False, rows=20, tokens=20)]
+    assert select([*rows(A, 5, first=1), *rows(A, 5, first=10, level=-1)], full, limits, batch_size=10) == []
+
+
+def test_an_enterprise_does_not_multiply_its_share_by_spreading_rows_over_levels() -> None:
+    """A and B fill the window half each: each is at its share, whatever levels A's further rows are at."""
+    limits = ClaimLimits(max_rows=20, max_tokens=1_000)
+    full = [InFlight(0, A, False, rows=10, tokens=10), InFlight(0, B, False, rows=10, tokens=10)]
+    spread = [*rows(A, 5, first=1, level=-1), *rows(A, 5, first=10, level=-2), *rows(A, 5, first=20, level=-3)]
+    assert select(spread, full, limits, batch_size=20) == []
+    assert len(select(rows(C, 20, first=100, level=-2), full, limits, batch_size=20)) == 20 // 3, "C's third"
+
+
+def test_a_refused_row_holds_back_its_enterprise_at_lower_levels_but_not_other_enterprises() -> None:
+    limits = ClaimLimits(max_rows=10, max_tokens=100)
+    live = [InFlight(0, A, False, rows=1, tokens=60)]
+    big = Candidate(1, 0, A, T0, 50)  # does not fit: 110 tokens
+    small = [Candidate(2, -1, A, T0, 1), Candidate(3, -1, B, T0, 1)]  # would fit
+    assert select([big, *small], live, limits, batch_size=10) == [3]
+
+
+def test_within_a_level_the_enterprise_with_less_in_flight_across_the_class_goes_first() -> None:
+    flight = [InFlight(0, A, False, rows=5, tokens=5)]
+    got = select([*rows(A, 5, first=1, level=-1), *rows(B, 5, first=10, level=-1)], flight, LIMITS, batch_size=5)
+    assert got == [10, 11, 12, 13, 14], "B catches up with A's normal rows in flight before A's next row"
+
+
 def test_rows_without_an_enterprise_form_one_group() -> None:
     got = select([*rows(None, 10, first=1), *rows(A, 10, first=100)], [], LIMITS, batch_size=4)
     assert Counter("none" if i < 100 else "A" for i in got) == {"none": 2, "A": 2}

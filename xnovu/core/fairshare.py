@@ -11,15 +11,18 @@ The rules, in order:
   the window bounds what is claimed, the shared token budget what is sent.
 - **Classes.** Urgent rows (urgency > 0) and the rest are admitted against separate windows of `ClaimLimits`
   each: normal work in flight never keeps an urgent row waiting, and urgent work never takes the normal window.
+- **Shares.** A share is an enterprise's (rows without one form one) in one lane (new work, or its retries and
+  recoveries, claimed by the failed poll) across every level of a class: spreading rows over levels gives an
+  enterprise no more than its share, and its less urgent rows never count as a group with nothing in flight.
 - **Order.** Levels of urgency from the highest down. Within a level, rows interleave by weighted fair queueing
-  across groups: a group is an enterprise (rows without one form one group), its retries and recoveries (claimed
-  by the failed poll) a group of their own beside its new work. The next row is the one whose group would have the
-  fewest tokens in flight per unit of weight after taking it; within a group, due order, never overtaken.
+  across shares: the next row is the one whose share would have the fewest tokens in flight per unit of weight
+  after taking it; within a share, due order, never overtaken.
 - **Admission.** A row is admitted when its class's in-flight rows and tokens stay within the window (the plain
-  window, first come in the order above), or when its group stays within its weighted share of the window in
-  both rows and tokens (or has nothing in flight) and the class within twice the window (the fair-share headroom:
-  a group the others crowd out of the window still gets its share; a group alone has the whole window as its share,
-  so it never goes beyond the window). A group whose next row is refused takes no further row in this claim.
+  window, first come in the order above), or when its share stays within its weighted part of the window in both
+  rows and tokens (or has nothing in flight) and the class within twice the window (the fair-share headroom: a
+  share the others crowd out of the window still gets its part; a share alone has the whole window, so it never
+  goes beyond the window). A share whose next row is refused takes no further row in this claim, at this level or
+  a lower one: its less urgent rows never overtake its more urgent ones.
 - **Progress (I7).** When nothing live of a class is in flight, its first row in order is admitted whatever it
   costs.
 """
@@ -32,8 +35,10 @@ from datetime import datetime
 
 from xnovu.core.weights import weight_of
 
-#: Groups: (urgency level, enterprise id or None, retry lane).
+#: Groups: (urgency level, enterprise id or None, retry lane): rows of one group keep their due order.
 GroupKey = tuple[int, str | None, bool]
+#: Shares: (urgent class, enterprise id or None, retry lane): what the window is shared among, across levels.
+ShareKey = tuple[bool, str | None, bool]
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,8 @@ class InFlight:
     tokens: int
 
     @property
-    def group(self) -> GroupKey:
-        return (self.level, self.enterprise, self.retry)
+    def share(self) -> ShareKey:
+        return (self.level > 0, self.enterprise, self.retry)
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class Candidate:
     def group(self) -> GroupKey:
         return (self.level, self.enterprise, self.retry)
 
+    @property
+    def share(self) -> ShareKey:
+        return (self.level > 0, self.enterprise, self.retry)
+
 
 @dataclass
 class _Use:
@@ -104,7 +113,7 @@ class _Class:
     live: bool = False
     """Something of this class is live in flight (or was admitted in this claim)."""
     weight: float = 0.0
-    """The weights of its active groups, summed."""
+    """The weights of its active shares, summed."""
 
 
 def select(
@@ -125,31 +134,32 @@ def select(
             queues.setdefault(c.group, []).append(c)
     for queue in queues.values():
         queue.sort(key=_due_order)
-    group_use: dict[GroupKey, _Use] = {}
+    share_use: dict[ShareKey, _Use] = {}
     classes = {True: _Class(), False: _Class()}
     for f in in_flight:
-        use = group_use.setdefault(f.group, _Use())
+        use = share_use.setdefault(f.share, _Use())
         use.rows += f.rows
         use.tokens += f.tokens
         cls = classes[f.level > 0]
         cls.used.rows += f.rows
         cls.used.tokens += f.tokens
         cls.live = cls.live or f.rows > 0
-    active = set(group_use) | set(queues)
-    group_weight = {g: weight_of(weights, g[1]) for g in active}
-    for g in active:
-        classes[g[0] > 0].weight += group_weight[g]
+    active = set(share_use) | {q[0].share for q in queues.values()}
+    share_weight = {s: weight_of(weights, s[1]) for s in active}
+    for s in active:
+        classes[s[0]].weight += share_weight[s]
 
     chosen: list[int] = []
+    refused: set[ShareKey] = set()
     for level in sorted({g[0] for g in queues}, reverse=True):
         cls = classes[level > 0]
-        heads = {g: q for g, q in queues.items() if g[0] == level}
+        heads = {g: q for g, q in queues.items() if g[0] == level and q[0].share not in refused}
         while heads and len(chosen) < batch_size:
-            g = min(heads, key=lambda k: _finish(k, heads[k][0], group_use, group_weight, limits))
+            g = min(heads, key=lambda k: _finish(heads[k][0], share_use, share_weight, limits))
             row = heads[g][0]
-            use = group_use.setdefault(g, _Use())
+            use = share_use.setdefault(row.share, _Use())
             cost = limits.cost(row.tokens)
-            if _admit(cls, use, cost, limits, group_weight[g] / cls.weight if cls.weight else 1.0):
+            if _admit(cls, use, cost, limits, share_weight[row.share] / cls.weight if cls.weight else 1.0):
                 chosen.append(row.id)
                 use.rows += 1
                 use.tokens += cost
@@ -159,8 +169,9 @@ def select(
                 heads[g].pop(0)
                 if not heads[g]:
                     del heads[g]
-            else:
-                del heads[g]  # due order within a group: nothing of it overtakes the refused row
+            else:  # due order within a share, more urgent first: nothing of it overtakes the refused row
+                refused.add(row.share)
+                del heads[g]
     return chosen
 
 
@@ -187,11 +198,11 @@ def _due_order(c: Candidate) -> tuple[bool, datetime | float, int]:
 
 
 def _finish(
-    g: GroupKey, row: Candidate, use: Mapping[GroupKey, _Use], weight: Mapping[GroupKey, float], limits: ClaimLimits
+    row: Candidate, use: Mapping[ShareKey, _Use], weight: Mapping[ShareKey, float], limits: ClaimLimits
 ) -> tuple[float, bool, datetime | float, int]:
-    u = use.get(g)
+    u = use.get(row.share)
     tokens = (u.tokens if u else 0) + limits.cost(row.tokens)
-    return (tokens / weight[g], *_due_order(row))
+    return (tokens / weight[row.share], *_due_order(row))
 
 
 def _admit(cls: _Class, use: _Use, cost: int, limits: ClaimLimits, share: float) -> bool:

@@ -4,8 +4,8 @@ Novu's rate limit is per environment, not per worker, so N replicas must share N
 leases small batches of tokens (about 100 ms worth) from the row, so a busy worker makes ~10 small UPDATEs a second
 rather than one per request, and an idle one holds at most one lease. A 429 pushes the shared row negative, so every
 worker waits out Retry-After, not just the one that saw it. Within a process the most urgent request is served
-first, enterprises take turns by weight and the notifications of one enterprise round-robin (xnovu/novu/fairqueue.py,
-docs/priority.md "The token budget").
+first, enterprises share by weight (weighted fair queueing) and the notifications of one enterprise round-robin
+(xnovu/novu/fairqueue.py, docs/priority.md "The token budget").
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ class PostgresTokenBudget:
         self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
     ) -> None:
         """Wait until `cost` tokens are granted, then spend them. Waiters of this process are served most urgent
-        first, then enterprise by enterprise in weighted turns, then notification by notification (round robin),
-        then in arrival order (xnovu/novu/fairqueue.py)."""
+        first, then enterprises by weighted fair queueing, then notification by notification (round robin), then in
+        arrival order (xnovu/novu/fairqueue.py)."""
         if cost <= 0:
             return
         need = min(float(cost), self._capacity)

@@ -1005,7 +1005,15 @@ SELECT id FROM inserted UNION ALL SELECT id FROM existing;
 -- first, so an urgent row behind a normal backlog of millions, or behind a big backlog of a lower urgency, is still
 -- seen), and a row read by two parts counts once. `capped` says a part
 -- stopped at $1: the counts are then those of the oldest rows read, and the oldest due times stay exact.
-WITH parts AS (
+-- PENDING rows of a held workflow are out of their indexes once the hold sweep marked them (held_at); FAILED rows
+-- are not marked, so the retry parts check what candidates_failed checks (the row published and active, its
+-- workflow not DRAFT/NONE nor deactivated): a retry no claim may take must not page as an urgent row waiting. The
+-- held workflows (few) come as one array, a filter on each index scan: as a join (NOT EXISTS) the planner hashed
+-- the workflows and read every due retry, then sorted, instead of stopping at $1 in the index's order.
+WITH held AS (
+  SELECT ARRAY(SELECT w.id FROM notify.ent_notification_workflow w
+               WHERE w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')) AS ids
+), parts AS (
   (SELECT n.id, n.xnovu_priority AS urgency, n.enterprise_id, n.updated_at AS due, 'new' AS part
    FROM notify.ent_notification n
    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
@@ -1022,6 +1030,8 @@ WITH parts AS (
   (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'failed'
    FROM notify.ent_notification n
    WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.next_attempt_at <= now()
+     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
+     AND (n.notification_workflow_id IS NULL OR n.notification_workflow_id <> ALL((SELECT ids FROM held)::bigint[]))
    ORDER BY n.next_attempt_at, n.id LIMIT $1)
   UNION ALL
   (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.updated_at, 'urgent-new'
@@ -1042,6 +1052,8 @@ WITH parts AS (
    FROM notify.ent_notification n
    WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
      AND n.next_attempt_at <= now()
+     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
+     AND (n.notification_workflow_id IS NULL OR n.notification_workflow_id <> ALL((SELECT ids FROM held)::bigint[]))
    ORDER BY n.xnovu_priority DESC, n.next_attempt_at, n.id LIMIT $1)
 ), capped AS (
   SELECT coalesce(bool_or(c.n >= $1), false) AS capped FROM (SELECT count(*) AS n FROM parts GROUP BY part) c

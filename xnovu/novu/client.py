@@ -189,7 +189,7 @@ class SendControl:
     urgency: int = 0
     """The notification's urgency (xnovu/core/priority.py): a more urgent request gets tokens first."""
     enterprise: str | None = None
-    """The notification's enterprise: within an urgency, enterprises take turns at the token budget."""
+    """The notification's enterprise: within an urgency, enterprises share the token budget by weight."""
     notification: Hashable | None = None
     """The notification these requests belong to: within an enterprise, notifications take turns at the token budget
     request by request, so one notification's many requests do not keep the others waiting (docs/priority.md "The

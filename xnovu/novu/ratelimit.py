@@ -29,7 +29,7 @@ class TokenBudget(Protocol):
     ) -> None:
         """Wait until `cost` tokens can be spent, then spend them. `urgency` (0 normal, above 0 more urgent),
         `enterprise` and `notification` say whose request it is: the budgets of this package serve the most urgent
-        first, enterprises by weighted turns and the notifications of one enterprise round-robin
+        first, enterprises by weighted fair queueing and the notifications of one enterprise round-robin
         (xnovu/novu/fairqueue.py)."""
         ...
 
@@ -46,9 +46,9 @@ class LocalTokenBucket:
     """A token bucket for one process: refills continuously at `rate_per_s` up to `capacity`.
 
     Waiters take turns (:class:`~xnovu.novu.fairqueue.FairTurns`, the same order as the worker's
-    :class:`~xnovu.db.budget.PostgresTokenBudget`; the head waiter keeps its turn while it sleeps), so a bulk request
-    waiting for 100 tokens is not starved by a stream of 1-token singles, and one notification's many requests do not
-    keep every other notification's waiting.
+    :class:`~xnovu.db.budget.PostgresTokenBudget`; the head waiter keeps its place while it sleeps against every
+    waiter that would finish later), so a bulk request waiting for 100 tokens is not starved by a stream of 1-token
+    singles, and one notification's many requests do not keep every other notification's waiting.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class LocalTokenBucket:
     async def acquire(
         self, cost: int, *, urgency: int = 0, enterprise: str | None = None, notification: Hashable | None = None
     ) -> None:
-        """Wait for the turn (xnovu/novu/fairqueue.py: most urgent first, enterprises by turns, notifications
+        """Wait for the turn (xnovu/novu/fairqueue.py: most urgent first, enterprises by weight, notifications
         round-robin, arrival order within one) until `cost` tokens are available and no penalty is running, then
         spend them.
 

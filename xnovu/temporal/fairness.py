@@ -8,6 +8,8 @@ against the dev server, Temporal 1.32, both ways). So the doctor measures it: on
 worker polls, it starts `NORMAL` probe workflows with one fairness key, then `OTHER` with a second, takes their
 first workflow tasks itself, and looks where the second key's tasks came: oldest first (no fairness) puts them
 last, fairness interleaves them from the start. The probe workflows are terminated at once; they never run code.
+Each also has an execution timeout (`PROBE_TIMEOUT`), so a doctor killed mid-probe (a cron job's `timeout`, Ctrl-C
+twice) leaves none open for ever: the server closes them itself.
 
 A task queue has several partitions, each dispatching on its own, so the order is noisy: the decision uses the mean
 position of the second key's tasks, and says "unclear" between the two bounds. Measured on the dev server (Temporal
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest, PollWorkflowTaskQueueRequest
@@ -35,6 +38,9 @@ ON = 0.48
 OFF = 0.58
 PROBE_TYPE = "XnovuFairnessProbe"
 POLL_TIMEOUT_S = 10.0
+#: How long a probe workflow may stay open if the doctor dies before terminating it: far above a probe's ~5 s (and
+#: the doctor's 60 s bound on it), short enough that a killed doctor leaves nothing behind for long.
+PROBE_TIMEOUT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,12 @@ async def probe_fairness(client: Client, *, normal: int = NORMAL, other: int = O
             # One at a time: the second key's tasks must be the newest on every partition.
             wid = f"{queue}-{i}-{key}"
             await client.start_workflow(
-                PROBE_TYPE, id=wid, task_queue=queue, priority=Priority(fairness_key=key), static_summary="xnovu doctor"
+                PROBE_TYPE,
+                id=wid,
+                task_queue=queue,
+                priority=Priority(fairness_key=key),
+                static_summary="xnovu doctor",
+                execution_timeout=PROBE_TIMEOUT,
             )
             ids.append(wid)
         order: list[str] = []

@@ -10,8 +10,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-#: Tokens of one enterprise's turn at the token budget at weight 1: xnovu.novu.fairqueue.QUANTUM (this module imports
-#: no other xnovu module; tests/unit/test_bench_plan.py keeps the two equal).
+#: Tokens of A's request under way at the token budget when B's first request arrives, at most one bulk request:
+#: xnovu.novu.fairqueue.LARGEST_REQUEST (this module imports no other xnovu module; tests/unit/test_bench_plan.py
+#: keeps the two equal).
 BUDGET_TURN_TOKENS = 100.0
 
 
@@ -261,8 +262,8 @@ def per_item(total: float, items: int) -> float:
 
 def fair_share_s(plan: NoisyPlan, poll_interval_s: float = POLL_INTERVAL_MS / 1000) -> float:
     """B's fair share in the noisy-neighbour phase: the time B's normal rows take at half the budget (two enterprises
-    with work share it equally), plus one poll interval (the claim), plus one turn of A's at the token budget
-    (BUDGET_TURN_TOKENS at the full rate: the turn under way when B's first request arrives)."""
+    with work share it equally), plus one poll interval (the claim), plus one request of A's at the token budget
+    (BUDGET_TURN_TOKENS at the full rate: the grant under way when B's first request arrives)."""
     return plan.b_normal / (plan.rps / 2) + poll_interval_s + BUDGET_TURN_TOKENS / plan.rps
 
 
