@@ -153,8 +153,9 @@ async def test_the_oldest_rows_of_the_highest_urgency_are_read_wherever_the_walk
     ids = [(await _rows(env, wf, 1, enterprise=_ent(i), priority=urgent))[0] for i in range(40)]
     async with env.repo.pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL xnovu.keep_updated_at = 'on'")  # the due times below, not the touch trigger's
-        await conn.execute("UPDATE notify.ent_notification SET updated_at = now() - interval '1 day' WHERE id = ANY($1)",
-                           backlog)
+        await conn.execute(
+            "UPDATE notify.ent_notification SET updated_at = now() - interval '1 day' WHERE id = ANY($1)", backlog
+        )
         await conn.execute("UPDATE notify.ent_notification SET updated_at = now() - make_interval(secs => id)"
                            " WHERE id = ANY($1)", ids)
     got = await _claim(env, batch=10, limits=BIG)
@@ -190,6 +191,7 @@ async def test_retries_of_a_paused_workflow_are_not_read_by_every_failed_claim(e
     await env.repo.pool.execute("VACUUM ANALYZE notify.ent_notification")
     oldest = await _buffers(env, "candidates_failed", 100, None, 600_000, [])
     heads = await _buffers(env, "heads_failed", 100, None, None, 16, 4)
+    print(f"\n20 000 held retries: candidates_failed {oldest} buffers, heads_failed {heads}")
     assert await _claim(env, PollKind.FAILED, batch=100, limits=BIG) == [retry]
     assert oldest < 100 and heads < 100, f"candidates_failed {oldest} buffers, heads_failed {heads}"
 
