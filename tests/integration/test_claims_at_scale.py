@@ -49,7 +49,7 @@ QUERIES: dict[str, list[Any]] = {
     "claim_flight": [900_000, None, 300],
     "heads_new": [100, None, None, 16, 4],
     "heads_scheduled": [100, None, None, 16, 4, 60_000],
-    "heads_failed": [100, None, None, 16, 4, []],
+    "heads_failed": [100, None, None, 16, 4],
 }
 
 

@@ -87,7 +87,7 @@ CLAIMS: dict[str, list[Any]] = {
     # The heads of the (urgency, enterprise) groups a claim reads beside the oldest rows (docs/priority.md "Claims").
     "heads_new": [100, None, None, 16, 4],
     "heads_scheduled": [100, None, None, 16, 4, 60_000],
-    "heads_failed": [100, None, None, 16, 4, []],
+    "heads_failed": [100, None, None, 16, 4],
 }
 
 

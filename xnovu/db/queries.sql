@@ -185,21 +185,20 @@ FOR UPDATE OF n SKIP LOCKED;
 -- Retries that are due, and the PROCESSING rows $4 whose lease expired and whose attempt's workflow Temporal says
 -- is gone (checked by the claim activity just before; a live attempt's lease was extended instead). A FAILED row
 -- without next_attempt_at was left by the original TypeScript worker and is due now (a legacy PROCESSING row comes
--- through $4 once it has not moved for a lease, $3 ms). Legacy rows first, then due rows by next_attempt_at: two
--- scans of the retry index, each in the index's own order and bounded by its index condition, so rows whose retry
--- is hours ahead are never read and nothing is sorted but the 2 × $1 rows found.
+-- through $4 once it has not moved for a lease, $3 ms). Legacy rows first, then due rows by next_attempt_at.
+-- Retries: two scans of the retry index of 0014, each in the index's own order and bounded by its index condition,
+-- so rows whose retry is hours ahead are never read, nor the retries of a held workflow once the hold sweep marked
+-- them (docs/design.md "Held rows"; the workflow is checked all the same). Dead attempts: by primary key, at most
+-- one batch of them ($4). Nothing is sorted but the rows found.
 WITH legacy AS (
   SELECT n.id, 0 AS part, NULL::timestamptz AS due, greatest(cardinality(n.recipients), 1) AS tokens,
     n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
-  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
-    AND n.next_attempt_at IS NULL
-    AND (n.notification_status = 'FAILED' OR n.updated_at <= now() - make_interval(secs => $3::float8 / 1000))
-    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
-         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-                             AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+  WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.next_attempt_at IS NULL
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.next_attempt_at, n.id
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
@@ -207,93 +206,151 @@ WITH legacy AS (
   SELECT n.id, 1 AS part, n.next_attempt_at AS due, greatest(cardinality(n.recipients), 1) AS tokens,
     n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts
   FROM notify.ent_notification n
-  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
-    AND n.next_attempt_at <= now()
-    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($4::bigint[])
-         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-                             AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+  WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.next_attempt_at <= now()
     AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.next_attempt_at, n.id
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
+), recover AS (
+  SELECT n.id, CASE WHEN n.next_attempt_at IS NULL THEN 0 ELSE 1 END AS part, n.next_attempt_at AS due,
+    greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level, n.enterprise_id::text AS enterprise,
+    n.attempts
+  FROM notify.ent_notification n
+  WHERE n.id = ANY($4::bigint[]) AND n.notification_status = 'PROCESSING' AND n.dead_lettered_at IS NULL
+    AND (n.next_attempt_at <= now()
+         OR (n.next_attempt_at IS NULL AND n.updated_at <= now() - make_interval(secs => $3::float8 / 1000)))
+    AND ($2::uuid IS NULL OR n.enterprise_id = $2::uuid)
+  FOR UPDATE OF n SKIP LOCKED
 )
 SELECT c.id, c.tokens, c.level, c.enterprise, c.due, c.attempts
-FROM (SELECT * FROM legacy UNION ALL SELECT * FROM due) c
+FROM (SELECT * FROM legacy UNION ALL SELECT * FROM due UNION ALL SELECT * FROM recover) c
 ORDER BY c.part, c.due, c.id
 LIMIT $1;
 
 -- name: heads_new
--- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
--- urgency (docs/priority.md "Claims"): the urgencies
--- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
--- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
--- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
--- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
--- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
--- New: unscheduled rows by age and scheduled rows whose time has come, each through its own index.
-WITH RECURSIVE lu(level, k) AS (
-  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
-   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NULL AND n.held_at IS NULL
-   ORDER BY n.xnovu_priority DESC LIMIT 1)
+-- The heads of the (urgency, enterprise) groups a claim considers beside the oldest due rows (candidates_*, same
+-- kind; docs/priority.md "Claims"), $1 a batch. Each walk w (CTEs wlv, wlevels, wew) reads:
+-- - wlv, wlevels: the urgencies with something due, from the highest down, $5 at most. One index probe finds the
+--   next urgency, one more says whether it has anything due: above normal through 0013's index (its earliest due
+--   row), for the enterprise $2 (POLL_ENTERPRISE_ID) through 0012's (that enterprise's earliest); at or below
+--   normal an urgency counts as soon as a row has it. At most 4 x $5 urgencies are probed.
+-- - wew: at each urgency, the enterprises from where its walk stopped last time ($3, jsonb: walk -> urgency ->
+--   enterprise), a bounded skip scan of 0012's index: one probe gives an enterprise and its earliest due time, so an
+--   enterprise with nothing due (retries backing off, reminders next week) costs a probe and no read. At most $4
+--   with something due, at most 2 x $4 probed; the one probed after them is where the walk goes on next time, past
+--   every enterprise probed, due or not.
+-- - the first due rows of each enterprise with something due, one index range each, $1 shared among the groups of
+--   the urgency; rows without an enterprise are one more group per urgency;
+-- - the urgent read: the oldest due rows of the urgencies above normal, highest first, $1 at most, one index range
+--   per urgency (0013's indexes), so the most urgent due rows are considered wherever the walks stand;
+-- - last, one row per urgency walked, without id: `walk`, `level`, and in `enterprise` where that walk goes on
+--   (NULL: from the first again, it reached the last one); the repository keeps them for its next claim.
+-- $2 narrows all of it to that enterprise: its urgencies and its groups only (the walk then reads its most urgent
+-- due rows; no urgent read, no cursor).
+-- New: unscheduled rows by age (walk `new`) and scheduled rows whose time has come (`new-scheduled`).
+WITH RECURSIVE ulv(level, k, c, counted) AS (
+  SELECT 2147483648::bigint, 0, 0, false
   UNION ALL
-  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+  SELECT p.level::bigint, l.k + 1, l.c + p.counted::int, p.counted
+  FROM ulv l CROSS JOIN LATERAL (
+    SELECT x.level, $2::uuid IS NULL OR coalesce((
+      SELECT true FROM notify.ent_notification n
+      WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+        AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = x.level
+        AND n.enterprise_id = $2::uuid
+      LIMIT 1), false) AS counted
+    FROM (SELECT n.xnovu_priority AS level FROM notify.ent_notification n
           WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
-          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
-  FROM lu l WHERE l.level IS NOT NULL AND l.k < $5
-), eu(level, ent, k) AS (
-  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+            AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1) x
+  ) p
+  WHERE l.k < 4 * $5 AND l.c < $5
+), ulevels AS (
+  SELECT l.level::int AS level FROM ulv l WHERE l.counted
+), uew(level, ent, due, k, d, within) AS (
+  SELECT l.level, p.ent, p.due, 1, p.due::int, true
+  FROM ulevels l CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, true AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
       AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
-                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
-                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), 1
-  FROM lu l WHERE l.level IS NOT NULL
+      AND n.enterprise_id >= coalesce($2::uuid, ($3::jsonb -> 'new' ->> l.level::text)::uuid,
+        '00000000-0000-0000-0000-000000000000'::uuid)
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.updated_at LIMIT 1) p
   UNION ALL
-  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
-                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
-  FROM eu e WHERE e.ent IS NOT NULL AND e.k < $4
-), ls(level, k) AS (
-  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
-   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
-   ORDER BY n.xnovu_priority DESC LIMIT 1)
+  SELECT e.level, p.ent, p.due, e.k + 1, e.d + p.due::int, e.k < 2 * $4 AND e.d < $4
+  FROM uew e CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, true AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level AND n.enterprise_id > e.ent
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.updated_at LIMIT 1) p
+  WHERE e.within
+), slv(level, k, c, counted) AS (
+  SELECT 2147483648::bigint, 0, 0, false
   UNION ALL
-  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+  SELECT p.level::bigint, l.k + 1, l.c + p.counted::int, p.counted
+  FROM slv l CROSS JOIN LATERAL (
+    SELECT x.level, coalesce(CASE
+      WHEN $2::uuid IS NOT NULL THEN (
+        SELECT n.scheduled_for <= now() FROM notify.ent_notification n
+        WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+          AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = x.level
+          AND n.enterprise_id = $2::uuid
+        ORDER BY n.scheduled_for LIMIT 1)
+      WHEN x.level > 0 THEN (
+        SELECT n.scheduled_for <= now() FROM notify.ent_notification n
+        WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+          AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
+          AND n.xnovu_priority = x.level
+        ORDER BY n.scheduled_for LIMIT 1)
+      ELSE true END, false) AS counted
+    FROM (SELECT n.xnovu_priority AS level FROM notify.ent_notification n
           WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
-          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
-  FROM ls l WHERE l.level IS NOT NULL AND l.k < $5
-), es(level, ent, k) AS (
-  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+            AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1) x
+  ) p
+  WHERE l.k < 4 * $5 AND l.c < $5
+), slevels AS (
+  SELECT l.level::int AS level FROM slv l WHERE l.counted
+), sew(level, ent, due, k, d, within) AS (
+  SELECT l.level, p.ent, p.due, 1, p.due::int, true
+  FROM slevels l CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, coalesce(n.scheduled_for <= now(), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
       AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
-                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
-                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), 1
-  FROM ls l WHERE l.level IS NOT NULL
+      AND n.enterprise_id >= coalesce($2::uuid, ($3::jsonb -> 'new-scheduled' ->> l.level::text)::uuid,
+        '00000000-0000-0000-0000-000000000000'::uuid)
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.scheduled_for LIMIT 1) p
   UNION ALL
-  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
-                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
-  FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
+  SELECT e.level, p.ent, p.due, e.k + 1, e.d + p.due::int, e.k < 2 * $4 AND e.d < $4
+  FROM sew e CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, coalesce(n.scheduled_for <= now(), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level AND n.enterprise_id > e.ent
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.scheduled_for LIMIT 1) p
+  WHERE e.within
 )
-SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = e.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM eu e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT e.level, e.ent, ceil($1::float8 / (
+    (SELECT count(*) FROM uew c WHERE c.within AND c.due AND c.level = e.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM uew e WHERE e.within AND e.due) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
-    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.updated_at <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.updated_at, n.id
@@ -301,15 +358,17 @@ SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM eu c WHERE c.ent IS NOT NULL AND c.level = l.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM lu l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT l.level, ceil($1::float8 / (
+    (SELECT count(*) FROM uew c WHERE c.within AND c.due AND c.level = l.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM ulevels l WHERE $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
-    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.updated_at <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.updated_at, n.id
@@ -317,14 +376,36 @@ SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT c
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+(SELECT h.* FROM (SELECT l.level FROM ulevels l WHERE l.level > 0 AND $2::uuid IS NULL ORDER BY l.level DESC) u
+ CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.updated_at AS due, n.attempts, NULL::text AS walk
+  FROM notify.ent_notification n
+  WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NULL AND n.held_at IS NULL AND n.xnovu_priority = u.level
+    AND n.updated_at <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.updated_at, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+) h
+LIMIT $1)
+UNION ALL
+SELECT NULL::bigint, NULL::int, l.level, (SELECT e.ent::text FROM uew e WHERE e.level = l.level AND NOT e.within),
+  NULL::timestamptz, NULL::int, 'new'
+FROM ulevels l WHERE $2::uuid IS NULL
+UNION ALL
+SELECT h.* FROM (
+  SELECT e.level, e.ent, ceil($1::float8 / (
+    (SELECT count(*) FROM sew c WHERE c.within AND c.due AND c.level = e.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM sew e WHERE e.within AND e.due) g CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
     AND n.scheduled_for <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
@@ -333,66 +414,110 @@ SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT l.level, ceil($1::float8 / (
+    (SELECT count(*) FROM sew c WHERE c.within AND c.due AND c.level = l.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM slevels l WHERE $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
     AND n.scheduled_for <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
                     AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.scheduled_for, n.id
   LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
-) h;
+) h
+UNION ALL
+(SELECT h.* FROM (SELECT l.level FROM slevels l WHERE l.level > 0 AND $2::uuid IS NULL ORDER BY l.level DESC) u
+ CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
+  FROM notify.ent_notification n
+  WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = u.level
+    AND n.scheduled_for <= now() AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+) h
+LIMIT $1)
+UNION ALL
+SELECT NULL::bigint, NULL::int, l.level, (SELECT e.ent::text FROM sew e WHERE e.level = l.level AND NOT e.within),
+  NULL::timestamptz, NULL::int, 'new-scheduled'
+FROM slevels l WHERE $2::uuid IS NULL;
 
 -- name: heads_scheduled
--- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
--- urgency (docs/priority.md "Claims"): the urgencies
--- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
--- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
--- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
--- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
--- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
+-- The heads of the (urgency, enterprise) groups a claim considers beside the oldest due rows (candidates_*, same
+-- kind), read as heads_new reads them (the urgencies with something due, the walk of enterprises from each
+-- urgency's cursor $3, the urgent read, then where each walk goes on), through this kind's indexes.
 -- Scheduled: rows whose send time is within the look-ahead ($6 ms).
-WITH RECURSIVE ls(level, k) AS (
-  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
-   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
-   ORDER BY n.xnovu_priority DESC LIMIT 1)
+WITH RECURSIVE slv(level, k, c, counted) AS (
+  SELECT 2147483648::bigint, 0, 0, false
   UNION ALL
-  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
+  SELECT p.level::bigint, l.k + 1, l.c + p.counted::int, p.counted
+  FROM slv l CROSS JOIN LATERAL (
+    SELECT x.level, coalesce(CASE
+      WHEN $2::uuid IS NOT NULL THEN (
+        SELECT n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000) FROM notify.ent_notification n
+        WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+          AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = x.level
+          AND n.enterprise_id = $2::uuid
+        ORDER BY n.scheduled_for LIMIT 1)
+      WHEN x.level > 0 THEN (
+        SELECT n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000) FROM notify.ent_notification n
+        WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+          AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL
+          AND n.xnovu_priority = x.level
+        ORDER BY n.scheduled_for LIMIT 1)
+      ELSE true END, false) AS counted
+    FROM (SELECT n.xnovu_priority AS level FROM notify.ent_notification n
           WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
-          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
-  FROM ls l WHERE l.level IS NOT NULL AND l.k < $5
-), es(level, ent, k) AS (
-  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+            AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1) x
+  ) p
+  WHERE l.k < 4 * $5 AND l.c < $5
+), slevels AS (
+  SELECT l.level::int AS level FROM slv l WHERE l.counted
+), sew(level, ent, due, k, d, within) AS (
+  SELECT l.level, p.ent, p.due, 1, p.due::int, true
+  FROM slevels l CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent,
+      coalesce(n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
       AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = l.level
-                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
-                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), 1
-  FROM ls l WHERE l.level IS NOT NULL
+      AND n.enterprise_id >= coalesce($2::uuid, ($3::jsonb -> 'scheduled' ->> l.level::text)::uuid,
+        '00000000-0000-0000-0000-000000000000'::uuid)
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.scheduled_for LIMIT 1) p
   UNION ALL
-  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level
-                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
-  FROM es e WHERE e.ent IS NOT NULL AND e.k < $4
+  SELECT e.level, p.ent, p.due, e.k + 1, e.d + p.due::int, e.k < 2 * $4 AND e.d < $4
+  FROM sew e CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent,
+      coalesce(n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = e.level AND n.enterprise_id > e.ent
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.scheduled_for LIMIT 1) p
+  WHERE e.within
 )
-SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = e.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM es e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT e.level, e.ent, ceil($1::float8 / (
+    (SELECT count(*) FROM sew c WHERE c.within AND c.due AND c.level = e.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM sew e WHERE e.within AND e.due) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+    AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
     AND n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000)
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
@@ -402,14 +527,16 @@ SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM es c WHERE c.ent IS NOT NULL AND c.level = l.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM ls l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT l.level, ceil($1::float8 / (
+    (SELECT count(*) FROM sew c WHERE c.within AND c.due AND c.level = l.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM slevels l WHERE $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
   WHERE n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-      AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+    AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
     AND n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000)
     AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
     AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
@@ -417,74 +544,139 @@ SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT c
   ORDER BY n.scheduled_for, n.id
   LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
-) h;
+) h
+UNION ALL
+(SELECT h.* FROM (SELECT l.level FROM slevels l WHERE l.level > 0 AND $2::uuid IS NULL ORDER BY l.level DESC) u
+ CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.scheduled_for AS due, n.attempts, NULL::text AS walk
+  FROM notify.ent_notification n
+  WHERE n.xnovu_priority > 0 AND n.notification_status = 'PENDING' AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.scheduled_for IS NOT NULL AND n.held_at IS NULL AND n.xnovu_priority = u.level
+    AND n.scheduled_for <= now() + make_interval(secs => $6::float8 / 1000)
+    AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= now())
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.scheduled_for, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+) h
+LIMIT $1)
+UNION ALL
+SELECT NULL::bigint, NULL::int, l.level, (SELECT e.ent::text FROM sew e WHERE e.level = l.level AND NOT e.within),
+  NULL::timestamptz, NULL::int, 'scheduled'
+FROM slevels l WHERE $2::uuid IS NULL;
 
 -- name: heads_failed
--- Per (urgency, enterprise) group, its first due rows in due order, $1 (a batch) shared among the groups of an
--- urgency (docs/priority.md "Claims"): the urgencies
--- present, from the highest down ($5 at most, one index probe each), and in each the enterprises from $3 on ($4 at
--- most, one probe each: a bounded skip scan of the fair-share index, migration 0012), then each group's head as one
--- index range; rows without an enterprise are one more group per urgency. $2 (POLL_ENTERPRISE_ID) narrows the walk
--- to that one enterprise. Read beside the oldest due rows (candidates_*, same kind), so the groups the walk leaves
--- out this time still have their oldest rows considered; the repository moves $3 on to rotate the walk.
--- Failed: retries due and the recoverable PROCESSING rows $6, as candidates_failed; rows of the original worker
--- (no next_attempt_at) come through candidates_failed only.
-WITH RECURSIVE lr(level, k) AS (
-  (SELECT n.xnovu_priority, 1 FROM notify.ent_notification n
-   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL
-   ORDER BY n.xnovu_priority DESC LIMIT 1)
+-- The heads of the (urgency, enterprise) groups a claim considers beside the oldest due rows (candidates_*, same
+-- kind), read as heads_new reads them (the urgencies with something due, the walk of enterprises from each
+-- urgency's cursor $3, the urgent read, then where each walk goes on), through this kind's indexes.
+-- Failed: due retries a claim may take (0012's and 0013's retry indexes leave held rows out); rows of the
+-- original worker (no next_attempt_at) and dead attempts to recover come through candidates_failed only.
+WITH RECURSIVE rlv(level, k, c, counted) AS (
+  SELECT 2147483648::bigint, 0, 0, false
   UNION ALL
-  SELECT (SELECT n.xnovu_priority FROM notify.ent_notification n
-          WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority < l.level
-          ORDER BY n.xnovu_priority DESC LIMIT 1), l.k + 1
-  FROM lr l WHERE l.level IS NOT NULL AND l.k < $5
-), er(level, ent, k) AS (
-  SELECT l.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = l.level
-                     AND n.enterprise_id >= coalesce($2::uuid, $3::uuid, '00000000-0000-0000-0000-000000000000'::uuid)
-                     AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), 1
-  FROM lr l WHERE l.level IS NOT NULL
+  SELECT p.level::bigint, l.k + 1, l.c + p.counted::int, p.counted
+  FROM rlv l CROSS JOIN LATERAL (
+    SELECT x.level, coalesce(CASE
+      WHEN $2::uuid IS NOT NULL THEN (
+        SELECT n.next_attempt_at <= now() FROM notify.ent_notification n
+        WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+          AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority = x.level
+          AND n.enterprise_id = $2::uuid
+        ORDER BY n.next_attempt_at LIMIT 1)
+      WHEN x.level > 0 THEN (
+        SELECT n.next_attempt_at <= now() FROM notify.ent_notification n
+        WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
+          AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
+          AND n.xnovu_priority = x.level
+        ORDER BY n.next_attempt_at LIMIT 1)
+      ELSE true END, false) AS counted
+    FROM (SELECT n.xnovu_priority AS level FROM notify.ent_notification n
+          WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+            AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority < l.level
+          ORDER BY n.xnovu_priority DESC LIMIT 1) x
+  ) p
+  WHERE l.k < 4 * $5 AND l.c < $5
+), rlevels AS (
+  SELECT l.level::int AS level FROM rlv l WHERE l.counted
+), rew(level, ent, due, k, d, within) AS (
+  SELECT l.level, p.ent, p.due, 1, p.due::int, true
+  FROM rlevels l CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, coalesce(n.next_attempt_at <= now(), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+      AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority = l.level
+      AND n.enterprise_id >= coalesce($2::uuid, ($3::jsonb -> 'failed' ->> l.level::text)::uuid,
+        '00000000-0000-0000-0000-000000000000'::uuid)
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.next_attempt_at LIMIT 1) p
   UNION ALL
-  SELECT e.level, (SELECT n.enterprise_id FROM notify.ent_notification n
-                   WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = e.level
-                     AND n.enterprise_id > e.ent AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
-                   ORDER BY n.enterprise_id LIMIT 1), e.k + 1
-  FROM er e WHERE e.ent IS NOT NULL AND e.k < $4
+  SELECT e.level, p.ent, p.due, e.k + 1, e.d + p.due::int, e.k < 2 * $4 AND e.d < $4
+  FROM rew e CROSS JOIN LATERAL (
+    SELECT n.enterprise_id AS ent, coalesce(n.next_attempt_at <= now(), false) AS due
+    FROM notify.ent_notification n
+    WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+      AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority = e.level AND n.enterprise_id > e.ent
+      AND n.enterprise_id <= coalesce($2::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid)
+    ORDER BY n.enterprise_id, n.next_attempt_at LIMIT 1) p
+  WHERE e.within
 )
-SELECT h.* FROM (SELECT e.level, e.ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = e.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM er e WHERE e.ent IS NOT NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT e.level, e.ent, ceil($1::float8 / (
+    (SELECT count(*) FROM rew c WHERE c.within AND c.due AND c.level = e.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM rew e WHERE e.within AND e.due) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
-  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
+  WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id = g.ent
     AND n.next_attempt_at <= now()
-    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($6::bigint[])
-         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.next_attempt_at, n.id
   LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
 ) h
 UNION ALL
-SELECT h.* FROM (SELECT l.level, NULL::uuid AS ent, ceil($1::float8 / ((SELECT count(*) FROM er c WHERE c.ent IS NOT NULL AND c.level = l.level)
-        + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
-   FROM lr l WHERE l.level IS NOT NULL AND $2::uuid IS NULL) g CROSS JOIN LATERAL (
+SELECT h.* FROM (
+  SELECT l.level, ceil($1::float8 / (
+    (SELECT count(*) FROM rew c WHERE c.within AND c.due AND c.level = l.level)
+    + CASE WHEN $2::uuid IS NULL THEN 1 ELSE 0 END))::int AS per
+  FROM rlevels l WHERE $2::uuid IS NULL) g CROSS JOIN LATERAL (
   SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
-      n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts
+    n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts, NULL::text AS walk
   FROM notify.ent_notification n
-  WHERE n.notification_status IN ('FAILED', 'PROCESSING') AND n.dead_lettered_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
+  WHERE n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH'
+    AND n.deactivated IS NOT TRUE AND n.held_at IS NULL AND n.xnovu_priority = g.level AND n.enterprise_id IS NULL
     AND n.next_attempt_at <= now()
-    AND (n.notification_status = 'PROCESSING' AND n.id = ANY($6::bigint[])
-         OR (n.notification_status = 'FAILED' AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
-             AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
-                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))))
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
   ORDER BY n.next_attempt_at, n.id
   LIMIT g.per
   FOR UPDATE OF n SKIP LOCKED
-) h;
+) h
+UNION ALL
+(SELECT h.* FROM (SELECT l.level FROM rlevels l WHERE l.level > 0 AND $2::uuid IS NULL ORDER BY l.level DESC) u
+ CROSS JOIN LATERAL (
+  SELECT n.id, greatest(cardinality(n.recipients), 1) AS tokens, n.xnovu_priority AS level,
+    n.enterprise_id::text AS enterprise, n.next_attempt_at AS due, n.attempts, NULL::text AS walk
+  FROM notify.ent_notification n
+  WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
+    AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
+    AND n.xnovu_priority = u.level AND n.next_attempt_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM notify.ent_notification_workflow w WHERE w.id = n.notification_workflow_id
+                    AND (w.deactivated IS TRUE OR w.publish_status IN ('DRAFT', 'NONE')))
+  ORDER BY n.next_attempt_at, n.id
+  LIMIT $1
+  FOR UPDATE OF n SKIP LOCKED
+) h
+LIMIT $1)
+UNION ALL
+SELECT NULL::bigint, NULL::int, l.level, (SELECT e.ent::text FROM rew e WHERE e.level = l.level AND NOT e.within),
+  NULL::timestamptz, NULL::int, 'failed'
+FROM rlevels l WHERE $2::uuid IS NULL;
 
 -- name: claim_rows
 -- The compare-and-set of a claim (I4): the picked rows become PROCESSING at their next attempt, and
@@ -526,22 +718,31 @@ FROM wf;
 
 -- name: hold_sweep
 -- Keeps held rows out of the claim indexes (docs/design.md "Held rows"), $1 rows at most each way per call, each
--- row locked only for this short statement (SKIP LOCKED: never waits for a claim): marks the PENDING rows of the
--- held workflows $2 (held_at), and unmarks the marked rows of the workflows $3 that are no longer held (published or
--- reactivated since, or deleted) and, with $4, those that lost their workflow (the claim then dead-letters them with
--- the reason). The held workflows
+-- row locked only for this short statement (SKIP LOCKED: never waits for a claim): marks the PENDING rows and the
+-- retries (FAILED, not dead-lettered) of the held workflows $2 (held_at), and unmarks the marked rows of the
+-- workflows $3 that are no longer held (published or reactivated since, or deleted) and, with $4, those that lost
+-- their workflow (the claim then dead-letters them with the reason). The held workflows
 -- come as values, not as a join: joined, the planner took every row of the table as a match for any workflow (one
 -- workflow's backlog makes its statistics say so) and read the whole table once per DRAFT workflow, minutes with
--- thousands of them (tests/integration/test_attack_claims.py). Marking reads the holdable index per held workflow,
--- unmarking the held-rows index per released workflow. The mark is a
+-- thousands of them (tests/integration/test_attack_claims.py). Marking reads the holdable indexes (0008's for PENDING
+-- rows, 0014's for retries) per held workflow, unmarking the held-rows index per released workflow. The mark is a
 -- hint: claims, acquire and fence still check the workflow (I1), so a row unmarked while its workflow goes back to
 -- DRAFT is still not sent.
-WITH held AS (
+WITH held_pending AS (
   SELECT n.id FROM notify.ent_notification n
   WHERE n.notification_workflow_id = ANY($2::bigint[]) AND n.notification_status = 'PENDING'
     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
   LIMIT $1
   FOR UPDATE OF n SKIP LOCKED
+), held_failed AS (
+  SELECT n.id FROM notify.ent_notification n
+  WHERE n.notification_workflow_id = ANY($2::bigint[]) AND n.notification_status = 'FAILED'
+    AND n.dead_lettered_at IS NULL AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE
+    AND n.held_at IS NULL AND n.notification_workflow_id IS NOT NULL
+  LIMIT greatest($1 - (SELECT count(*) FROM held_pending), 0)
+  FOR UPDATE OF n SKIP LOCKED
+), held AS (
+  SELECT id FROM held_pending UNION ALL SELECT id FROM held_failed
 ), released AS (
   SELECT n.id FROM notify.ent_notification n
   WHERE n.held_at IS NOT NULL
@@ -1051,6 +1252,7 @@ WITH held AS (
   (SELECT n.id, n.xnovu_priority, n.enterprise_id, n.next_attempt_at, 'urgent-failed'
    FROM notify.ent_notification n
    WHERE n.xnovu_priority > 0 AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NULL
+     AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
      AND n.next_attempt_at <= now()
      AND n.publish_status = 'PUBLISH' AND n.deactivated IS NOT TRUE AND n.held_at IS NULL
      AND (n.notification_workflow_id IS NULL OR n.notification_workflow_id <> ALL((SELECT ids FROM held)::bigint[]))

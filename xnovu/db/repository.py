@@ -171,9 +171,11 @@ def _claimed(rows: Sequence[asyncpg.Record], order: Sequence[int] = ()) -> list[
     )
 
 
-#: Enterprises per urgency level whose heads one claim reads (a bounded skip scan; the walk rotates between claims).
+#: Enterprises with something due per urgency level whose heads one claim reads (a bounded skip scan that probes at
+#: most twice as many, those with nothing due included; each level's walk goes on from where the last one stopped).
 FAIR_ENTERPRISES = 16
-#: Urgency levels one claim reads heads of, from the highest down.
+#: Urgency levels with something due one claim reads heads of, from the highest down (four times as many probed at
+#: most).
 FAIR_LEVELS = 4
 #: Queued rows one recompute step gives a changed priority's urgency, in one short transaction (docs/priority.md).
 RECOMPUTE_BATCH = 5_000
@@ -267,7 +269,8 @@ class Repository:
         self.oldest_first = oldest_first
         """SEND_ORDER=oldest-first: claims take due rows in due order in one group and one window, and claimed rows
         carry no priority (the comparison mode of docs/performance.md "Noisy neighbour")."""
-        self._fair_cursor: dict[PollKind, str | None] = {}
+        self._fair_cursor: dict[str, dict[str, str]] = {}
+        """Where each walk of the heads_* queries goes on, by walk and urgency level: the enterprise it starts at."""
 
     async def close(self) -> None:
         await self.pool.close()
@@ -336,15 +339,12 @@ class Repository:
                 args.append(list(recoverable))
             retry = True if kind is PollKind.FAILED else None
             oldest = await conn.fetch(q(f"candidates_{kind.value}"), *args)
-            heads_args: list[Any] = [
-                batch_size, enterprise_id, self._fair_cursor.get(kind), FAIR_ENTERPRISES, FAIR_LEVELS
-            ]
+            heads_args: list[Any] = [batch_size, enterprise_id, self._fair_cursor, FAIR_ENTERPRISES, FAIR_LEVELS]
             if kind is PollKind.SCHEDULED:
                 heads_args.append(lookahead_ms)
-            if kind is PollKind.FAILED:
-                heads_args.append(list(recoverable))
-            heads = await conn.fetch(q(f"heads_{kind.value}"), *heads_args)
-            self._rotate(kind, heads)
+            read = await conn.fetch(q(f"heads_{kind.value}"), *heads_args)
+            heads = [r for r in read if r["id"] is not None]
+            self._rotate([r for r in read if r["id"] is None])
             candidates = _candidates([*oldest, *heads], retry=retry)
             in_flight = [
                 InFlight(int(g["level"]), g["enterprise"], bool(g["retry"]), int(g["rows"]), int(g["tokens"]))
@@ -368,11 +368,16 @@ class Repository:
             and has_room(in_flight, [c for c in candidates if c.id in chosen], limits, urgent=True),
         )
 
-    def _rotate(self, kind: PollKind, heads: Sequence[asyncpg.Record]) -> None:
-        """Where the next claim of `kind` starts its walk of enterprises: after the last one read when the walk was
-        cut at FAIR_ENTERPRISES, else from the first again."""
-        enterprises = sorted({r["enterprise"] for r in heads if r["enterprise"] is not None})
-        self._fair_cursor[kind] = enterprises[-1] if len(enterprises) >= FAIR_ENTERPRISES else None
+    def _rotate(self, walked: Sequence[asyncpg.Record]) -> None:
+        """Where the next claim starts each walk of enterprises the heads_* query just made (one row per walk and
+        level): at the enterprise its budget stopped at, past every one it probed, rows due or not; from the first
+        again when it reached the last. A level this claim did not walk keeps its place."""
+        for r in walked:
+            levels = self._fair_cursor.setdefault(r["walk"], {})
+            if r["enterprise"] is None:
+                levels.pop(str(r["level"]), None)
+            else:
+                levels[str(r["level"])] = r["enterprise"]
 
     async def hold_sweep(self, limit: int = 1_000, *, timeout_s: float | None = None) -> tuple[int, int]:
         """Move held rows out of the claim indexes and released ones back (docs/design.md "Held rows"), at most

@@ -12,6 +12,10 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_xnovu_scheduled_fair_id
   ON notify.ent_notification (xnovu_priority DESC, enterprise_id, scheduled_for, id)
   WHERE notification_status = 'PENDING' AND publish_status = 'PUBLISH' AND deactivated IS NOT TRUE
     AND scheduled_for IS NOT NULL AND held_at IS NULL;
+-- Retries only, those a claim may take (as the new and scheduled ones: published, active, not held, 0014): a walk
+-- of enterprises never visits one that only has rows in flight or retries of a paused workflow. Dead attempts
+-- (PROCESSING, lease expired) are few and known by id: candidates_failed reads them by primary key.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS ent_notification_xnovu_retry_fair_idx
   ON notify.ent_notification (xnovu_priority DESC, enterprise_id, next_attempt_at, id)
-  WHERE notification_status IN ('FAILED', 'PROCESSING') AND dead_lettered_at IS NULL;
+  WHERE notification_status = 'FAILED' AND dead_lettered_at IS NULL AND publish_status = 'PUBLISH'
+    AND deactivated IS NOT TRUE AND held_at IS NULL;
