@@ -379,7 +379,9 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
                 table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
             last = status.get("last_prune")
             if isinstance(last, dict):
-                ended = last.get("error") or f"finished {last['finished_at']}" if last.get("finished_at") else "running"
+                ended = "running"
+                if last.get("finished_at"):
+                    ended = last.get("error") or f"finished {last['finished_at']}"
                 table.add_row("last prune", f"{last['rows']} rows, started {last['started_at']}, {ended}")
             due = status.get("due")
             if isinstance(due, dict) and "by_urgency" in due:

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
                 f"NOVU_TIMEOUT_MS ({self.novu_timeout_ms}) must not exceed PROCESSING_LEASE_MS "
                 f"({self.processing_lease_ms}): one Novu request must fit in the lease that fences it"
             )
+        if self.retention_days * 86_400_000 < self.rules_catchup_window_ms:
+            raise ValueError(
+                f"RETENTION_DAYS ({self.retention_days}) must cover RULES_CATCHUP_WINDOW_MS "
+                f"({self.rules_catchup_window_ms}): a rule fire made up that late needs the record of its time"
+            )
         if self.retention_notification_days is not None and self.retention_notification_days < self.retention_days:
             raise ValueError(
                 f"RETENTION_NOTIFICATION_DAYS ({self.retention_notification_days}) must not be less than "

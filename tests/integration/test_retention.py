@@ -19,7 +19,9 @@ import httpx
 import pytest
 
 from tests.integration.test_db_adoption import insert_waits_during
-from tests.support import Env, eventually
+from tests.integration.test_pooler import pgbouncer as pgbouncer
+from tests.integration.test_pooler import pooled_environment
+from tests.support import Env, PgBouncer, Stack, eventually
 from xnovu.core.models import PollKind
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.db.retention import Pruner, RetentionPolicy, last_prune, table_sizes
@@ -212,6 +214,39 @@ async def test_only_one_prune_runs_at_a_time(env: Env) -> None:
         await pruner.run("cli")
     await pruner.finish(first.id)
     assert (await pruner.run("cli")).id > first.id
+
+
+async def test_a_prune_whose_worker_died_is_taken_over_after_its_lease_and_recorded_as_abandoned(env: Env) -> None:
+    wf = await env.workflow("welcome")
+    old = await ended(env, wf, status="SENT", days_ago=40)
+    pruner = Pruner(env.repo.pool, POLICY)
+    dead = await pruner.begin("schedule")
+    # Its worker died: no batch has renewed the lease for longer than the lease.
+    await env.execute("UPDATE notify.xnovu_retention_state SET heartbeat_at = now() - interval '10 minutes'")
+    run = await pruner.run("cli")
+    assert run.deliveries == 3 and await ledger(env, old) == {old[0]: 0}
+    abandoned = await pruner.get(dead.id)
+    assert abandoned.finished_at is not None and "abandoned" in (abandoned.error or ""), abandoned
+    # The dead one cannot come back and prune beside a live one: its next batch finds the lease taken.
+    live = await pruner.begin("cli")
+    with pytest.raises(XnovuError, match="lost its lease"):
+        await pruner.step(dead.id)
+    await pruner.finish(live.id)
+
+
+async def test_a_prune_through_a_transaction_pooler(stack: Stack, pgbouncer: PgBouncer) -> None:
+    """No session state: the lease is a row, every batch a transaction of its own (README "Transaction pooler")."""
+    async with pooled_environment(stack, pgbouncer) as env:
+        await env.repo.migrate()
+        wf = await env.workflow("welcome")
+        old = await ended(env, wf, status="SENT", days_ago=40, n=3)
+        first, second = await asyncio.gather(
+            Pruner(env.repo.pool, POLICY).run("cli"), Pruner(env.repo.pool, POLICY).run("cli"), return_exceptions=True
+        )
+        runs = [r for r in (first, second) if not isinstance(r, BaseException)]
+        busy = [r for r in (first, second) if isinstance(r, BaseException)]
+        assert sum(r.deliveries for r in runs) == 9 and set((await ledger(env, old)).values()) == {0}
+        assert all("another prune is running" in str(b) for b in busy), busy
 
 
 # -- batches, claims and inserts ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Run it alone, never beside another heavy run (it fills about 2 GB and keeps both
     flock /tmp/xnovu-heavy.lock .venv/bin/pytest -p no:cacheprovider -m slow -s \
         tests/integration/test_retention_at_scale.py
 
-`XNOVU_PRUNE_ROWS` sets the ledger rows (default 10 000 000, as 100 000 SENT notifications of 100 recipients each).
+`XNOVU_PRUNE_ROWS` sets the ledger rows (default 10 000 000, as 100 000 SENT notifications of 100 recipients each),
+`XNOVU_PRUNE_PAUSE_RATIO` the prune's pause after each batch relative to the batch (default 1.0, the product's).
 The claim loop, the insert loop and the fill are those of tests/integration/test_retention.py (CI runs the same
 measurement on 100 000 rows) and tests/integration/test_db_adoption.py.
 """
@@ -26,6 +27,8 @@ from tests.support import Env
 from xnovu.db.retention import Pruner, RetentionPolicy
 
 ROWS = int(os.environ.get("XNOVU_PRUNE_ROWS", "10000000"))
+#: The prune's pause after each batch, relative to the batch (RetentionPolicy.pause_ratio; 1.0 is the default).
+PAUSE_RATIO = float(os.environ.get("XNOVU_PRUNE_PAUSE_RATIO", "1.0"))
 RECIPIENTS = 100
 #: How long the claim loop runs alone first, for the figures to compare with.
 BASELINE_S = 20.0
@@ -60,7 +63,7 @@ async def test_claims_go_on_while_ten_million_ledger_rows_are_pruned(env: Env) -
     box: list[Any] = []
 
     async def prune() -> None:
-        box.append(await Pruner(env.repo.pool, RetentionPolicy(days=30)).run("measure"))
+        box.append(await Pruner(env.repo.pool, RetentionPolicy(days=30, pause_ratio=PAUSE_RATIO)).run("measure"))
 
     started = time.monotonic()
     claims, (worst_insert, inserts) = await claims_during(
@@ -71,9 +74,9 @@ async def test_claims_go_on_while_ten_million_ledger_rows_are_pruned(env: Env) -
     print(_figures("claims alone", baseline))
     print(_figures("claims while pruning", claims))
     print(
-        f"prune: {run.deliveries} ledger rows in {took:.0f} s ({run.deliveries / took:.0f} rows/s), {run.batches} "
-        f"batches, longest {run.longest_batch_ms} ms; {inserts} single-row inserts meanwhile, slowest "
-        f"{worst_insert * 1000:.0f} ms"
+        f"prune (pause ratio {PAUSE_RATIO:g}): {run.deliveries} ledger rows in {took:.0f} s "
+        f"({run.deliveries / took:.0f} rows/s), {run.batches} batches, longest {run.longest_batch_ms} ms; "
+        f"{inserts} single-row inserts meanwhile, slowest {worst_insert * 1000:.0f} ms"
     )
     assert run.deliveries == ROWS
     assert max(claims) < 0.5 and worst_insert < 0.5, "I7: neither a claim nor an insert waits long"

@@ -54,6 +54,11 @@ def test_notifications_are_never_deleted_before_their_ledger(monkeypatch: pytest
     assert "RETENTION_NOTIFICATION_DAYS (10) must not be less than RETENTION_DAYS (30)" in message, message
 
 
+def test_rule_fires_are_kept_for_as_long_as_a_missed_fire_may_be_made_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error(monkeypatch, RETENTION_DAYS="1", RULES_CATCHUP_WINDOW_MS=str(2 * 86_400_000))
+    assert "RETENTION_DAYS (1) must cover RULES_CATCHUP_WINDOW_MS" in message, message
+
+
 def test_an_empty_notification_retention_means_keep_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETENTION_NOTIFICATION_DAYS", "")
     assert load_settings().retention_notification_days is None

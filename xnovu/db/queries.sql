@@ -836,7 +836,7 @@ SELECT count(*) FROM changed;
 -- The prune lease (one row, migration 0014): take it for a new run when free or when its holder stopped
 -- heartbeating $1 s ago. Locks the row for the transaction that records the new run.
 INSERT INTO notify.xnovu_retention_state AS s (id) VALUES (true)
-ON CONFLICT (id) DO UPDATE SET id = s.id
+ON CONFLICT (id) DO UPDATE SET run_id = s.run_id
 RETURNING s.run_id, s.heartbeat_at,
   (s.run_id IS NULL OR s.heartbeat_at IS NULL OR s.heartbeat_at < now() - make_interval(secs => $1::float8)) AS free;
 

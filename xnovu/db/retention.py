@@ -43,6 +43,10 @@ CANDIDATES = 500
 #: A run that stopped heartbeating this long ago (its worker died) leaves its lease to the next prune.
 LEASE_S = 300.0
 
+#: A dry run counts every row it would remove (a first prune of years of history: millions), beyond the pool's
+#: default per-statement timeout.
+PREVIEW_TIMEOUT_S = 3600.0
+
 #: The tables /status shows the size of: the notifications and everything xnovu keeps beside them.
 TABLES = (
     "ent_notification",
@@ -185,7 +189,12 @@ class Pruner:
         cut = await self.pool.fetchrow(q("retention_cutoffs"), p.days, p.notification_days)
         assert cut is not None
         row = await self.pool.fetchrow(
-            q("retention_preview"), cut["cutoff"], cut["notification_cutoff"], cut["after_updated_at"], cut["after_id"]
+            q("retention_preview"),
+            cut["cutoff"],
+            cut["notification_cutoff"],
+            cut["after_updated_at"],
+            cut["after_id"],
+            timeout=PREVIEW_TIMEOUT_S,
         )
         assert row is not None
         return PrunePreview(

@@ -124,9 +124,9 @@ def build_worker(
 ) -> Worker:
     """The Temporal worker; with `rules`, it also runs the rules sync and rule fires (README "Rules"), with
     `retention` the prunes (docs/retention.md)."""
-    rule_activities: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
+    others: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
     if retention is not None:
-        rule_activities.append(retention.prune_retention)
+        others.append(retention.prune_retention)
     return Worker(
         client,
         workflows=[*WORKFLOWS, *RULE_WORKFLOWS, *RETENTION_WORKFLOWS],
@@ -134,7 +134,7 @@ def build_worker(
             activities.claim_notifications,
             activities.trigger_notification_by_id,
             activities.trigger_multiple_notifications_by_id,
-            *rule_activities,
+            *others,
         ],
         **worker_options(settings),
     )
