@@ -23,6 +23,7 @@ from tests.integration.test_pooler import pgbouncer as pgbouncer
 from tests.integration.test_pooler import pooled_environment
 from tests.support import Env, PgBouncer, Stack, eventually
 from xnovu.core.models import PollKind
+from xnovu.db.queries import q
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.db.retention import Pruner, RetentionPolicy, last_prune, table_sizes
 from xnovu.errors import XnovuError
@@ -204,6 +205,33 @@ async def test_a_requeue_refuses_a_dead_letter_whose_ledger_was_pruned_unless_fo
     assert await env.repo.dlq_requeue([pruned], force=True) == [pruned]
     row = await env.row(pruned)
     assert row["status"] == "PENDING" and row["xnovu_ledger_pruned_at"] is None
+
+
+async def test_a_requeue_racing_the_prune_of_its_ledger_waits_for_it_and_then_refuses(env: Env) -> None:
+    """The prune's batch locks the dead letter before it deletes its ledger and commits the mark with the deletes;
+    a requeue arriving meanwhile waits for the batch and then finds the mark (queries.sql `dlq_requeue`)."""
+    wf = await env.workflow("welcome")
+    [nid] = await ended(env, wf, status="FAILED", days_ago=40, dead=True)
+    cutoff = await env.repo.pool.fetchval("SELECT now() - interval '30 days'")
+    async with env.repo.pool.acquire() as prune:
+        tx = prune.transaction()
+        await tx.start()
+        assert [r["id"] for r in await prune.fetch(q("retention_lock_dead"), [nid], cutoff)] == [nid]
+        await prune.fetch(q("retention_ledger_delete"), [nid], 100)
+        await prune.execute(q("retention_mark_ledger_pruned"), [nid])
+        requeue = asyncio.create_task(env.repo.dlq_requeue([nid]))
+        await asyncio.sleep(0.3)
+        assert not requeue.done(), "the requeue waits for the batch"
+        await tx.commit()
+    assert await requeue == [], "then it sees the mark and refuses"
+    assert (await env.row(nid))["status"] == "FAILED"
+
+    # The other order: a requeue that committed first takes the row out of the prune's hands.
+    [other] = await ended(env, wf, status="FAILED", days_ago=40, dead=True)
+    assert await env.repo.dlq_requeue([other]) == [other]
+    async with env.repo.pool.acquire() as prune, prune.transaction():
+        assert await prune.fetch(q("retention_lock_dead"), [other], cutoff) == []
+    assert (await ledger(env, [other]))[other] == 3
 
 
 async def test_only_one_prune_runs_at_a_time(env: Env) -> None:
