@@ -449,7 +449,7 @@ def schedules_list(as_json: bool = JSON_OPT) -> None:
 @schedules_app.command("pause")
 def schedules_pause(
     name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | retention | xnovu-rule-ID"),
-    all_: bool = typer.Option(False, "--all", help="Pause the three polls and the rules sync."),
+    all_: bool = typer.Option(False, "--all", help="Pause the three polls, the rules sync and the retention."),
     note: str | None = typer.Option(None, help="Why (shown in the Web UI)."),
 ) -> None:
     """Pause polling: nothing new is claimed until resumed (running children finish)."""
@@ -463,7 +463,7 @@ def schedules_pause(
 @schedules_app.command("resume")
 def schedules_resume(
     name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | retention | xnovu-rule-ID"),
-    all_: bool = typer.Option(False, "--all", help="Resume the three polls and the rules sync."),
+    all_: bool = typer.Option(False, "--all", help="Resume the three polls, the rules sync and the retention."),
 ) -> None:
     """Resume polling; the backlog is drained on the next tick."""
     from xnovu.temporal.schedules import set_paused
