@@ -35,7 +35,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 worker_app = typer.Typer(help="The worker process.", no_args_is_help=True)
-schedules_app = typer.Typer(help="The poll and rules-sync schedules (and rule schedules).", no_args_is_help=True)
+schedules_app = typer.Typer(
+    help="The poll, rules-sync and retention schedules (and rule schedules).", no_args_is_help=True
+)
 workflow_app = typer.Typer(help="Inspect a Temporal workflow.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered notifications.", no_args_is_help=True)
 rules_app = typer.Typer(help="Notification rules on a CRON (one Temporal Schedule per rule).", no_args_is_help=True)
@@ -174,6 +176,50 @@ def db_wakeups(
     out.print(f"wake-up notifications: {'on' if state['notify'] else 'off'}{changed}")
     if not state["notify"]:
         out.print("workers that listen wait for their poll interval; `xnovu db wakeups on` switches them back on")
+
+
+@db_app.command("prune")
+def db_prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be removed; remove nothing."),
+    notifications: bool = typer.Option(
+        False,
+        "--notifications",
+        help="Also delete the notifications themselves that ended more than RETENTION_NOTIFICATION_DAYS (else "
+        "RETENTION_DAYS) ago.",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Remove xnovu's own records (delivery ledger, rule fires, spent budget rows) of notifications that ended more
+    than RETENTION_DAYS ago, in short batches while delivery goes on (docs/retention.md); what the xnovu-retention
+    schedule does every hour."""
+    from xnovu.db.retention import Pruner, RetentionPolicy
+
+    s = settings()
+    policy = RetentionPolicy.from_settings(s, notifications=notifications)
+
+    async def go(repo: Repository) -> Any:
+        pruner = Pruner(repo.pool, policy)
+        return await (pruner.preview() if dry_run else pruner.run("cli"))
+
+    result = _with_repo(go)
+    if as_json:
+        print_json(result.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    also = ""
+    if result.notification_cutoff is not None:
+        also = f"; notifications that ended before {_when(result.notification_cutoff)}"
+    out.print(f"{verb} the records of notifications that ended before {_when(result.cutoff)}{also}:")
+    table = Table("table", "rows")
+    table.add_row("ent_notification_delivery (ledger)", str(result.deliveries))
+    table.add_row("xnovu_rule_fire", str(result.rule_fires))
+    table.add_row("xnovu_rate_budget", str(result.budget_rows))
+    table.add_row("xnovu_prune_run", str(result.prune_runs))
+    if result.notification_cutoff is not None:
+        table.add_row("ent_notification", str(result.notifications))
+    out.print(table)
+    if not dry_run:
+        out.print(f"in {result.batches} batches, the longest {result.longest_batch_ms} ms")
 
 
 PRIORITY_ORDERS = ("higher-first", "lower-first")
@@ -354,6 +400,12 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
             if isinstance(wake, dict):
                 reason = f" ({wake['reason']})" if wake.get("reason") else ""
                 table.add_row("wakeup", f"{wake.get('state')}{reason}, {wake.get('wakeups_sent', 0)} sent")
+            last = status.get("last_prune")
+            if isinstance(last, dict):
+                ended = "running"
+                if last.get("finished_at"):
+                    ended = last.get("error") or f"finished {last['finished_at']}"
+                table.add_row("last prune", f"{last['rows']} rows, started {last['started_at']}, {ended}")
             due = status.get("due")
             if isinstance(due, dict) and "by_urgency" in due:
                 capped = " (oldest rows sampled)" if due.get("capped") else ""
@@ -377,7 +429,9 @@ def _kinds(name: str | None, all_: bool) -> list[Any]:
     if all_:
         return list(SYSTEM_SCHEDULES)
     if name is None:
-        raise XnovuError("name a schedule (new, failed, scheduled, rules-sync, xnovu-rule-ID) or pass --all")
+        raise XnovuError(
+            "name a schedule (new, failed, scheduled, rules-sync, retention, xnovu-rule-ID) or pass --all"
+        )
     return [parse_schedule(name)]
 
 
@@ -417,8 +471,8 @@ def schedules_list(as_json: bool = JSON_OPT) -> None:
 
 @schedules_app.command("pause")
 def schedules_pause(
-    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | xnovu-rule-ID"),
-    all_: bool = typer.Option(False, "--all", help="Pause the three polls and the rules sync."),
+    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | retention | xnovu-rule-ID"),
+    all_: bool = typer.Option(False, "--all", help="Pause the three polls, the rules sync and the retention."),
     note: str | None = typer.Option(None, help="Why (shown in the Web UI)."),
 ) -> None:
     """Pause polling: nothing new is claimed until resumed (running children finish)."""
@@ -431,8 +485,8 @@ def schedules_pause(
 
 @schedules_app.command("resume")
 def schedules_resume(
-    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | xnovu-rule-ID"),
-    all_: bool = typer.Option(False, "--all", help="Resume the three polls and the rules sync."),
+    name: str | None = typer.Argument(None, help="new | failed | scheduled | rules-sync | retention | xnovu-rule-ID"),
+    all_: bool = typer.Option(False, "--all", help="Resume the three polls, the rules sync and the retention."),
 ) -> None:
     """Resume polling; the backlog is drained on the next tick."""
     from xnovu.temporal.schedules import set_paused
@@ -443,8 +497,10 @@ def schedules_resume(
 
 
 @schedules_app.command("trigger")
-def schedules_trigger(name: str = typer.Argument(..., help="new | failed | scheduled | rules-sync")) -> None:
-    """Run one poll (or rules sync) now."""
+def schedules_trigger(
+    name: str = typer.Argument(..., help="new | failed | scheduled | rules-sync | retention | xnovu-rule-ID"),
+) -> None:
+    """Run one poll (or rules sync, prune, rule fire) now."""
     from xnovu.temporal.schedules import any_schedule_id, trigger_now
 
     kind = _kinds(name, False)[0]
@@ -542,20 +598,46 @@ def dlq_list(limit: int = typer.Option(100, min=1, max=10_000), as_json: bool = 
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "name", "attempts", "dead-lettered at", "error")
+    table = Table("id", "name", "attempts", "dead-lettered at", "error", "ledger pruned at")
     for row in rows:
         table.add_row(
-            str(row["id"]), row["name"], str(row["attempts"]), row["dead_lettered_at"].isoformat(), row["error"] or ""
+            str(row["id"]),
+            row["name"],
+            str(row["attempts"]),
+            row["dead_lettered_at"].isoformat(),
+            row["error"] or "",
+            _when(row.get("ledger_pruned_at")),
         )
     out.print(table if rows else "the dead-letter queue is empty")
 
 
 @dlq_app.command("requeue")
-def dlq_requeue(ids: list[int] = typer.Argument(..., help="Notification ids.")) -> None:
+def dlq_requeue(
+    ids: list[int] = typer.Argument(..., help="Notification ids."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Requeue a row whose delivery ledger was pruned too: it is sent again to every recipient, including "
+        "those Novu already acknowledged.",
+    ),
+) -> None:
     """Back to PENDING with fresh attempts; recipients Novu acknowledged are not sent again."""
-    done = _with_repo(lambda r: r.dlq_requeue(ids))
-    missing = sorted(set(ids) - set(done))
+
+    async def go(repo: Repository) -> tuple[list[int], dict[int, Any]]:
+        done = await repo.dlq_requeue(ids, force=force)
+        left = [i for i in ids if i not in set(done)]
+        return done, (await repo.dlq_ledger_pruned(left) if left else {})
+
+    done, pruned = _with_repo(go)
+    missing = sorted(set(ids) - set(done) - set(pruned))
     out.print(f"requeued: {', '.join(map(str, done)) or 'none'}")
+    if pruned:
+        shown = ", ".join(f"{i} (pruned {_when(at)})" for i, at in sorted(pruned.items()))
+        raise XnovuError(
+            f"delivery ledger pruned (left unchanged): {shown}; a retry would send again to the recipients Novu "
+            "already acknowledged: pass --force to requeue anyway"
+            + (f"; not dead-lettered: {', '.join(map(str, missing))}" if missing else "")
+        )
     if missing:
         raise XnovuError(f"not dead-lettered (left unchanged): {', '.join(map(str, missing))}")
 

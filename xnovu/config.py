@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     wakeup_enabled: bool = True
     wakeup_debounce_ms: int = Field(100, ge=0, le=60_000)
 
+    # Retention (docs/retention.md): xnovu's own records (delivery ledger, rule fires, spent budget rows) of a
+    # notification that ended (SENT, RETRACTED, FAILED and dead-lettered) more than RETENTION_DAYS ago are pruned by
+    # the `xnovu-retention` Schedule and `xnovu db prune`. The notifications themselves only when asked:
+    # RETENTION_NOTIFICATION_DAYS set (the Schedule then deletes those older than it), or `xnovu db prune
+    # --notifications`.
+    retention_days: int = Field(30, ge=1, le=36_500)
+    retention_notification_days: int | None = Field(None, ge=1, le=36_500)
+
     # Processing
     trigger_concurrency: int = Field(10, ge=1, le=1000)
     max_attempts: int = Field(5, ge=1, le=100)
@@ -103,6 +111,7 @@ class Settings(BaseSettings):
         "temporal_tls_key",
         "temporal_tls_server_ca",
         "database_statement_cache_size",
+        "retention_notification_days",
         mode="before",
     )
     @classmethod
@@ -127,6 +136,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"NOVU_TIMEOUT_MS ({self.novu_timeout_ms}) must not exceed PROCESSING_LEASE_MS "
                 f"({self.processing_lease_ms}): one Novu request must fit in the lease that fences it"
+            )
+        if self.retention_days * 86_400_000 < self.rules_catchup_window_ms:
+            raise ValueError(
+                f"RETENTION_DAYS ({self.retention_days}) must cover RULES_CATCHUP_WINDOW_MS "
+                f"({self.rules_catchup_window_ms}): a rule fire made up that late needs the record of its time"
+            )
+        if self.retention_notification_days is not None and self.retention_notification_days < self.retention_days:
+            raise ValueError(
+                f"RETENTION_NOTIFICATION_DAYS ({self.retention_notification_days}) must not be less than "
+                f"RETENTION_DAYS ({self.retention_days}): a notification's ledger is pruned before the notification"
             )
         return self
 

@@ -17,7 +17,7 @@ from tests.e2e.conftest import Cli
 from tests.support import DB_PASSWORD, Env, eventually
 from xnovu.devtools.stack import free_port
 
-SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
+SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync", "xnovu-retention"]
 DAY_MS = 86_400_000
 
 
@@ -153,7 +153,7 @@ async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
     listed = await cli.json("schedules", "list")
     assert [s["id"] for s in listed] == SCHEDULE_IDS
     assert all(s["note"] for s in listed), listed
-    assert [s["interval_s"] for s in listed] == [1, 1, 1, 60], listed
+    assert [s["interval_s"] for s in listed] == [1, 1, 1, 60, 3600], listed
     assert not any(s["paused"] for s in listed)
 
     assert "xnovu-poll-new" in (await cli("schedules", "pause", "new")).ok().stdout
@@ -163,6 +163,7 @@ async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
         "xnovu-poll-failed": False,
         "xnovu-poll-scheduled": False,
         "xnovu-rules-sync": False,
+        "xnovu-retention": False,
     }
 
     resumed, bogus, nameless, triggered = await asyncio.gather(

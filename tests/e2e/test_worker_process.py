@@ -25,7 +25,7 @@ from xnovu import __version__
 from xnovu.config import Settings
 from xnovu.devtools.stack import free_port
 
-SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync"]
+SCHEDULE_IDS = ["xnovu-poll-new", "xnovu-poll-failed", "xnovu-poll-scheduled", "xnovu-rules-sync", "xnovu-retention"]
 
 
 def alive(pid: int) -> bool:

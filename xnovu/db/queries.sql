@@ -956,18 +956,31 @@ WHERE id = $1 AND notification_status IN ('PENDING', 'PROCESSING', 'FAILED')
 RETURNING id;
 
 -- name: dlq_list
-SELECT id, name, attempts, dead_lettered_at, error_details ->> 'error' AS error
+SELECT id, name, attempts, dead_lettered_at, error_details ->> 'error' AS error,
+  xnovu_ledger_pruned_at AS ledger_pruned_at
 FROM notify.ent_notification
 WHERE dead_lettered_at IS NOT NULL AND notification_status = 'FAILED'
 ORDER BY dead_lettered_at, id
 LIMIT $1;
 
 -- name: dlq_requeue
--- Back to PENDING with fresh attempts; the delivery ledger stays, so acknowledged recipients are not re-sent.
+-- Back to PENDING with fresh attempts; the delivery ledger stays, so acknowledged recipients are not re-sent. A row
+-- whose ledger the prune removed (xnovu_ledger_pruned_at, docs/retention.md) would be sent to every recipient again:
+-- only when forced ($2). The condition is on the row itself, so a prune that removes the ledger concurrently (it holds
+-- the row's lock until it commits, with the mark) is seen: the update waits for it and then skips the row.
 UPDATE notify.ent_notification
-SET notification_status = 'PENDING', attempts = 0, dead_lettered_at = NULL, next_attempt_at = NULL
+SET notification_status = 'PENDING', attempts = 0, dead_lettered_at = NULL, next_attempt_at = NULL,
+    xnovu_ledger_pruned_at = NULL
 WHERE id = ANY($1::bigint[]) AND dead_lettered_at IS NOT NULL AND notification_status = 'FAILED'
+  AND (xnovu_ledger_pruned_at IS NULL OR $2::bool)
 RETURNING id;
+
+-- name: dlq_ledger_pruned
+-- Dead-lettered rows among $1 whose delivery ledger was pruned, and when.
+SELECT id, xnovu_ledger_pruned_at AS pruned_at FROM notify.ent_notification
+WHERE id = ANY($1::bigint[]) AND dead_lettered_at IS NOT NULL AND notification_status = 'FAILED'
+  AND xnovu_ledger_pruned_at IS NOT NULL
+ORDER BY id;
 
 -- name: wakeup_switch
 -- The database's wake-up switch (migration 0007; README "Operations → Wake-ups"): whether the triggers pg_notify.
@@ -1036,6 +1049,218 @@ done AS (
   USING job WHERE r.priority_id = job.priority_id AND (SELECT count(*) FROM batch) < $1
 )
 SELECT (SELECT priority_id FROM job) AS priority, (SELECT count(*) FROM changed) AS changed;
+
+-- Retention (docs/retention.md): the prune of xnovu's own records of notifications that ended long ago. A
+-- notification has ended when it is SENT, RETRACTED, or FAILED and dead-lettered (the predicate of the index of
+-- 0016_retention_index.sql, repeated as is so the planner uses it); how long ago is its updated_at, which every
+-- change of the row moves. Every statement below is one short batch; none holds a lock anyone else waits for.
+
+-- name: retention_lease
+-- The prune lease (one row, migration 0016): take it for a new run when free or when its holder stopped
+-- heartbeating $1 s ago. Locks the row for the transaction that records the new run.
+INSERT INTO notify.xnovu_retention_state AS s (id) VALUES (true)
+ON CONFLICT (id) DO UPDATE SET run_id = s.run_id
+RETURNING s.run_id, s.heartbeat_at,
+  (s.run_id IS NULL OR s.heartbeat_at IS NULL OR s.heartbeat_at < now() - make_interval(secs => $1::float8)) AS free;
+
+-- name: retention_run_begin
+-- A new run: its cutoffs are fixed now (RETENTION_DAYS $2, RETENTION_NOTIFICATION_DAYS $3 or NULL), so every step
+-- of the run prunes the same window; the lease is its from this transaction on. Runs an earlier prune left
+-- unfinished (its worker died, its workflow was terminated) are closed as abandoned.
+WITH run AS (
+  INSERT INTO notify.xnovu_prune_run (source, cutoff, notification_cutoff)
+  VALUES ($1, now() - make_interval(days => $2::int),
+          CASE WHEN $3::int IS NOT NULL THEN now() - make_interval(days => $3::int) END)
+  RETURNING *
+), lease AS (
+  UPDATE notify.xnovu_retention_state s SET run_id = (SELECT id FROM run), heartbeat_at = now() WHERE s.id
+), abandoned AS (
+  UPDATE notify.xnovu_prune_run p SET finished_at = now(), error = 'abandoned: its prune stopped heartbeating'
+  WHERE p.finished_at IS NULL AND p.id < (SELECT id FROM run)
+)
+SELECT * FROM run;
+
+-- name: retention_lease_renew
+-- At the start of each batch: the run $1 still holds the lease (or takes it back if nobody else took it after it
+-- lapsed, $2 s), and where the ledger pass stopped.
+UPDATE notify.xnovu_retention_state s SET run_id = $1, heartbeat_at = now()
+WHERE s.id AND (s.run_id = $1 OR s.run_id IS NULL OR s.heartbeat_at IS NULL
+                OR s.heartbeat_at < now() - make_interval(secs => $2::float8))
+RETURNING s.ledger_after_updated_at, s.ledger_after_id;
+
+-- name: retention_run
+SELECT * FROM notify.xnovu_prune_run WHERE id = $1;
+
+-- name: retention_last_run
+SELECT * FROM notify.xnovu_prune_run ORDER BY id DESC LIMIT 1;
+
+-- name: retention_run_add
+-- One batch's rows ($2 ledger, $3 rule fires, $4 budget rows, $5 notifications, $6 prune records), in the batch's
+-- transaction, and how long the batch took ($7 ms).
+UPDATE notify.xnovu_prune_run
+SET deliveries = deliveries + $2, rule_fires = rule_fires + $3, budget_rows = budget_rows + $4,
+    notifications = notifications + $5, prune_runs = prune_runs + $6, batches = batches + 1,
+    longest_batch_ms = greatest(longest_batch_ms, $7::int)
+WHERE id = $1;
+
+-- name: retention_run_finish
+-- The run ends ($2: why it stopped early, or NULL) and gives the lease back.
+WITH run AS (
+  UPDATE notify.xnovu_prune_run SET finished_at = now(), error = $2 WHERE id = $1 RETURNING *
+), lease AS (
+  UPDATE notify.xnovu_retention_state s SET run_id = NULL, heartbeat_at = NULL WHERE s.id AND s.run_id = $1
+)
+SELECT * FROM run;
+
+-- name: retention_ledger_candidates
+-- The next $4 ended notifications after ($1, $2) in (updated_at, id) order, up to the cutoff $3: one range of the
+-- terminal index, so nothing inside the retention window and nothing already pruned is read.
+SELECT n.id, n.updated_at, n.notification_status = 'FAILED' AS dead
+FROM notify.ent_notification n
+WHERE (n.notification_status IN ('SENT', 'RETRACTED')
+       OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL))
+  AND n.updated_at < $3
+  AND (n.updated_at, n.id) > (coalesce($1::timestamptz, '-infinity'), coalesce($2::bigint, 0))
+ORDER BY n.updated_at, n.id
+LIMIT $4;
+
+-- name: retention_lock_dead
+-- The dead-lettered ones among the candidates $1, still dead-lettered and ended before $2, locked until the batch
+-- commits: a `dlq requeue` of one of them waits for the batch, then finds the mark (dlq_requeue). One being
+-- changed right now is skipped (SKIP LOCKED): the batch does not wait for anybody.
+SELECT n.id FROM notify.ent_notification n
+WHERE n.id = ANY($1::bigint[]) AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL
+  AND n.updated_at < $2
+FOR SHARE OF n SKIP LOCKED;
+
+-- name: retention_still_dead
+-- Of the dead-lettered candidates $1 the batch could not lock, those still dead-lettered and ended before $2 (a
+-- requeue moved the others on: they come back in order when they end again).
+SELECT n.id FROM notify.ent_notification n
+WHERE n.id = ANY($1::bigint[]) AND n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL
+  AND n.updated_at < $2;
+
+-- name: retention_ledger_delete
+-- Up to $2 ledger rows of the notifications $1 (by the ledger's primary key), counted per notification.
+WITH gone AS (
+  DELETE FROM notify.ent_notification_delivery d
+  WHERE d.ctid = ANY(ARRAY(SELECT x.ctid FROM notify.ent_notification_delivery x
+                           WHERE x.notification_id = ANY($1::bigint[]) LIMIT $2))
+  RETURNING d.notification_id
+)
+SELECT notification_id, count(*) AS n FROM gone GROUP BY notification_id;
+
+-- name: retention_ledger_remaining
+-- Which of the notifications $1 still have ledger rows (after a batch that hit its limit).
+SELECT c.id FROM unnest($1::bigint[]) AS c(id)
+WHERE EXISTS (SELECT 1 FROM notify.ent_notification_delivery d WHERE d.notification_id = c.id);
+
+-- name: retention_mark_ledger_pruned
+-- Dead-lettered rows $1 whose ledger rows this batch deleted: a requeue must not resend to everyone unasked.
+-- updated_at is kept (`xnovu.keep_updated_at`, migration 0011): the mark does not make the row younger.
+WITH keep AS (SELECT set_config('xnovu.keep_updated_at', 'on', true))
+UPDATE notify.ent_notification n SET xnovu_ledger_pruned_at = coalesce(n.xnovu_ledger_pruned_at, now())
+FROM keep
+WHERE n.id = ANY($1::bigint[]);
+
+-- name: retention_watermark
+-- The ledger pass is done up to the ended notification ($1, $2): the next batch starts after it.
+UPDATE notify.xnovu_retention_state SET ledger_after_updated_at = $1, ledger_after_id = $2 WHERE id;
+
+-- name: retention_rule_fires_delete
+-- Up to $2 rule fires scheduled and made before the cutoff $1, except the latest of each rule (`xnovu rules list`
+-- shows it as the last fire). Rules are found by a skip scan of the fires' primary key and each rule's fires by a
+-- range of it, so the statement reads the fires it deletes plus one probe per rule.
+WITH RECURSIVE rules(id) AS (
+  (SELECT f.rule_id FROM notify.xnovu_rule_fire f ORDER BY f.rule_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT f.rule_id FROM notify.xnovu_rule_fire f WHERE f.rule_id > r.id ORDER BY f.rule_id LIMIT 1)
+  FROM rules r WHERE r.id IS NOT NULL
+), doomed AS (
+  SELECT x.ctid FROM rules r CROSS JOIN LATERAL (
+    SELECT f.ctid FROM notify.xnovu_rule_fire f
+    WHERE f.rule_id = r.id AND f.scheduled_time < $1 AND f.fired_at < $1
+      AND f.scheduled_time < (SELECT max(l.scheduled_time) FROM notify.xnovu_rule_fire l WHERE l.rule_id = r.id)
+    ORDER BY f.scheduled_time LIMIT $2
+  ) x
+  WHERE r.id IS NOT NULL
+  LIMIT $2
+)
+DELETE FROM notify.xnovu_rule_fire f WHERE f.ctid = ANY(ARRAY(SELECT ctid FROM doomed));
+
+-- name: retention_budget_delete
+-- Token-budget buckets unused since the cutoff $1 (a bucket a worker needs again is recreated full: it would have
+-- refilled long ago).
+DELETE FROM notify.xnovu_rate_budget WHERE updated_at < $1;
+
+-- name: retention_notifications_delete
+-- Up to $2 notifications that ended before $1 (only when asked: RETENTION_NOTIFICATION_DAYS or `xnovu db prune
+-- --notifications`), the oldest first; a row someone is changing right now is skipped. Their ledger is gone by now
+-- (the ledger pass runs first, with a later cutoff); their rule fires keep the fire and forget the notification
+-- (ON DELETE SET NULL, through the index of 0008_scale_indexes.sql).
+DELETE FROM notify.ent_notification n
+WHERE n.id = ANY(ARRAY(
+    SELECT x.id FROM notify.ent_notification x
+    WHERE (x.notification_status IN ('SENT', 'RETRACTED')
+           OR (x.notification_status = 'FAILED' AND x.dead_lettered_at IS NOT NULL))
+      AND x.updated_at < $1
+    ORDER BY x.updated_at, x.id
+    LIMIT $2
+    FOR UPDATE OF x SKIP LOCKED))
+  AND (n.notification_status IN ('SENT', 'RETRACTED')
+       OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL))
+  AND n.updated_at < $1;
+
+-- name: retention_runs_delete
+-- Prune records older than the cutoff $1, never the running one $2.
+DELETE FROM notify.xnovu_prune_run WHERE started_at < $1 AND id < $2;
+
+-- name: retention_preview
+-- What a prune with these cutoffs ($1 now − RETENTION_DAYS, $2 notifications' or NULL) would remove, from where the
+-- ledger pass stopped ($3, $4): `xnovu db prune --dry-run`. Reads what it counts (and no more).
+WITH ended AS (
+  SELECT n.id FROM notify.ent_notification n
+  WHERE (n.notification_status IN ('SENT', 'RETRACTED')
+         OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL))
+    AND n.updated_at < $1
+    AND (n.updated_at, n.id) > (coalesce($3::timestamptz, '-infinity'), coalesce($4::bigint, 0))
+), ledger AS (
+  SELECT d.notification_id, count(*) AS n FROM ended e
+  JOIN notify.ent_notification_delivery d ON d.notification_id = e.id
+  GROUP BY d.notification_id
+)
+SELECT
+  (SELECT coalesce(sum(n), 0) FROM ledger)::bigint AS deliveries,
+  (SELECT count(*) FROM ledger) AS ledger_notifications,
+  (SELECT count(*) FROM notify.xnovu_rule_fire f
+   WHERE f.scheduled_time < $1 AND f.fired_at < $1
+     AND f.scheduled_time < (SELECT max(l.scheduled_time) FROM notify.xnovu_rule_fire l WHERE l.rule_id = f.rule_id))
+    AS rule_fires,
+  (SELECT count(*) FROM notify.xnovu_rate_budget WHERE updated_at < $1) AS budget_rows,
+  CASE WHEN $2::timestamptz IS NOT NULL THEN
+    (SELECT count(*) FROM notify.ent_notification n
+     WHERE (n.notification_status IN ('SENT', 'RETRACTED')
+            OR (n.notification_status = 'FAILED' AND n.dead_lettered_at IS NOT NULL))
+       AND n.updated_at < $2)
+  END AS notifications,
+  (SELECT count(*) FROM notify.xnovu_prune_run WHERE started_at < $1) AS prune_runs;
+
+-- name: retention_cutoffs
+-- The cutoffs a run begun now would use: RETENTION_DAYS $1, RETENTION_NOTIFICATION_DAYS $2 or NULL; and where the
+-- ledger pass stopped.
+SELECT now() - make_interval(days => $1::int) AS cutoff,
+  CASE WHEN $2::int IS NOT NULL THEN now() - make_interval(days => $2::int) END AS notification_cutoff,
+  (SELECT s.ledger_after_updated_at FROM notify.xnovu_retention_state s WHERE s.id) AS after_updated_at,
+  (SELECT s.ledger_after_id FROM notify.xnovu_retention_state s WHERE s.id) AS after_id;
+
+-- name: table_sizes
+-- The size of xnovu's tables for /status, from the catalogue: the planner's row estimate (as of the last
+-- (auto)vacuum or analyze; NULL before the first) and the bytes on disk with indexes and TOAST. No table is read.
+SELECT c.relname AS name, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END AS rows_estimate,
+  pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'notify' AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
+ORDER BY c.relname;
 
 -- name: status_counts
 SELECT notification_status::text AS status, count(*) AS n FROM notify.ent_notification GROUP BY 1;

@@ -520,8 +520,18 @@ class Repository:
     async def dlq_list(self, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.pool.fetch(q("dlq_list"), limit)]
 
-    async def dlq_requeue(self, ids: Sequence[int]) -> list[int]:
-        return [r["id"] for r in await self.pool.fetch(q("dlq_requeue"), list(ids))]
+    async def dlq_requeue(self, ids: Sequence[int], *, force: bool = False) -> list[int]:
+        """Dead-lettered rows back to PENDING; returns the ids requeued. A row whose delivery ledger was pruned is
+        left alone unless `force`d: its retry would send to the recipients Novu already acknowledged as well
+        (docs/retention.md)."""
+        try:
+            return [r["id"] for r in await self.pool.fetch(q("dlq_requeue"), list(ids), force)]
+        except asyncpg.UndefinedColumnError as exc:
+            raise DatabaseError("requeue needs migration 0014: run `xnovu db migrate`") from exc
+
+    async def dlq_ledger_pruned(self, ids: Sequence[int]) -> dict[int, datetime]:
+        """The dead-lettered rows among `ids` whose delivery ledger was pruned, and when."""
+        return {r["id"]: r["pruned_at"] for r in await self.pool.fetch(q("dlq_ledger_pruned"), list(ids))}
 
     async def wakeup_switch(self) -> dict[str, Any] | None:
         """The database's wake-up switch: `notify` (do the triggers pg_notify), `changed_at`, `changed_by`; None

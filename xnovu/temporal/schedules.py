@@ -1,4 +1,5 @@
-"""xnovu's own schedules: one per poll kind, plus `xnovu-rules-sync` (README "Rules"); singletons inside Temporal.
+"""xnovu's own schedules: one per poll kind, `xnovu-rules-sync` (README "Rules") and `xnovu-retention`
+(docs/retention.md); singletons inside Temporal.
 
 Pause, resume and trigger also accept a rule's Schedule (`xnovu-rule-{id}`, kept by xnovu.temporal.rules).
 """
@@ -29,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from xnovu.config import Settings
 from xnovu.core.models import PollInput, PollKind
 from xnovu.core.models import schedule_id as schedule_id
+from xnovu.core.retention import RETENTION_SCHEDULE_ID, PruneStepInput
 from xnovu.core.rules import parse_rule_schedule_id
 from xnovu.errors import XnovuError
 from xnovu.temporal.options import poll_task_queue
@@ -44,20 +46,33 @@ CATCHUP_WINDOW = timedelta(minutes=1)
 
 RULES_SYNC_ID = "xnovu-rules-sync"
 RULES_SYNC_NOTE = "Keeps one Schedule xnovu-rule-{id} per published, active CRON rule in step with the rules table."
-#: A schedule xnovu owns: a poll kind or the rules sync.
+RETENTION_ID = RETENTION_SCHEDULE_ID
+RETENTION_NOTE = (
+    "Prunes xnovu's own records (delivery ledger, rule fires, spent budget rows) of notifications that ended more "
+    "than RETENTION_DAYS ago, in short batches (docs/retention.md)."
+)
+#: How often the prune runs. Each run removes what ended since the last one, so an hour's worth is a short run; a
+#: backlog (the first run on a table of years) takes as many steps as it needs, at most half of one connection.
+RETENTION_INTERVAL = timedelta(hours=1)
+#: One run of the retention workflow: its steps (each at most a minute, docs/retention.md) until it continues as new.
+RETENTION_RUN_TIMEOUT = timedelta(hours=3)
+#: A schedule xnovu owns: a poll kind, the rules sync or the retention.
 ScheduleName = PollKind | str
 
 
 def parse_schedule(name: str) -> ScheduleName:
-    """A poll kind, `xnovu-rules-sync` (or `rules-sync`), or a rule Schedule `xnovu-rule-{id}`."""
+    """A poll kind, `xnovu-rules-sync` (or `rules-sync`), `xnovu-retention` (or `retention`), or a rule Schedule
+    `xnovu-rule-{id}`."""
     if name in (RULES_SYNC_ID, "rules-sync"):
         return RULES_SYNC_ID
+    if name in (RETENTION_ID, "retention"):
+        return RETENTION_ID
     if parse_rule_schedule_id(name) is not None:
         return name
     try:
         return parse_kind(name)
     except XnovuError as exc:
-        raise XnovuError(f"{exc}, {RULES_SYNC_ID} or a rule's xnovu-rule-ID") from None
+        raise XnovuError(f"{exc}, {RULES_SYNC_ID}, {RETENTION_ID} or a rule's xnovu-rule-ID") from None
 
 
 def any_schedule_id(name: ScheduleName) -> str:
@@ -143,13 +158,32 @@ def desired_rules_sync_schedule(settings: Settings, state: ScheduleState | None 
     )
 
 
+def desired_retention_schedule(settings: Settings, state: ScheduleState | None = None) -> Schedule:
+    """`xnovu-retention`: every RETENTION_INTERVAL; a tick while a prune still runs is skipped (the next one finds
+    what is left)."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "PruneRetentionWorkflow",
+            PruneStepInput(),
+            id=RETENTION_ID,
+            task_queue=settings.temporal_task_queue,
+            run_timeout=RETENTION_RUN_TIMEOUT,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=RETENTION_INTERVAL)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
+        state=state or ScheduleState(note=RETENTION_NOTE),
+    )
+
+
 def _desired(settings: Settings, name: ScheduleName, state: ScheduleState | None = None) -> Schedule:
     if isinstance(name, PollKind):
         return desired_schedule(settings, name, state)
+    if name == RETENTION_ID:
+        return desired_retention_schedule(settings, state)
     return desired_rules_sync_schedule(settings, state)
 
 
-SYSTEM_SCHEDULES: tuple[ScheduleName, ...] = (*PollKind, RULES_SYNC_ID)
+SYSTEM_SCHEDULES: tuple[ScheduleName, ...] = (*PollKind, RULES_SYNC_ID, RETENTION_ID)
 
 
 def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
@@ -253,6 +287,8 @@ def _resume_note(name: ScheduleName, stamp: str) -> str:
         return NOTES[name]
     if name == RULES_SYNC_ID:
         return RULES_SYNC_NOTE
+    if name == RETENTION_ID:
+        return RETENTION_NOTE
     return f"resumed with `xnovu schedules resume` at {stamp}"
 
 

@@ -22,6 +22,7 @@ from xnovu.config import Settings
 from xnovu.core.processor import NotificationProcessor
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
+from xnovu.db.retention import RetentionPolicy
 from xnovu.db.rules import RuleRepository
 from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
 from xnovu.metrics import METRICS
@@ -31,6 +32,8 @@ from xnovu.temporal.activities import PollSettings, XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.options import poll_worker_options, worker_options
+from xnovu.temporal.retention_activities import RetentionActivities
+from xnovu.temporal.retention_workflows import RETENTION_WORKFLOWS
 from xnovu.temporal.rule_activities import RuleActivities
 from xnovu.temporal.rule_workflows import RULE_WORKFLOWS
 from xnovu.temporal.rules import rule_schedule_config
@@ -118,19 +121,32 @@ def build_rule_activities(settings: Settings, repo: Repository, client: Client) 
     return RuleActivities(RuleRepository(repo), client, rule_schedule_config(settings))
 
 
+def build_retention_activities(settings: Settings, repo: Repository, client: Client) -> RetentionActivities:
+    """The prune step of the `xnovu-retention` Schedule (docs/retention.md), with RETENTION_DAYS and
+    RETENTION_NOTIFICATION_DAYS."""
+    return RetentionActivities(repo.pool, RetentionPolicy.from_settings(settings), client)
+
+
 def build_worker(
-    client: Client, settings: Settings, activities: XnovuActivities, rules: RuleActivities | None = None
+    client: Client,
+    settings: Settings,
+    activities: XnovuActivities,
+    rules: RuleActivities | None = None,
+    retention: RetentionActivities | None = None,
 ) -> Worker:
-    """The Temporal worker; with `rules`, it also runs the rules sync and rule fires (README "Rules")."""
-    rule_activities: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
+    """The Temporal worker; with `rules`, it also runs the rules sync and rule fires (README "Rules"), with
+    `retention` the prunes (docs/retention.md)."""
+    others: list[Callable[..., Any]] = [rules.sync_rules, rules.fire_rule] if rules is not None else []
+    if retention is not None:
+        others.append(retention.prune_retention)
     return Worker(
         client,
-        workflows=[*WORKFLOWS, *RULE_WORKFLOWS],
+        workflows=[*WORKFLOWS, *RULE_WORKFLOWS, *RETENTION_WORKFLOWS],
         activities=[
             activities.claim_notifications,
             activities.trigger_notification_by_id,
             activities.trigger_multiple_notifications_by_id,
-            *rule_activities,
+            *others,
         ],
         **worker_options(settings),
     )
@@ -176,6 +192,7 @@ class Components:
     client: Client | None = None
     activities: XnovuActivities | None = None
     rule_activities: RuleActivities | None = None
+    retention_activities: RetentionActivities | None = None
     worker: Worker | None = None
     poll_worker: Worker | None = None
     wakeup: WakeupListener | None = None
@@ -209,7 +226,8 @@ class Components:
         await bootstrap(self.client, s)
         self.activities = build_activities(s, self.repo, self.novu, self.client)
         self.rule_activities = build_rule_activities(s, self.repo, self.client)
-        self.worker = build_worker(self.client, s, self.activities, self.rule_activities)
+        self.retention_activities = build_retention_activities(s, self.repo, self.client)
+        self.worker = build_worker(self.client, s, self.activities, self.rule_activities, self.retention_activities)
         self.poll_worker = build_poll_worker(self.client, s, self.activities)
         # Started by the manager after the worker runs: the schedules a wake-up triggers exist by now (bootstrap).
         self.wakeup = WakeupListener(s, self.client)

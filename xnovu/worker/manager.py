@@ -20,6 +20,7 @@ from xnovu.config import Settings
 from xnovu.core.backlog import SAMPLE_ROWS, Backlog, summarize
 from xnovu.core.models import PollKind
 from xnovu.db.repository import Repository
+from xnovu.db.retention import last_prune, table_sizes
 from xnovu.metrics import METRICS
 from xnovu.novu.client import NovuClient
 from xnovu.novu.ratelimit import TokenBudget
@@ -226,6 +227,14 @@ class WorkerManager:
             report["rules"] = await asyncio.wait_for(RuleRepository(self.repo).status(), PROBE_TIMEOUT_S)
         except Exception as exc:
             report["rules"] = {"error": type(exc).__name__}
+        try:
+            assert self.repo is not None
+            # docs/retention.md: how big xnovu's tables are (from the catalogue, no table is read), and the last prune.
+            report["tables"] = await asyncio.wait_for(table_sizes(self.repo.pool), PROBE_TIMEOUT_S)
+            last = await asyncio.wait_for(last_prune(self.repo.pool), PROBE_TIMEOUT_S)
+            report["last_prune"] = last.as_dict() if last is not None else None
+        except Exception as exc:
+            report["tables"] = {"error": type(exc).__name__}
         if self.activities is not None:
             report["last_poll"] = {
                 kind: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
