@@ -131,7 +131,9 @@ def test_an_endpoint_builds_an_otlp_exporter_for_the_protocol(protocol: str, mon
         resource = tracing.provider.resource.attributes
         assert resource["service.name"] == "xnovu"
         processor = tracing.provider._active_span_processor._span_processors[0]
-        exporter = processor._batch_processor._exporter  # type: ignore[attr-defined]
+        # (private: newer SDKs keep it in `_batch_processor`, the lower bound of pyproject.toml on the processor)
+        inner = getattr(processor, "_batch_processor", processor)
+        exporter = getattr(inner, "_exporter", None) or processor.span_exporter  # type: ignore[attr-defined]
         assert ("grpc" in type(exporter).__module__) == (protocol == "grpc")
     finally:
         tracing.provider.shutdown = lambda: None  # type: ignore[method-assign]  # nothing listens on port 9
