@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
-  for candidate in python3.13 python3.12 python3.11 python3; do
+  # 3.13 last: pgserver (the `embedded` extra's Postgres) has no wheel for it yet, so the dev install fails there.
+  for candidate in python3.12 python3.11 python3.13 python3; do
     if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       PY="$candidate"; break
     fi
