@@ -5,7 +5,7 @@
 #   docker run IMAGE bootstrap               -> Temporal namespace, search attributes, schedules
 #   docker run IMAGE emulator --host 0.0.0.0 -> Novu API emulator on 8787
 
-# ---- builder: build the wheel and install it (with its dependencies) into /opt/venv ----
+# ---- builder: install the locked dependencies, build the wheel and install it into /opt/venv ----
 FROM python:3.11-slim AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -16,13 +16,20 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+# Every dependency at the version of the lock, each file checked against its hash (README "Installation and
+# dependencies"; re-lock with `bash scripts/lock.sh`): the same image from the same commit, whatever PyPI has today.
+# The lock includes the build backend, and the `otel` extra: traces are exported whenever OTEL_EXPORTER_OTLP_ENDPOINT
+# is set (README "Observability"). Its own layer, so a code change does not reinstall the dependencies.
+COPY requirements/docker.txt ./requirements/
+RUN pip install --require-hashes -r requirements/docker.txt
 # README* is a glob so the build still works before a README exists (pyproject names it).
 COPY pyproject.toml README* ./
 COPY xnovu ./xnovu
-# With the `otel` extra: traces are exported whenever OTEL_EXPORTER_OTLP_ENDPOINT is set (README "Observability").
-RUN pip install --upgrade pip setuptools wheel \
- && pip wheel --no-deps --wheel-dir /wheels . \
- && pip install "$(ls /wheels/xnovu-*.whl)[otel]" \
+# xnovu itself, built with the locked backend and installed against what is installed only (--no-index): a
+# dependency of pyproject.toml missing from the lock fails the build here instead of being fetched unpinned.
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && pip install --no-index "$(ls /wheels/xnovu-*.whl)[otel]" \
+ && pip check \
  && xnovu --help >/dev/null
 
 # ---- runtime: slim image with only the venv, running as an unprivileged user ----

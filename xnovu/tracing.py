@@ -4,12 +4,15 @@
     OTEL_EXPORTER_OTLP_ENDPOINT set    ->  OtelTracing: an SDK TracerProvider with an OTLP exporter (http/protobuf or
                                            grpc, OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL), feeding
                                              - Temporal's TracingInterceptor (client + worker: workflow/activity spans)
-                                             - the httpx instrumentation on the Novu client (one span per request)
-                                             - the asyncpg instrumentation (one span per statement)
-                                             - `span()`: the few hand-made spans no library makes (Novu attributes)
+                                             - `client_span()`: one span per Novu request (xnovu/novu/client.py) and
+                                               per SQL statement (xnovu/db/traced.py), made by xnovu itself
+                                             - `span()`: the spans only xnovu knows (Novu attributes, manual starts)
 
-The provider is never installed as the global one: it is handed to each instrumentation, so tests (and embedders)
-can pass their own provider, and a process can build more than one (README "Observability").
+Requests and statements are traced here rather than by the contrib instrumentations (opentelemetry-instrumentation-
+httpx/-asyncpg): those pin their own OpenTelemetry releases exactly, and the pip bundled with Python 3.11 cannot
+resolve that web (README "Installation and dependencies"). The provider is never installed as the global one: it is
+handed to Temporal's interceptor and used by xnovu's own spans, so tests (and embedders) can pass their own provider,
+and a process can build more than one (README "Observability").
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -27,25 +30,14 @@ from xnovu import __version__
 from xnovu.errors import ConfigError
 
 if TYPE_CHECKING:  # only for annotations: importing them costs nothing when tracing is off
-    import httpx
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
     from temporalio.client import Interceptor
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'xnovu[otel]'"
 PROTOCOLS = ("http/protobuf", "grpc")
-#: Request headers the httpx instrumentation must redact even when an operator asks it to capture headers:
-#: the Novu key travels in Authorization.
-SENSITIVE_HEADERS = ("authorization", "cookie", "set-cookie", "proxy-authorization")
-_CAPTURE_REQUEST = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST"
-_CAPTURE_RESPONSE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE"
-_SANITIZE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
-_INSTRUMENTATIONS = (
-    "opentelemetry.instrumentation.asyncpg",
-    "opentelemetry.instrumentation.httpx",
-    "temporalio.contrib.opentelemetry",
-)
 
 
 class SpanLike(Protocol):
@@ -54,8 +46,18 @@ class SpanLike(Protocol):
     def set_attribute(self, key: str, value: Any) -> None: ...
 
 
+class ClientSpanLike(SpanLike, Protocol):
+    """A span around one call out of the process, which can fail without an exception (an HTTP error status)."""
+
+    def fail(self, error_type: str) -> None:
+        """Mark the call failed with a short, low-cardinality `error.type` (a status code, an exception class)."""
+
+
 class _NoSpan:
     def set_attribute(self, key: str, value: Any) -> None:
+        return None
+
+    def fail(self, error_type: str) -> None:
         return None
 
 
@@ -101,16 +103,22 @@ class Tracing:
         """Interceptors for `Client.connect` (a worker built on that client inherits them)."""
         return ()
 
-    def instrument_httpx(self, client: httpx.AsyncClient) -> None:
-        """Trace every request of this client."""
-
-    def instrument_asyncpg(self) -> None:
-        """Trace every asyncpg statement of this process."""
-
     @contextlib.contextmanager
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[SpanLike]:
         """A hand-made span, current for the block."""
         yield _NO_SPAN
+
+    @contextlib.contextmanager
+    def client_span(self, name: str, attributes: Mapping[str, Any]) -> Iterator[ClientSpanLike]:
+        """A CLIENT span around one call to another system (an HTTP request, a SQL statement), current for the block.
+
+        An exception leaving the block marks it failed by its class alone: exception messages can quote values (a
+        payload, a URL with a token), so none is recorded.
+        """
+        yield _NO_SPAN
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Put the current trace context into outgoing request headers (W3C `traceparent`, or OTEL_PROPAGATORS)."""
 
     def shutdown(self) -> None:
         """Flush pending spans and stop exporting (the entry point that built this calls it once)."""
@@ -124,7 +132,6 @@ class OtelTracing(Tracing):
         self.provider = provider
         self.tracer = provider.get_tracer("xnovu", __version__)
         self._owns_provider = owns_provider
-        self._asyncpg: Any = None
         self._interceptor: Interceptor | None = None
 
     @property
@@ -140,57 +147,51 @@ class OtelTracing(Tracing):
             self._interceptor = TracingInterceptor(self.tracer, always_create_workflow_spans=True)
         return (self._interceptor,)
 
-    def instrument_httpx(self, client: httpx.AsyncClient) -> None:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        with _header_capture_sanitized():
-            HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
-
-    def instrument_asyncpg(self) -> None:
-        from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-
-        # Statement parameters are payload values and recipients: never recorded.
-        instrumentor = AsyncPGInstrumentor(capture_parameters=False)  # type: ignore[no-untyped-call]
-        if instrumentor.is_instrumented_by_opentelemetry:
-            return  # one per process (it patches asyncpg's classes)
-        instrumentor.instrument(tracer_provider=self.provider)
-        self._asyncpg = instrumentor
-
     @contextlib.contextmanager
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[SpanLike]:
         with self.tracer.start_as_current_span(name, attributes=dict(attributes or {})) as span:
             yield span
 
+    @contextlib.contextmanager
+    def client_span(self, name: str, attributes: Mapping[str, Any]) -> Iterator[ClientSpanLike]:
+        from opentelemetry.trace import SpanKind
+
+        with self.tracer.start_as_current_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes=dict(attributes),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            client = _ClientSpan(span)
+            try:
+                yield client
+            except BaseException as exc:  # a cancelled call did not complete either
+                client.fail(type(exc).__qualname__)
+                raise
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        from opentelemetry import propagate
+
+        propagate.inject(headers)
+
     def shutdown(self) -> None:
-        if self._asyncpg is not None:
-            with contextlib.suppress(Exception):
-                self._asyncpg.uninstrument()
-            self._asyncpg = None
         if self._owns_provider:
             self.provider.shutdown()  # flushes the batch processor
 
 
-@contextlib.contextmanager
-def _header_capture_sanitized() -> Iterator[None]:
-    """While the httpx instrumentation reads its header settings, make sure credentials are on its redact list.
+class _ClientSpan:
+    def __init__(self, span: Span) -> None:
+        self._span = span
 
-    The instrumentation records headers only when an operator opts in (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*);
-    even then the Novu key (Authorization) must come out as "[REDACTED]". It reads these variables from os.environ
-    when a client is instrumented, so they are amended for that moment only.
-    """
-    if not (os.environ.get(_CAPTURE_REQUEST) or os.environ.get(_CAPTURE_RESPONSE)):
-        yield
-        return
-    before = os.environ.get(_SANITIZE)
-    names = [n for n in (before or "").split(",") if n.strip()]
-    os.environ[_SANITIZE] = ",".join([*names, *SENSITIVE_HEADERS])
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(_SANITIZE, None)
-        else:
-            os.environ[_SANITIZE] = before
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._span.set_attribute(key, value)
+
+    def fail(self, error_type: str) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_attribute("error.type", error_type)
+        self._span.set_status(Status(StatusCode.ERROR))
 
 
 def redact_endpoint(url: str) -> str:
@@ -273,8 +274,7 @@ def tracing_from_environ(environ: Mapping[str, str] | None = None) -> Tracing:
                 OTLPSpanExporter,
             )
         # Fail now, naming the fix, rather than at the first span.
-        for module in _INSTRUMENTATIONS:
-            importlib.import_module(module)
+        importlib.import_module("temporalio.contrib.opentelemetry")
     except ImportError as exc:
         raise ConfigError(
             f"OTEL_EXPORTER_OTLP_ENDPOINT is set but the tracing libraries are missing ({exc.name}); "

@@ -402,9 +402,14 @@ def test_prometheus_and_grafana_mount_the_provisioned_files_that_exist(services:
     assert "--config.file=/etc/prometheus/prometheus.yml" in config
 
 
-def test_dockerfile_installs_the_otel_extra(dockerfile_instructions: Instructions) -> None:
-    runs = " ".join(args for keyword, args in dockerfile_instructions if keyword == "RUN")
-    assert re.search(r"pip install \"\$\(ls /wheels/xnovu-\*\.whl\)\[otel\]\"", runs), runs
+def test_dockerfile_installs_the_lock_then_xnovu_with_the_otel_extra(dockerfile_instructions: Instructions) -> None:
+    runs = [args for keyword, args in dockerfile_instructions if keyword == "RUN"]
+    # Every dependency from the lock, hash-checked; then xnovu from its wheel, resolved from what is installed only.
+    assert "pip install --require-hashes -r requirements/docker.txt" in runs, runs
+    assert any(re.search(r"pip install --no-index \"\$\(ls /wheels/xnovu-\*\.whl\)\[otel\]\"", r) for r in runs), runs
+    assert not any("--upgrade" in r for r in runs), "an unpinned upgrade would undo the lock"
+    copies = [args for keyword, args in dockerfile_instructions if keyword == "COPY"]
+    assert "requirements/docker.txt ./requirements/" in copies, copies
 
 
 # -- packaging: a lean install, the local stack as an extra ---------------------------------------------------------
@@ -431,12 +436,14 @@ def test_the_embedded_extra_brings_the_local_stack_and_the_test_extra_includes_i
     extras = project["optional-dependencies"]
     assert _names(extras["embedded"]) == LOCAL_STACK_PACKAGES
     assert any(r.startswith("xnovu[") and "embedded" in r for r in extras["test"])
-    assert extras["dev"] == ["xnovu[test]"]
+    assert extras["dev"][0] == "xnovu[test]"
 
 
-def test_the_readme_commands_install_the_dev_extra() -> None:
+def test_the_readme_commands_install_the_dev_extra_from_the_lock() -> None:
     bootstrap = (ROOT / "scripts" / "bootstrap-venv.sh").read_text(encoding="utf-8")
-    assert "pip install --quiet -e '.[dev]'" in bootstrap
+    assert "pip install --quiet --require-hashes -r requirements/dev.txt" in bootstrap
+    assert "pip install --quiet --no-index --no-build-isolation -e '.[dev]'" in bootstrap
+    assert "--upgrade" not in bootstrap, "the venv's bundled pip installs the lock (CI proves the oldest one can)"
     for script in ("dev.sh", "test.sh"):
         assert "bootstrap-venv.sh" in (ROOT / "scripts" / script).read_text(encoding="utf-8")
 
@@ -446,3 +453,4 @@ def test_the_docker_image_does_not_install_the_local_stack(dockerfile_instructio
     assert "embedded" not in runs and "[dev]" not in runs and "[test]" not in runs
     for package in LOCAL_STACK_PACKAGES:
         assert package not in runs
+        assert f"\n{package}==" not in (ROOT / "requirements/docker.txt").read_text(encoding="utf-8")

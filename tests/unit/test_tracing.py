@@ -8,15 +8,20 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from xnovu.errors import ConfigError
+from xnovu.novu.client import DOCTOR_PROBE_PATH, NovuClient
 from xnovu.tracing import (
     INSTALL_HINT,
     ExporterState,
     OtelTracing,
     Tracing,
-    _header_capture_sanitized,
     exporter_settings,
     redact_endpoint,
     tracing_from_environ,
@@ -126,17 +131,78 @@ def test_an_endpoint_builds_an_otlp_exporter_for_the_protocol(protocol: str, mon
         resource = tracing.provider.resource.attributes
         assert resource["service.name"] == "xnovu"
         processor = tracing.provider._active_span_processor._span_processors[0]
-        exporter = processor._batch_processor._exporter  # type: ignore[attr-defined]
+        # (private: newer SDKs keep it in `_batch_processor`, the lower bound of pyproject.toml on the processor)
+        inner = getattr(processor, "_batch_processor", processor)
+        exporter = getattr(inner, "_exporter", None) or processor.span_exporter  # type: ignore[attr-defined]
         assert ("grpc" in type(exporter).__module__) == (protocol == "grpc")
     finally:
         tracing.provider.shutdown = lambda: None  # type: ignore[method-assign]  # nothing listens on port 9
         tracing.shutdown()
 
 
-def test_header_capture_is_sanitized_only_while_instrumenting(monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_memory() -> tuple[OtelTracing, InMemorySpanExporter]:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return OtelTracing(provider), exporter
+
+
+async def test_a_novu_request_is_a_client_span_whose_context_goes_out_as_traceparent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Asking for every header (the contrib instrumentations' switch) records none: the key is in Authorization.
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", ".*")
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "x-mine")
-    with _header_capture_sanitized():
-        fields = os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"].split(",")
-        assert "x-mine" in fields and "authorization" in fields
-    assert os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"] == "x-mine"
+    sent: list[httpx.Request] = []
+
+    def novu(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"data": {}})
+
+    tracing, exporter = _in_memory()
+    url = "https://user:pw@novu.example/api"
+    async with NovuClient(url, "sk-secret-key", transport=httpx.MockTransport(novu), tracing=tracing) as client:
+        ok, _ = await client.check_auth()
+    assert ok
+    [span] = exporter.get_finished_spans()
+    assert (span.name, span.kind) == ("DELETE", SpanKind.CLIENT)
+    assert dict(span.attributes or {}) == {
+        "http.request.method": "DELETE",
+        "url.full": f"https://novu.example/api{DOCTOR_PROBE_PATH}",
+        "server.address": "novu.example",
+        "server.port": 443,
+        "http.response.status_code": 200,
+    }
+    context = span.get_span_context()
+    assert sent[0].headers["traceparent"].startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_type"),
+    [(httpx.Response(401, json={"message": "sk-secret-key is wrong"}), "401"), (None, "ConnectError")],
+)
+async def test_a_failed_novu_request_is_an_error_span_naming_only_the_error_type(
+    answer: httpx.Response | None, error_type: str
+) -> None:
+    def novu(request: httpx.Request) -> httpx.Response:
+        if answer is None:
+            raise httpx.ConnectError("connection refused to sk-secret-key", request=request)
+        return answer
+
+    tracing, exporter = _in_memory()
+    async with NovuClient("http://novu", "sk-secret-key", transport=httpx.MockTransport(novu), tracing=tracing) as c:
+        ok, _ = await c.check_auth()
+    assert not ok
+    [span] = exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes and span.attributes["error.type"] == error_type
+    assert "secret" not in repr((span.attributes, span.events, span.status.description))
+
+
+def test_tracing_off_makes_no_span_and_sends_no_traceparent() -> None:
+    headers: dict[str, str] = {}
+    tracing = Tracing.off()
+    with tracing.client_span("GET", {"url.full": "http://x"}) as span:
+        tracing.inject(headers)
+        span.set_attribute("http.response.status_code", 200)
+        span.fail("500")
+    assert headers == {}

@@ -20,3 +20,13 @@ def queries() -> dict[str, str]:
 def q(name: str) -> str:
     """The SQL of one named block (KeyError names the missing block)."""
     return queries()[name]
+
+
+@cache
+def _names() -> dict[str, str]:
+    return {sql: name for name, sql in queries().items()}
+
+
+def name_of(sql: str) -> str | None:
+    """The block name of SQL text that came from `q()` (None for any other statement): what traces call it."""
+    return _names().get(sql)

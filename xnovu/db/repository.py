@@ -19,8 +19,10 @@ from xnovu.core.priority import SORT_ORDER_MAX, SORT_ORDER_MIN, sort_order_in_ra
 from xnovu.db.migrate import migrate
 from xnovu.db.migrate import migrations as shipped_migrations
 from xnovu.db.queries import q
+from xnovu.db.traced import traced_connection_class
 from xnovu.errors import ConfigError, DatabaseError, XnovuError
 from xnovu.metrics import METRICS
+from xnovu.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -227,12 +229,15 @@ def server_url(url: str) -> str:
     return urlunsplit(parts._replace(query="&".join(kept)))
 
 
-async def connect(settings: Settings, *, min_size: int = 1) -> Repository:
-    """Open a connection pool sized from settings (statement cache off behind transaction poolers)."""
+async def connect(settings: Settings, *, min_size: int = 1, tracing: Tracing | None = None) -> Repository:
+    """Open a connection pool sized from settings (statement cache off behind transaction poolers); with `tracing`
+    on, every statement of the pool is a span (xnovu/db/traced.py)."""
     url = database_url(settings)
+    connection_class = traced_connection_class(tracing, url) if tracing and tracing.enabled else asyncpg.Connection
     try:
         pool = await asyncpg.create_pool(
             url,
+            connection_class=connection_class,
             min_size=min(min_size, settings.database_pool_size),
             max_size=settings.database_pool_size,
             statement_cache_size=settings.statement_cache_size,

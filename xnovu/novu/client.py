@@ -414,9 +414,6 @@ class NovuClient:
             transport=transport,
             follow_redirects=False,
         )
-        # One client span per HTTP request (URL, method, status; headers only if an operator opts in, and then
-        # with Authorization redacted: see xnovu.tracing).
-        self._tracing.instrument_httpx(self._http)
 
     def __repr__(self) -> str:
         return f"NovuClient(api_url={self._api_url!r})"
@@ -461,13 +458,34 @@ class NovuClient:
         started = time.perf_counter()
         status: int | None = None
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http.request(method, path, content=content, headers=headers)
-                await response.aread()
+            response = await self._send(self._http.build_request(method, path, content=content, headers=headers))
             status = response.status_code
             return response
         finally:
             self._report(status, time.perf_counter() - started)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send and read one request within `timeout_s`, as one client span when tracing is on.
+
+        The span has the method, the URL without user info and the status, never a header (the key travels in
+        Authorization); the trace context goes out as `traceparent`, so a traced proxy or server continues it.
+        """
+        url = request.url.copy_with(username=None, password=None)
+        attributes = {
+            "http.request.method": request.method,
+            "url.full": str(url),
+            "server.address": url.host,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+        }
+        with self._tracing.client_span(request.method, attributes) as span:
+            self._tracing.inject(request.headers)
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.send(request)
+                await response.aread()
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                span.fail(str(response.status_code))
+            return response
 
     async def _take_tokens(self, cost: int, deadline: float | None, control: SendControl | None = None) -> bool:
         """Wait for `cost` tokens (in the turn of `control`'s urgency, enterprise and notification); False if
@@ -844,9 +862,7 @@ class NovuClient:
         params = {"transactionId": transaction_id, "page": "0", "limit": "10"}
         with self._tracing.span("novu.feed_lookup", {"xnovu.novu.transaction_id": transaction_id}) as span:
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    response = await self._http.get(FEED_PATH, params=params)
-                    await response.aread()
+                response = await self._send(self._http.build_request("GET", FEED_PATH, params=params))
             except (httpx.HTTPError, TimeoutError) as exc:
                 logger.warning("Novu activity feed unreachable", extra={"error": type(exc).__name__})
                 return None

@@ -202,8 +202,7 @@ class Components:
         s = self.settings
         if s.novu_secret_key is None:
             novu_client(s)  # raises the readable ConfigError before anything is opened
-        self.tracing.instrument_asyncpg()
-        self.repo = await with_retries("Postgres", lambda: connect(s), connect_timeout_s)
+        self.repo = await with_retries("Postgres", lambda: connect(s, tracing=self.tracing), connect_timeout_s)
         self.budget = PostgresTokenBudget(
             self.repo.pool,
             s.novu_rate_limit_rps,
