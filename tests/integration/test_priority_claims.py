@@ -281,11 +281,11 @@ async def test_the_db_priority_command_shows_and_sets_the_order(env: Env, monkey
 
 
 async def test_on_the_real_stack_small_rows_are_sent_while_a_big_one_is_still_sending(env: Env) -> None:
-    """A 3 000-recipient row at 100 tokens/s (a window of 1 000 tokens) takes about 30 s. Rows committed after it
+    """A 1 500-recipient row at 100 tokens/s (a window of 1 000 tokens) takes about 15 s. Rows committed after it
     started are claimed beside it and sent within seconds, their requests taking turns for tokens with the big row's
     (FairTurns); before, the big row counted 3 000 tokens and every other claim waited for its whole send."""
     wf = await env.workflow("welcome")
-    [big] = await env.insert(wf, recipients=3_000)
+    [big] = await env.insert(wf, recipients=1_500)
     async with env.worker(novu_rate_limit_rps=100, poll_interval_ms=1_000, processing_lease_ms=120_000):
         await eventually(lambda: env.all_in([big], "PROCESSING"), timeout=20, interval=0.2)
         await asyncio.sleep(2)
@@ -387,8 +387,8 @@ async def _poll_chain(client: Any, kind: PollKind = PollKind.NEW) -> Any:
 async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_back_off_wakes_the_chain_at_once(
     env: Env,
 ) -> None:
-    """Two rows of 400 recipients each count half the token window (200 tokens at 20 tokens/s), so the normal
-    window is full for about 40 s while ten single rows of A wait: the new poll chain claims nothing and backs off. A
+    """Two rows of 120 recipients each count half the token window (200 tokens at 20 tokens/s), so the normal
+    window is full for about 12 s while ten single rows of A wait: the new poll chain claims nothing and backs off. A
     commit's wake-up trigger only buffers a run behind the running chain, so an urgent row committed during the back-off
     waited for it: up to 8 s at first, then up to URGENT_ROOM_WAIT (1 s). Now the commit also notifies 'urgent'
     (migration 0015) and a worker signals the chain, whose back-off ends at once: the run that was waiting records the
@@ -397,7 +397,7 @@ async def test_on_the_real_stack_an_urgent_row_committed_during_the_capacity_bac
 
     wf = await env.workflow("welcome")
     urgent = await _priority(env, "fire-emergency", 1)
-    big = await _rows(env, wf, 2, enterprise=A, recipients=400)
+    big = await _rows(env, wf, 2, enterprise=A, recipients=120)
     waiting = await _rows(env, wf, 10, enterprise=A)
     async with env.worker(novu_rate_limit_rps=20, poll_batch_size=5, poll_interval_ms=1_000,
                           processing_lease_ms=120_000) as manager:

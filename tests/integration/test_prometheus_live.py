@@ -48,14 +48,14 @@ async def test_a_real_prometheus_scrapes_a_live_worker_and_the_alerts_fire(
     with running_prometheus(tmp_path / "prometheus", [ALERTS_PATH, _fast_worker_down(tmp_path)], [target]) as prom:
         wf = await env.workflow("welcome")
         async with env.worker(worker_health_port=port):
-            # The 402 series is scraped at 0 before any request: the first 402 is an increase.
+            # The 402 series is scraped before any 402 of this worker (at 0 in a fresh process; the suite's process
+            # may have counted some already): the first 402 is an increase.
             plan_limit = 'xnovu_novu_requests_total{status_code="402"}'
 
             async def scraped() -> bool:
                 return await prom.value(plan_limit) is not None
 
             await eventually(scraped, timeout=15)
-            assert await prom.value(plan_limit) == 0
             [sent] = await env.insert(wf)
             await eventually(lambda: env.all_in([sent], "SENT"), timeout=20)
 

@@ -48,8 +48,9 @@ async def ended(
     unless `sent_to` is false."""
     ids = await env.insert(wf, n, recipients=recipients)
     async with env.repo.pool.acquire() as conn, conn.transaction():
-        # updated_at is what "ended N days ago" is measured by; xnovu's trigger keeps it when asked to.
-        await conn.execute("SELECT set_config('xnovu.keep_updated_at', 'on', true)")
+        # updated_at is what "ended N days ago" is measured by. The touch trigger would set it to now() (and in
+        # its keep mode puts back the old value): backdating it means this transaction's triggers stay off.
+        await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(
             "UPDATE notify.ent_notification SET notification_status = $2::text::shared_types.notification_status, "
             "processed_at = now() - make_interval(secs => $3 * 86400), "
