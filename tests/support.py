@@ -18,13 +18,13 @@ import asyncpg
 import httpx
 
 from xnovu.config import Settings
-from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
 from xnovu.devtools.emulator import EmulatorServer
 from xnovu.devtools.pgbouncer import PgBouncer
 from xnovu.devtools.pgbouncer import pgbouncer_binary as pgbouncer_binary  # used by tests/integration/test_pooler.py
 from xnovu.devtools.pgbouncer import start_pgbouncer as _start_pgbouncer
 from xnovu.devtools.stack import EmbeddedPostgres, LocalStack, TemporalDevServer, free_port
+from xnovu.service.processor import NotificationProcessor
 from xnovu.worker.composition import build_processor, novu_client
 from xnovu.worker.manager import WorkerManager
 

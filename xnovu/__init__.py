@@ -4,6 +4,7 @@ Public API (README "Python API"), imported lazily so that Temporal's workflow sa
 does not pull in the database driver, the HTTP stack or the worker:
 
     from xnovu import NotificationClient, WorkerManager, load_settings, trigger_notification_by_id
+    from xnovu import NotificationProcessor  # the trigger core without Temporal (was xnovu.core.processor)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _EXPORTS = {
     "Settings": "xnovu.config",
     "load_settings": "xnovu.config",
     "XnovuError": "xnovu.errors",
+    "NotificationProcessor": "xnovu.service.processor",
     "Outcome": "xnovu.core.models",
     "TriggerResult": "xnovu.core.models",
     "WorkerManager": "xnovu.worker.manager",
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from xnovu.core.models import Outcome as Outcome
     from xnovu.core.models import TriggerResult as TriggerResult
     from xnovu.errors import XnovuError as XnovuError
+    from xnovu.service.processor import NotificationProcessor as NotificationProcessor
     from xnovu.worker.manager import WorkerManager as WorkerManager
 
 

@@ -20,6 +20,10 @@ from xnovu.core.models import MultipleTriggerRequest, NotificationInput, Outcome
 from xnovu.core.status import NotificationStatus
 from xnovu.db.repository import Repository, connect
 from xnovu.errors import NotificationNotFoundError
+
+# Re-exported: the stable path of the trigger core for code that runs it without Temporal (README "Python API"). It
+# was xnovu.core.processor until issue 18 moved it above the database and Novu, out of the pure xnovu/core.
+from xnovu.service.processor import NotificationProcessor as NotificationProcessor
 from xnovu.temporal import searchattrs
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.workflows import (

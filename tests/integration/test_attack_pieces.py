@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import Env, processor_for
-from xnovu.core import processor as processor_module
 from xnovu.core.models import Outcome
+from xnovu.service import processor as processor_module
 
 LOW = "00000000-0000-4000-8000-000000000000"
 

@@ -29,10 +29,10 @@ from tests.support import DB_PASSWORD, NOVU_SECRET, Env, Stack, environment, pro
 from xnovu.cli import app
 from xnovu.config import Settings, load_settings
 from xnovu.core.models import Outcome
-from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import connect
 from xnovu.devtools.stack import free_port
 from xnovu.errors import ConfigError, DatabaseError, NovuConfigurationError, TemporalUnavailableError, XnovuError
+from xnovu.service.processor import NotificationProcessor
 from xnovu.temporal.connection import connect_temporal
 from xnovu.worker.composition import build_processor, novu_client
 

@@ -85,8 +85,8 @@ async def test_a_second_enterprise_is_not_queued_behind_the_first_ones_backlog(e
 async def test_an_urgent_notification_is_sent_before_normal_ones_already_waiting_for_tokens(env: Env) -> None:
     """End to end through the trigger core: the row's urgency and enterprise reach the budget (SendControl), so an
     emergency committed after a campaign of another enterprise is sent at once, not after the campaign's tokens."""
-    from xnovu.core.processor import NotificationProcessor
     from xnovu.db.repository import NewNotification, insert_notifications
+    from xnovu.service.processor import NotificationProcessor
     from xnovu.worker.composition import build_processor, novu_client
 
     wf = await env.workflow("welcome")

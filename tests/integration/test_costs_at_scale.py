@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from tests.support import Env
-from xnovu.core.processor import PIECE_RECIPIENTS
 from xnovu.db.queries import q
+from xnovu.service.processor import PIECE_RECIPIENTS
 
 ROWS = int(os.environ.get("XNOVU_COST_ROWS", "200000"))
 HELD = ROWS // 10

@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support import DB_PASSWORD, NOVU_SECRET, Env, processor_for
-from xnovu.core import processor as processor_module
 from xnovu.core.models import Outcome, TriggerResult
-from xnovu.core.processor import NotificationProcessor
 from xnovu.errors import NovuConfigurationError
+from xnovu.service import processor as processor_module
+from xnovu.service.processor import NotificationProcessor
 
 
 @pytest.fixture

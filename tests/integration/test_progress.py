@@ -16,9 +16,9 @@ from temporalio.client import WorkflowExecutionStatus
 
 from tests.support import Env, eventually, processor_for
 from xnovu.core.models import NotificationInput, Outcome, PollKind, child_id
-from xnovu.core.processor import NotificationProcessor
 from xnovu.db.queries import q
 from xnovu.db.repository import ClaimLimits, NotificationRow, Repository
+from xnovu.service.processor import NotificationProcessor
 from xnovu.temporal.connection import connect_temporal
 from xnovu.worker import composition
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from xnovu.core.processor import (
+from xnovu.db.repository import NotificationRow
+from xnovu.service.processor import (
     EVENT_OVERHEAD_BYTES,
     MAX_PAYLOAD_BYTES,
     event_size_bytes,
@@ -21,7 +22,6 @@ from xnovu.core.processor import (
     workflow_block_reason,
     workflow_hold_reason,
 )
-from xnovu.db.repository import NotificationRow
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 ALICE = "2b1f0f5e-6a55-4a0e-9b43-2d2b7f1c9a01"

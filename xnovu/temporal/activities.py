@@ -28,10 +28,10 @@ from xnovu.core.models import (
     child_id,
     schedule_id,
 )
-from xnovu.core.processor import NotificationProcessor
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.errors import NovuConfigurationError
 from xnovu.metrics import METRICS
+from xnovu.service.processor import NotificationProcessor
 
 #: How long a worker waits before retrying when Novu refuses the key: long enough not to hammer Novu,
 #: short enough that a rotated key takes effect quickly.
@@ -195,7 +195,7 @@ class XnovuActivities:
 
     @activity.defn(name="trigger_notification_by_id")
     async def trigger_notification_by_id(self, request: TriggerRequest) -> TriggerResult:
-        """One attempt at one notification (see xnovu.core.processor)."""
+        """One attempt at one notification (see xnovu.service.processor)."""
         started = time.perf_counter()
         try:
             result = await self.processor.process(

@@ -19,7 +19,6 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from xnovu.config import Settings
-from xnovu.core.processor import NotificationProcessor
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.db.retention import RetentionPolicy
@@ -28,6 +27,7 @@ from xnovu.errors import ConfigError, DatabaseError, TemporalUnavailableError
 from xnovu.metrics import METRICS
 from xnovu.novu.client import BULK_COST, NovuClient
 from xnovu.novu.ratelimit import LocalTokenBucket, TokenBudget
+from xnovu.service.processor import NotificationProcessor
 from xnovu.temporal.activities import PollSettings, XnovuActivities
 from xnovu.temporal.bootstrap import bootstrap
 from xnovu.temporal.connection import connect_temporal

@@ -3,7 +3,9 @@
     load row → I1 checks → claim attempt (compare-and-set) → ledger → Novu for unacknowledged recipients
     → record per-recipient outcomes → finalize SENT | FAILED (retry with backoff) | dead-letter
 
-It knows nothing of Temporal: activities call it, and so can a user's own code.
+It knows nothing of Temporal: activities call it, and so can a user's own code (`from xnovu import
+NotificationProcessor`; `xnovu.worker.composition.build_processor` wires it like the worker does). It was
+`xnovu.core.processor` until issue 18 made xnovu/core pure: it drives the database and Novu, so it sits above them.
 """
 
 from __future__ import annotations
