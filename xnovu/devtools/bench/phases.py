@@ -101,6 +101,7 @@ from xnovu.devtools.bench.render import result_json, results_table
 from xnovu.devtools.bench.sampling import CpuMeter, HostLoad, RssSampler
 from xnovu.devtools.stack import ChildProcess, LocalStack, child_environ, free_port
 from xnovu.errors import XnovuError
+from xnovu.temporal.options import poll_task_queue
 
 log = logging.getLogger(__name__)
 
@@ -536,8 +537,10 @@ class Bench:
         self._cpu_figures("", cpu, n)
         self.figures["db_round_trips_per_notification"] = per_item(statements, n)
         since = datetime.fromtimestamp(committed, UTC)
+        # The children on TEMPORAL_TASK_QUEUE and the poll runs on their own queue (xnovu/temporal/options.py).
+        queues = (self.settings.temporal_task_queue, poll_task_queue(self.settings.temporal_task_queue))
         runs = await self._closed_runs(
-            f'TaskQueue = "{self.settings.temporal_task_queue}" AND StartTime >= "{_rfc3339(since)}"',
+            f'(TaskQueue = "{queues[0]}" OR TaskQueue = "{queues[1]}") AND StartTime >= "{_rfc3339(since)}"',
             since + timedelta(seconds=elapsed),
         )
         cost = await self._run_costs(runs)
@@ -844,7 +847,8 @@ class Bench:
         """Terminate what a stopped worker left running on the bench's task queue (its in-flight attempts)."""
         assert self.client is not None
         client = self.client
-        query = f'TaskQueue = "{self.settings.temporal_task_queue}" AND ExecutionStatus = "Running"'
+        queue = self.settings.temporal_task_queue
+        query = f'(TaskQueue = "{queue}" OR TaskQueue = "{poll_task_queue(queue)}") AND ExecutionStatus = "Running"'
         gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
 
         async def terminate(wf: WorkflowExecution) -> None:
