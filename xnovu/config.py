@@ -149,6 +149,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("temporal_task_queue")
+    @classmethod
+    def _not_a_poll_queue(cls, value: str) -> str:
+        """The polls run on TEMPORAL_TASK_QUEUE + "-polls" (xnovu/temporal/options.py), and a poll started on a
+        queue of that name sends its children to the name without it: a main queue named so would lose them."""
+        if value.endswith("-polls"):
+            raise ValueError("must not end in '-polls' (xnovu names the polls' own queue so); choose another name")
+        return value
+
     @field_validator("fair_share_weights")
     @classmethod
     def _weights(cls, value: str) -> str:

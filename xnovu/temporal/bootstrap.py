@@ -155,8 +155,11 @@ async def ensure_fairness_weights(client: Client, settings: Settings) -> dict[st
     return wanted
 
 
-async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
-    """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers."""
+async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bool = False) -> BootstrapReport:
+    """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers.
+
+    `serves_poll_queue`: the caller is a worker about to serve the polls' own task queue, so poll schedules of an
+    earlier release may move there (xnovu/temporal/schedules.py `ensure_schedules`)."""
     report = BootstrapReport()
     try:
         report.namespace = await ensure_namespace(client, settings)
@@ -166,7 +169,7 @@ async def bootstrap(client: Client, settings: Settings) -> BootstrapReport:
             try:
                 report.search_attributes = await ensure_search_attributes(client, settings)
                 report.fairness_weights = await ensure_fairness_weights(client, settings)
-                report.schedules = await ensure_schedules(client, settings)
+                report.schedules = await ensure_schedules(client, settings, serves_poll_queue=serves_poll_queue)
                 # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
                 await run_rules_sync_at_start(client)
                 break

@@ -121,6 +121,7 @@ def desired_schedule(
     *,
     run_timeout: timedelta | None = POLL_RUN_TIMEOUT,
     execution_timeout: timedelta | None = None,
+    task_queue: str | None = None,
 ) -> Schedule:
     """The schedule as configuration says it should be; `state` (paused, note) is kept from the server.
 
@@ -131,7 +132,7 @@ def desired_schedule(
             PollNotificationsWorkflow.run,
             PollInput(kind),
             id=schedule_id(kind),
-            task_queue=poll_task_queue(settings.temporal_task_queue),
+            task_queue=task_queue or poll_task_queue(settings.temporal_task_queue),
             execution_timeout=execution_timeout,
             run_timeout=run_timeout,
         ),
@@ -175,9 +176,11 @@ def desired_retention_schedule(settings: Settings, state: ScheduleState | None =
     )
 
 
-def _desired(settings: Settings, name: ScheduleName, state: ScheduleState | None = None) -> Schedule:
+def _desired(
+    settings: Settings, name: ScheduleName, state: ScheduleState | None = None, task_queue: str | None = None
+) -> Schedule:
     if isinstance(name, PollKind):
-        return desired_schedule(settings, name, state)
+        return desired_schedule(settings, name, state, task_queue=task_queue)
     if name == RETENTION_ID:
         return desired_retention_schedule(settings, state)
     return desired_rules_sync_schedule(settings, state)
@@ -205,8 +208,14 @@ def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
     )
 
 
-async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]:
+async def ensure_schedules(client: Client, settings: Settings, *, serves_poll_queue: bool = False) -> dict[str, str]:
     """Create each schedule, or update spec/action/policy while keeping its paused state and note.
+
+    A poll schedule of an earlier release starts its runs on TEMPORAL_TASK_QUEUE, which only that release's workers
+    serve for polls. Only a bootstrap that is about to serve the polls' own queue (`serves_poll_queue`: a worker
+    starting) moves it there; `xnovu bootstrap` run as a release job before the new workers roll out leaves it on
+    the main queue, so the old workers go on claiming until the first new worker starts (docs/design.md "Task
+    queues").
 
     Returns schedule id → "created" | "updated" | "unchanged". Running it twice changes nothing.
     """
@@ -222,12 +231,24 @@ async def ensure_schedules(client: Client, settings: Settings) -> dict[str, str]
             pass
         handle = client.get_schedule_handle(sid)
         current = (await handle.describe()).schedule
+        queue: str | None = None
+        action = current.action
+        if (
+            isinstance(kind, PollKind)
+            and not serves_poll_queue
+            and isinstance(action, ScheduleActionStartWorkflow)
+            and action.task_queue == settings.temporal_task_queue
+        ):
+            queue = settings.temporal_task_queue  # an earlier release's poll schedule: its workers serve it there
+            desired = _desired(settings, kind, task_queue=queue)
         if _fingerprint(current) == _fingerprint(desired):
             outcome[sid] = "unchanged"
             continue
 
-        def keep_state(update: ScheduleUpdateInput, kind: ScheduleName = kind) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=_desired(settings, kind, update.description.schedule.state))
+        def keep_state(
+            update: ScheduleUpdateInput, kind: ScheduleName = kind, queue: str | None = queue
+        ) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=_desired(settings, kind, update.description.schedule.state, queue))
 
         await handle.update(keep_state)
         outcome[sid] = "updated"

@@ -80,9 +80,10 @@ URGENT_ROOM_WAIT = timedelta(seconds=1)
 CAP_BACKOFF_FOR_URGENT = "cap-backoff-for-urgent"
 #: The signal that ends a poll chain's capacity back-off at once: a worker's wake-up listener sends it when a commit
 #: makes an urgent row due while the chain runs (xnovu/worker/wakeup.py), since a schedule trigger would only buffer
-#: a run behind the chain. Patch marker: histories recorded before it replay with the plain timer.
+#: a run behind the chain. No patch marker: a back-off that no signal ends records the same timer as the plain sleep
+#: of earlier releases, so their histories replay here and, what a marker would break, this release's un-woken runs
+#: replay on the previous release (a rollback, or older workers during an upgrade; tests/integration/test_replay.py).
 WAKE_SIGNAL = "wake"
-WAKE_DURING_BACKOFF = "wake-during-backoff"
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -236,12 +237,11 @@ class PollNotificationsWorkflow:
             wait = min(CAPACITY_WAIT * 2 ** min(waits, 8), CAPACITY_WAIT_MAX)
             if batch.urgent_room and wait > URGENT_ROOM_WAIT and workflow.patched(CAP_BACKOFF_FOR_URGENT):
                 wait = URGENT_ROOM_WAIT  # only the normal window is full: an urgent row must not wait up to 8 s
-            if workflow.patched(WAKE_DURING_BACKOFF):
-                # A wake signal (an urgent commit) ends the wait; one that came during the fan-out ends it at once.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await workflow.wait_condition(lambda: self._woken, timeout=wait)
-            else:
-                await workflow.sleep(wait)
+            # A wake signal (an urgent commit) ends the wait, one that came during the fan-out at once; but only
+            # while the urgent window has room: a storm of urgent commits into a full urgent window must not turn
+            # the back-off into a claim per commit.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await workflow.wait_condition(lambda: self._woken and batch.urgent_room, timeout=wait)
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         return PollResult(
             inp.kind, claimed=len(batch.rows), started=started, already_running=already, batches=inp.batches_before + 1

@@ -222,7 +222,7 @@ class Components:
         self.client = await with_retries(
             "Temporal", lambda: connect_temporal(s, interceptors=interceptors), connect_timeout_s
         )
-        await bootstrap(self.client, s)
+        await bootstrap(self.client, s, serves_poll_queue=True)  # its poll worker starts right after this
         self.activities = build_activities(s, self.repo, self.novu, self.client)
         self.rule_activities = build_rule_activities(s, self.repo, self.client)
         self.retention_activities = build_retention_activities(s, self.repo, self.client)

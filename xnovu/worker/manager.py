@@ -115,7 +115,7 @@ class WorkerManager:
         """The main worker and the poll worker (xnovu/worker/composition.py) as one: if either ends, the other is
         shut down, and the first error propagates (the worker process exits non-zero, as with one worker)."""
         assert self.worker is not None
-        workers = [w for w in (self.worker, self.components.poll_worker) if w is not None]
+        workers = [w for w in (self.components.poll_worker, self.worker) if w is not None]
         tasks = [asyncio.create_task(w.run(), name=f"temporal-worker-{i}") for i, w in enumerate(workers)]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -154,7 +154,9 @@ class WorkerManager:
         if self.wakeup is not None:
             await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
         if self.running:
-            for w in (self.worker, self.components.poll_worker):
+            # The poll worker first: while the main worker drains, no poll claims rows and starts children on a
+            # queue this process no longer serves.
+            for w in (self.components.poll_worker, self.worker):
                 if w is not None and w.is_running:
                     await w.shutdown()
         if self._worker_task is not None:
