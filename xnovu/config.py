@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     wakeup_debounce_ms: int = Field(100, ge=0, le=60_000)
     # How long a new-rows poll run that drained stays open for wake signals while commits keep coming (a trickle),
     # instead of a Schedule run per commit; 0: never (docs/performance.md "Cost at any arrival rate").
-    wakeup_linger_ms: int = Field(0, ge=0, le=60_000)
+    wakeup_linger_ms: int = Field(2_000, ge=0, le=60_000)
 
     # Retention (docs/retention.md): xnovu's own records (delivery ledger, rule fires, spent budget rows) of a
     # notification that ended (SENT, RETRACTED, FAILED and dead-lettered) more than RETENTION_DAYS ago are pruned by

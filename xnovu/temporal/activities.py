@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import asyncpg
@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from xnovu.core.arrivals import Arrivals
 from xnovu.core.models import (
     ClaimBatch,
     MultipleTriggerPlan,
@@ -60,6 +61,8 @@ class PollSettings:
     limits: ClaimLimits
     enterprise_id: str | None = None
     trigger_concurrency: int = 10
+    linger_s: float = 0.0
+    """WAKEUP_LINGER_MS: how long a drained new-rows poll stays open for wake signals while commits trickle in."""
 
 
 @dataclass
@@ -85,13 +88,25 @@ class XnovuActivities:
         poll: PollSettings,
         *,
         temporal: Client | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.repo = repo
+        self.arrivals = arrivals
         self.processor = processor
         self.poll = poll
         self.clock = PollClock()
         self._temporal = temporal
         self._last_sweep = -HOLD_SWEEP_EVERY.total_seconds()
+
+    def _should_linger(self, kind: PollKind, batch: ClaimBatch) -> bool:
+        """Whether the new-rows poll that made this claim stays open for wake signals: it drained (a full or held
+        back batch continues as new anyway) and this worker heard commits come as a trickle (xnovu/core/arrivals.py).
+        A new schedule run per commit costs three actions and its claim one; a wake signal one and the claim one."""
+        if kind is not PollKind.NEW or self.poll.linger_s <= 0 or self.arrivals is None:
+            return False
+        if batch.capacity_limited or len(batch.rows) >= batch.batch_size:
+            return False
+        return self.arrivals.trickling(self.poll.linger_s)
 
     @activity.defn(name="claim_notifications")
     async def claim_notifications(self, kind: PollKind) -> ClaimBatch:
@@ -116,6 +131,8 @@ class XnovuActivities:
             recoverable=recoverable,
             claim_key=_claim_key(activity.info()),
         )
+        if self._should_linger(kind, batch):
+            batch = replace(batch, linger_s=self.poll.linger_s)
         self.clock.last_poll[kind.value] = time.time()
         METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
         METRICS.poll_batch_size.labels(kind=kind.value).observe(len(batch.rows))

@@ -31,14 +31,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
-from temporalio.client import Client, ScheduleOverlapPolicy
+from temporalio.client import Client, ScheduleDescription, ScheduleOverlapPolicy
 
 from xnovu.config import Settings
+from xnovu.core.arrivals import Arrivals
 from xnovu.core.models import PollKind
 from xnovu.db.queries import q
 from xnovu.db.repository import database_url
 from xnovu.temporal.schedules import schedule_id
-from xnovu.temporal.workflows import WAKE_SIGNAL
+from xnovu.temporal.workflows import LINGERING_QUERY, WAKE_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,10 @@ class WakeupListener:
     one trailing trigger, so a stream of commits costs at most one trigger per window per worker.
     """
 
-    def __init__(self, settings: Settings, client: Client) -> None:
+    def __init__(self, settings: Settings, client: Client, arrivals: Arrivals | None = None) -> None:
         self.settings = settings
         self.client = client
+        self.arrivals = arrivals
         self.debounce_s = settings.wakeup_debounce_ms / 1000
         reason = off_reason(settings)
         self.enabled = reason is None
@@ -107,6 +109,7 @@ class WakeupListener:
         #: before migration 0007, when they always notify).
         self.database_notify: bool | None = None
         self.urgent_signals_sent = 0
+        self.linger_signals_sent = 0
         self._pending: set[PollKind | str] = set()
         self._last_fire: dict[PollKind | str, float] = {}
         self._fires: set[asyncio.Task[None]] = set()
@@ -155,6 +158,7 @@ class WakeupListener:
             "notifications_received": self.notifications_received,
             "wakeups_sent": self.wakeups_sent,
             "urgent_signals_sent": self.urgent_signals_sent,
+            "linger_signals_sent": self.linger_signals_sent,
             "skipped_paused": self.skipped_paused,
             "errors": self.errors,
             "reconnects": self.reconnects,
@@ -241,6 +245,8 @@ class WakeupListener:
             log.debug("ignored a notification on the wake-up channel", extra={"payload": payload[:40]})
             return
         self.notifications_received += 1
+        if kind is PollKind.NEW and self.arrivals is not None:
+            self.arrivals.heard()
         self._request(kind)
 
     # -- throttled triggers -----------------------------------------------------------------------------------
@@ -269,9 +275,14 @@ class WakeupListener:
         sid = schedule_id(kind)
         try:
             # Temporal runs a triggered action even on a paused schedule, so the pause is checked here.
-            if await self._is_paused(kind):
+            desc = await self.client.get_schedule_handle(sid).describe(rpc_timeout=RPC_TIMEOUT)
+            if desc.schedule.state.paused:
                 self.skipped_paused += 1
                 log.debug("wake-up skipped: schedule paused", extra={"schedule_id": sid})
+                return
+            if kind is PollKind.NEW and self.settings.wakeup_linger_ms > 0 and await self._wake_lingering(desc):
+                self.linger_signals_sent += 1
+                self.last_wakeup_at = time.time()
                 return
             await self.client.get_schedule_handle(sid).trigger(
                 overlap=ScheduleOverlapPolicy.BUFFER_ONE, rpc_timeout=RPC_TIMEOUT
@@ -313,8 +324,23 @@ class WakeupListener:
             self.errors += 1
             log.info("urgent wake signal not sent", extra={"schedule_id": sid, "error": f"{type(exc).__name__}: {exc}"})
 
-    async def _is_paused(self, kind: PollKind) -> bool:
-        """The schedule's paused state, asked of Temporal right before each trigger (never cached: a pause made a
-        moment ago must hold)."""
-        desc = await self.client.get_schedule_handle(schedule_id(kind)).describe(rpc_timeout=RPC_TIMEOUT)
-        return bool(desc.schedule.state.paused)
+    async def _wake_lingering(self, desc: ScheduleDescription) -> bool:
+        """Signal the new-rows run if it is lingering (open for wake signals after it drained, WAKEUP_LINGER_MS):
+        one action instead of a schedule run's three. False, and the caller triggers the schedule, when no run is
+        open, the open one is draining or backing off (a signal would end its back-off for nothing; the trigger is
+        buffered behind it at no cost), or it closed between the query and the signal (the signal then fails)."""
+        for action in desc.info.running_actions:
+            workflow_id = getattr(action, "workflow_id", None)
+            if not workflow_id:
+                continue
+            handle = self.client.get_workflow_handle(workflow_id)
+            try:
+                if not await handle.query(LINGERING_QUERY, rpc_timeout=RPC_TIMEOUT):
+                    return False
+                await handle.signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
+            except Exception as exc:
+                log.debug("lingering run not woken", extra={"workflow_id": workflow_id, "error": type(exc).__name__})
+                return False
+            log.debug("lingering run woken", extra={"workflow_id": workflow_id})
+            return True
+        return False

@@ -364,9 +364,45 @@ def noisy_targets(r: BenchResult) -> list[TargetCheck]:
     ]
 
 
+#: The trickle targets (issue 18): 4 single-row commits a second cost at most this many estimated actions per
+#: notification (each notification's own child costs 3 by design), with commit → Novu p50 at most this long.
+TRICKLE_ACTIONS_MAX = 4.5
+TRICKLE_P50_MAX_S = 0.5
+#: The rate those two targets are for.
+TRICKLE_TARGET_RATE = "4_per_s"
+
+
+def trickle_targets(r: BenchResult) -> list[TargetCheck]:
+    """The trickle phase's targets: the 4/s figures, and no rate costing more than without linger (same run); none
+    when the phase did not run."""
+    if r.trickle_idle_actions_per_day <= 0:
+        return []
+    figures = r.as_dict()
+    actions = figures[f"trickle_{TRICKLE_TARGET_RATE}_actions_per_notification"]
+    p50 = figures[f"trickle_{TRICKLE_TARGET_RATE}_p50_s"]
+    checks = [
+        TargetCheck(
+            f"trickle_{TRICKLE_TARGET_RATE}_actions_per_notification",
+            actions,
+            f"≤ {TRICKLE_ACTIONS_MAX:g}",
+            actions <= TRICKLE_ACTIONS_MAX,
+        ),
+        TargetCheck(
+            f"trickle_{TRICKLE_TARGET_RATE}_p50_s", p50, f"≤ {TRICKLE_P50_MAX_S:g} s", p50 <= TRICKLE_P50_MAX_S
+        ),
+    ]
+    for rate in TricklePlan().rates:
+        if rate.name == TRICKLE_TARGET_RATE:
+            continue
+        metric = f"trickle_{rate.name}_actions_per_notification"
+        before = figures[f"trickle_nolinger_{rate.name}_actions_per_notification"]
+        checks.append(TargetCheck(metric, figures[metric], f"≤ without linger {before:g}", figures[metric] <= before))
+    return checks
+
+
 def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
     """The issue's targets. Throughput ones are relative to the ceiling, so they mean the same on any machine."""
-    return [*_main_targets(r), *noisy_targets(r)]
+    return [*_main_targets(r), *noisy_targets(r), *trickle_targets(r)]
 
 
 def _main_targets(r: BenchResult) -> list[TargetCheck]:
