@@ -85,9 +85,11 @@ WAKE_SIGNAL = "wake"
 WAKE_DURING_BACKOFF = "wake-during-backoff"
 #: A new-rows poll that drained while commits trickle in stays open for wake signals (its claim says how long:
 #: ClaimBatch.linger_s, WAKEUP_LINGER_MS), so the next commit costs a signal and a claim (two actions) instead of a
-#: schedule run and a claim (four); docs/performance.md "Cost at any arrival rate". The listener asks this query
-#: before it signals: only a lingering run is signalled, a draining or backing-off one gets the plain trigger.
-LINGERING_QUERY = "lingering"
+#: schedule run and a claim (four); docs/performance.md "Cost at any arrival rate". While it lingers the run carries
+#: this memo key (True), which the listener reads with a describe before it signals: only a lingering run is
+#: signalled, a draining or backing-off one gets the plain trigger (buffered behind it at no cost). A query would
+#: tell the same but costs an action each ("Query received by Worker"); a describe and a memo change cost none.
+LINGER_MEMO = "xnovuLingering"
 #: Patch marker of the linger: histories recorded before it (their claims carry no linger_s) never reach it.
 LINGER_FOR_WAKES = "linger-for-wakes"
 #: A lingering run continues as new after this many claims or this long, so its history (about fifteen events per
@@ -218,17 +220,11 @@ class PollNotificationsWorkflow:
 
     def __init__(self) -> None:
         self._woken = False
-        self._lingering = False
 
     @workflow.signal(name=WAKE_SIGNAL)
     def wake(self) -> None:
         """Rows became due: claim again now (an urgent row during the back-off, any row while lingering)."""
         self._woken = True
-
-    @workflow.query(name=LINGERING_QUERY)
-    def lingering(self) -> bool:
-        """Whether a wake signal makes this run claim (True) or a schedule trigger is the way to reach the rows."""
-        return self._lingering
 
     @workflow.run
     async def run(self, inp: PollInput) -> PollResult:
@@ -275,35 +271,31 @@ class PollNotificationsWorkflow:
         time. A batch that comes back full or held back continues as new, as in `run` (and that run decides again
         whether to linger). Returns (claimed, started, already running)."""
         claimed = started = already = claims = 0
-        self._lingering = True
-        try:
+        workflow.upsert_memo({LINGER_MEMO: True})
+        while True:
+            window = asyncio.create_task(workflow.sleep(linger_s))
+            woke = False
             while True:
-                window = asyncio.create_task(workflow.sleep(linger_s))
-                woke = False
-                while True:
-                    await workflow.wait_condition(lambda: self._woken or window.done())  # noqa: B023 (awaited here)
-                    if not self._woken:
-                        break
-                    self._woken, woke = False, True
-                    batch = await workflow.execute_local_activity_method(
-                        XnovuActivities.claim_notifications,
-                        inp.kind,
-                        start_to_close_timeout=CLAIM_TIMEOUT,
-                        retry_policy=CLAIM_RETRY,
-                    )
-                    s, a = await self._fan_out(batch.rows)
-                    claimed, started, already, claims = claimed + len(batch.rows), started + s, already + a, claims + 1
-                    long = (
-                        claims >= LINGER_CLAIMS_PER_RUN or workflow.now() - workflow.info().start_time > LINGER_RUN_MAX
-                    )
-                    if batch.capacity_limited or len(batch.rows) >= batch.batch_size or long:
-                        self._lingering = False
-                        window.cancel()
-                        workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1))
-                if not woke:
-                    return claimed, started, already
-        finally:
-            self._lingering = False
+                await workflow.wait_condition(lambda: self._woken or window.done())  # noqa: B023 (awaited here)
+                if not self._woken:
+                    break
+                self._woken, woke = False, True
+                batch = await workflow.execute_local_activity_method(
+                    XnovuActivities.claim_notifications,
+                    inp.kind,
+                    start_to_close_timeout=CLAIM_TIMEOUT,
+                    retry_policy=CLAIM_RETRY,
+                )
+                s, a = await self._fan_out(batch.rows)
+                claimed, started, already, claims = claimed + len(batch.rows), started + s, already + a, claims + 1
+                long = claims >= LINGER_CLAIMS_PER_RUN or workflow.now() - workflow.info().start_time > LINGER_RUN_MAX
+                if batch.capacity_limited or len(batch.rows) >= batch.batch_size or long:
+                    window.cancel()
+                    # The next run decides for itself whether it lingers; it must not start out marked.
+                    workflow.upsert_memo({LINGER_MEMO: None})
+                    workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1))
+            if not woke:
+                return claimed, started, already
 
     async def _fan_out(self, rows: Sequence[ClaimedNotification]) -> tuple[int, int]:
         """Start every child with at most START_WINDOW starts in flight (a sliding window, not lockstep chunks)."""

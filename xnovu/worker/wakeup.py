@@ -31,7 +31,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
-from temporalio.client import Client, ScheduleDescription, ScheduleOverlapPolicy
+from temporalio.client import Client, ScheduleDescription, ScheduleOverlapPolicy, WorkflowExecutionStatus
 
 from xnovu.config import Settings
 from xnovu.core.arrivals import Arrivals
@@ -39,7 +39,7 @@ from xnovu.core.models import PollKind
 from xnovu.db.queries import q
 from xnovu.db.repository import database_url
 from xnovu.temporal.schedules import schedule_id
-from xnovu.temporal.workflows import LINGERING_QUERY, WAKE_SIGNAL
+from xnovu.temporal.workflows import LINGER_MEMO, WAKE_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -325,17 +325,19 @@ class WakeupListener:
             log.info("urgent wake signal not sent", extra={"schedule_id": sid, "error": f"{type(exc).__name__}: {exc}"})
 
     async def _wake_lingering(self, desc: ScheduleDescription) -> bool:
-        """Signal the new-rows run if it is lingering (open for wake signals after it drained, WAKEUP_LINGER_MS):
-        one action instead of a schedule run's three. False, and the caller triggers the schedule, when no run is
-        open, the open one is draining or backing off (a signal would end its back-off for nothing; the trigger is
-        buffered behind it at no cost), or it closed between the query and the signal (the signal then fails)."""
+        """Signal the new-rows run if it is lingering (open for wake signals after it drained, WAKEUP_LINGER_MS, its
+        memo says so): one action instead of a schedule run's three; the describes cost none. False, and the caller
+        triggers the schedule, when no run is open, the open one is draining or backing off (a signal would cost an
+        action for nothing; the trigger is buffered behind it at no cost), or it closed between the describe and the
+        signal (the signal then fails)."""
         for action in desc.info.running_actions:
             workflow_id = getattr(action, "workflow_id", None)
             if not workflow_id:
                 continue
             handle = self.client.get_workflow_handle(workflow_id)
             try:
-                if not await handle.query(LINGERING_QUERY, rpc_timeout=RPC_TIMEOUT):
+                run = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+                if run.status != WorkflowExecutionStatus.RUNNING or not (await run.memo()).get(LINGER_MEMO):
                     return False
                 await handle.signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
             except Exception as exc:
