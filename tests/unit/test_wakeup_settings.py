@@ -27,9 +27,9 @@ def settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def test_wakeups_are_on_by_default_with_a_short_debounce() -> None:
+def test_wakeups_are_on_by_default_with_a_half_second_debounce_and_a_two_second_linger() -> None:
     s = load_settings()
-    assert s.wakeup_enabled is True and s.wakeup_debounce_ms == 100
+    assert s.wakeup_enabled is True and s.wakeup_debounce_ms == 500
     assert s.wakeup_linger_ms == 2_000, "a drained new-rows poll stays open 2 s for wake signals while commits trickle"
 
 

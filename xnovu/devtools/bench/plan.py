@@ -61,7 +61,7 @@ class TricklePlan:
     rates: tuple[TrickleRate, ...] = (
         TrickleRate("per_min", 60.0, 3),
         TrickleRate("1_per_s", 1.0, 20),
-        TrickleRate("4_per_s", 0.25, 40),
+        TrickleRate("4_per_s", 0.25, 60),
         TrickleRate("20_per_s", 0.05, 100),
         TrickleRate("burst", 0.0, 100),
     )
@@ -71,7 +71,7 @@ TRICKLE_QUICK = TricklePlan(
     rates=(
         TrickleRate("per_min", 60.0, 2),
         TrickleRate("1_per_s", 1.0, 10),
-        TrickleRate("4_per_s", 0.25, 20),
+        TrickleRate("4_per_s", 0.25, 40),
         TrickleRate("20_per_s", 0.05, 60),
         TrickleRate("burst", 0.0, 60),
     )
