@@ -429,9 +429,7 @@ def _kinds(name: str | None, all_: bool) -> list[Any]:
     if all_:
         return list(SYSTEM_SCHEDULES)
     if name is None:
-        raise XnovuError(
-            "name a schedule (new, failed, scheduled, rules-sync, retention, xnovu-rule-ID) or pass --all"
-        )
+        raise XnovuError("name a schedule (new, failed, scheduled, rules-sync, retention, xnovu-rule-ID) or pass --all")
     return [parse_schedule(name)]
 
 
@@ -824,7 +822,10 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run."),
     as_json: bool = JSON_OPT,
     only: str | None = typer.Option(
-        None, "--only", help="Run one phase alone: noisy (the noisy-neighbour phase, docs/performance.md)."
+        None,
+        "--only",
+        help="Run one phase alone: noisy (the noisy-neighbour phase) or trickle (cost at each arrival rate); "
+        "docs/performance.md.",
     ),
     noisy_rows: int | None = typer.Option(
         None, "--noisy-rows", min=1, help="Noisy neighbour: A's single-recipient rows (default 2000; --quick 500)."

@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     rules_catchup_window_ms: int = Field(300_000, ge=10_000, le=7 * 86_400_000)
     # Wake-ups: a commit that makes rows PENDING triggers the poll schedule at once (README "Wake-ups")
     wakeup_enabled: bool = True
-    wakeup_debounce_ms: int = Field(100, ge=0, le=60_000)
+    wakeup_debounce_ms: int = Field(500, ge=0, le=60_000)
+    # How long a new-rows poll run that drained stays open for wake signals while commits keep coming (a trickle),
+    # instead of a Schedule run per commit; 0: never (docs/performance.md "Cost at any arrival rate").
+    wakeup_linger_ms: int = Field(2_000, ge=0, le=60_000)
 
     # Retention (docs/retention.md): xnovu's own records (delivery ledger, rule fires, spent budget rows) of a
     # notification that ended (SENT, RETRACTED, FAILED and dead-lettered) more than RETENTION_DAYS ago are pruned by

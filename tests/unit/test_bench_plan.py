@@ -40,6 +40,12 @@ NOISY_KEYS = {
     "noisy_oldest_first_a_drain_s",
     "noisy_oldest_first_a_drain_ratio",
 }
+TRICKLE_KEYS = {"trickle_idle_runs_per_day", "trickle_idle_actions_per_day"} | {
+    f"trickle_{variant}{rate}_{figure}"
+    for variant in ("", "nolinger_")
+    for rate in ("per_min", "1_per_s", "4_per_s", "20_per_s", "burst")
+    for figure in ("actions_per_notification", "p50_s")
+}
 JSON_KEYS = {
     "ceiling_per_s",
     "e2e_per_s",
@@ -220,8 +226,9 @@ def test_relative_targets_follow_the_ceiling_and_e2e_of_the_same_run() -> None:
 
 
 def test_json_object_has_exactly_the_documented_keys() -> None:
-    assert set(ON_TARGET.as_dict()) == JSON_KEYS
-    assert json.loads(result_json(ON_TARGET)) == ON_TARGET.as_dict()
+    assert set(ON_TARGET.as_dict()) == JSON_KEYS | TRICKLE_KEYS
+    # The trickle phase runs only alone (`--only trickle`): a full run leaves its figures out.
+    assert json.loads(result_json(ON_TARGET)) == {k: v for k, v in ON_TARGET.as_dict().items() if k in JSON_KEYS}
 
 
 def test_table_shows_every_figure_with_pass_or_miss() -> None:
@@ -388,3 +395,38 @@ def test_only_noisy_shows_the_noisy_figures_and_their_targets() -> None:
     Console(file=buf, width=200).print(results_table(only, QUICK, quick=True, only="noisy"))
     text = buf.getvalue()
     assert "noisy_oldest_first_a_drain_s" in text and "latency_p50_s" not in text and text.count("pass") == 3
+
+
+def _trickle(**figures: float) -> BenchResult:
+    base = {k: 0.0 for k in JSON_KEYS | TRICKLE_KEYS} | {"trickle_idle_actions_per_day": 57_600.0}
+    before = {k: 8.0 for k in TRICKLE_KEYS if k.startswith("trickle_nolinger_") and k.endswith("_notification")}
+    after = {k.replace("nolinger_", ""): 7.0 for k in before} | {"trickle_4_per_s_actions_per_notification": 4.5}
+    return BenchResult(**(base | before | after | {"trickle_4_per_s_p50_s": 0.5} | figures))
+
+
+def test_only_trickle_shows_the_trickle_figures_and_their_targets() -> None:
+    only = _trickle()
+    assert set(json.loads(result_json(only, only="trickle"))) == TRICKLE_KEYS
+    checks = evaluate_targets(only)
+    assert [c.metric for c in checks][:2] == ["trickle_4_per_s_actions_per_notification", "trickle_4_per_s_p50_s"]
+    assert len(checks) == 6 and all(c.passed for c in checks)
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(results_table(only, QUICK, quick=True, only="trickle"))
+    assert buf.getvalue().count("pass") == 6 and "noisy_" not in buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("change", "missed"),
+    [
+        ({"trickle_4_per_s_actions_per_notification": 4.51}, "trickle_4_per_s_actions_per_notification"),
+        ({"trickle_4_per_s_p50_s": 0.51}, "trickle_4_per_s_p50_s"),
+        ({"trickle_per_min_actions_per_notification": 8.01}, "trickle_per_min_actions_per_notification"),
+        ({"trickle_burst_actions_per_notification": 8.01}, "trickle_burst_actions_per_notification"),
+    ],
+)
+def test_each_trickle_target_misses_just_past_its_limit(change: dict[str, float], missed: str) -> None:
+    assert [c.metric for c in evaluate_targets(_trickle(**change)) if not c.passed] == [missed]
+
+
+def test_trickle_targets_apply_only_when_the_phase_ran() -> None:
+    assert not {c.metric for c in evaluate_targets(ON_TARGET)} & TRICKLE_KEYS

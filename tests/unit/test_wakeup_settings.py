@@ -27,9 +27,10 @@ def settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def test_wakeups_are_on_by_default_with_a_short_debounce() -> None:
+def test_wakeups_are_on_by_default_with_a_half_second_debounce_and_a_two_second_linger() -> None:
     s = load_settings()
-    assert s.wakeup_enabled is True and s.wakeup_debounce_ms == 100
+    assert s.wakeup_enabled is True and s.wakeup_debounce_ms == 500
+    assert s.wakeup_linger_ms == 2_000, "a drained new-rows poll stays open 2 s for wake signals while commits trickle"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("TRUE", True), ("yes", True)])
@@ -45,6 +46,8 @@ def test_wakeup_enabled_reads_the_usual_booleans(monkeypatch: pytest.MonkeyPatch
         ("WAKEUP_DEBOUNCE_MS", "-1"),
         ("WAKEUP_DEBOUNCE_MS", "600000"),
         ("WAKEUP_DEBOUNCE_MS", "fast"),
+        ("WAKEUP_LINGER_MS", "-1"),
+        ("WAKEUP_LINGER_MS", "61000"),
     ],
 )
 def test_a_bad_wakeup_value_is_one_line_naming_the_variable(
@@ -103,3 +106,21 @@ def test_the_pgbouncer_hint_is_not_sent_to_the_server_and_the_rest_of_the_url_is
 def test_a_url_without_the_hint_is_used_unchanged() -> None:
     url = f"postgresql://app:{DB_PASSWORD}@db.internal:5432/app?sslmode=require"
     assert database_url(settings(database_url=url)) == url
+
+
+def test_two_commits_within_the_linger_window_are_a_trickle_and_one_is_not() -> None:
+    from xnovu.core.arrivals import Arrivals
+
+    now = [100.0]
+    arrivals = Arrivals(clock=lambda: now[0])
+    assert not arrivals.trickling(2.0), "nothing heard"
+    arrivals.heard()
+    assert not arrivals.trickling(2.0), "one commit alone (a commit a minute): its run closes at once"
+    now[0] += 1.0
+    arrivals.heard()
+    assert arrivals.trickling(2.0), "two commits a second apart"
+    now[0] += 1.5
+    assert not arrivals.trickling(2.0), "the older of the two is 2.5 s old: the trickle stopped"
+    now[0] += 60.0
+    arrivals.heard()
+    assert not arrivals.trickling(2.0), "a commit a minute after the last one"

@@ -71,6 +71,9 @@ class ClaimBatch:
     urgent_room: bool = False
     """The urgent window has room after this claim: an urgent row committed now would be admitted, so a poll held back
     by a full normal window claims again within a second instead of backing off (docs/priority.md "Claims")."""
+    linger_s: float = 0.0
+    """Stay open this long for wake signals after the fan-out (commits come as a trickle, WAKEUP_LINGER_MS); 0: close.
+    Claims recorded before this field decode with 0."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import asyncpg
@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from xnovu.core.arrivals import Arrivals
 from xnovu.core.models import (
     ClaimBatch,
     MultipleTriggerPlan,
@@ -44,6 +45,8 @@ START_GRACE = timedelta(seconds=15)
 #: How often a worker moves held rows out of the claim indexes (and released ones back), and how long that may take.
 HOLD_SWEEP_EVERY = timedelta(seconds=5)
 HOLD_SWEEP_TIMEOUT = timedelta(seconds=2)
+#: The linger's describe of the schedule runs inside the claim: it must never hold the poll run long.
+DESCRIBE_TIMEOUT = timedelta(seconds=1)
 #: Rows a batch trigger's plan reads at once.
 PLAN_CONCURRENCY = 10
 
@@ -60,6 +63,8 @@ class PollSettings:
     limits: ClaimLimits
     enterprise_id: str | None = None
     trigger_concurrency: int = 10
+    linger_s: float = 0.0
+    """WAKEUP_LINGER_MS: how long a drained new-rows poll stays open for wake signals while commits trickle in."""
 
 
 @dataclass
@@ -85,13 +90,34 @@ class XnovuActivities:
         poll: PollSettings,
         *,
         temporal: Client | None = None,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.repo = repo
+        self.arrivals = arrivals
         self.processor = processor
         self.poll = poll
         self.clock = PollClock()
         self._temporal = temporal
         self._last_sweep = -HOLD_SWEEP_EVERY.total_seconds()
+
+    async def _should_linger(self, kind: PollKind, batch: ClaimBatch) -> bool:
+        """Whether the new-rows poll that made this claim stays open for wake signals: it drained (a full or held
+        back batch continues as new anyway), this worker heard commits come as a trickle (xnovu/core/arrivals.py),
+        and no Schedule run is buffered behind it (a wake-up that came while it drained: that run starts when this
+        one closes and claims what came since, so lingering too would only add a timer and signals, as in a burst).
+        A new schedule run per commit costs three actions and its claim one; a wake signal one and the claim one."""
+        if kind is not PollKind.NEW or self.poll.linger_s <= 0 or self.arrivals is None or self._temporal is None:
+            return False
+        if batch.capacity_limited or len(batch.rows) >= batch.batch_size:
+            return False
+        if not self.arrivals.trickling(self.poll.linger_s):
+            return False
+        try:  # a describe costs no action
+            desc = await self._temporal.get_schedule_handle(schedule_id(kind)).describe(rpc_timeout=DESCRIBE_TIMEOUT)
+        except Exception as exc:  # Temporal slow or the schedule gone: close as without linger, the safe cost
+            activity.logger.info("linger skipped: schedule not described", extra={"error": type(exc).__name__})
+            return False
+        return desc.raw_description.info.buffer_size == 0
 
     @activity.defn(name="claim_notifications")
     async def claim_notifications(self, kind: PollKind) -> ClaimBatch:
@@ -116,6 +142,8 @@ class XnovuActivities:
             recoverable=recoverable,
             claim_key=_claim_key(activity.info()),
         )
+        if await self._should_linger(kind, batch):
+            batch = replace(batch, linger_s=self.poll.linger_s)
         self.clock.last_poll[kind.value] = time.time()
         METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
         METRICS.poll_batch_size.labels(kind=kind.value).observe(len(batch.rows))

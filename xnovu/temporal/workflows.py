@@ -84,6 +84,20 @@ CAP_BACKOFF_FOR_URGENT = "cap-backoff-for-urgent"
 #: of earlier releases, so their histories replay here and, what a marker would break, this release's un-woken runs
 #: replay on the previous release (a rollback, or older workers during an upgrade; tests/integration/test_replay.py).
 WAKE_SIGNAL = "wake"
+#: A new-rows poll that drained while commits trickle in stays open for wake signals (its claim says how long:
+#: ClaimBatch.linger_s, WAKEUP_LINGER_MS), so the next commit costs a signal and a claim (two actions) instead of a
+#: schedule run and a claim (four); docs/performance.md "Cost at any arrival rate". While it lingers the run carries
+#: this memo key (True), which the listener reads with a describe before it signals: only a lingering run is
+#: signalled, a draining or backing-off one gets the plain trigger (buffered behind it at no cost). A query would
+#: tell the same but costs an action each ("Query received by Worker"); a describe and a memo change cost none.
+LINGER_MEMO = "xnovuLingering"
+#: No patch marker: histories recorded before the linger have claims without linger_s (decoded as 0), so they never
+#: reach it; a lingering run cannot replay on a release without the linger, marker or not (README "Deploy": a rollback
+#: terminates the poll runs).
+#: A lingering run continues as new after this many claims or this long, so its history (about fifteen events per
+#: claim with its child's start and close) stays small and the run well inside POLL_RUN_TIMEOUT.
+LINGER_CLAIMS_PER_RUN = 100
+LINGER_RUN_MAX = timedelta(minutes=2)
 #: Database outages and Novu key errors are retried until they heal; a Novu transient failure is not an
 #: exception (it ends the attempt as FAILED with next_attempt_at), so this never re-sends acknowledged work.
 TRIGGER_RETRY = RetryPolicy(
@@ -211,7 +225,7 @@ class PollNotificationsWorkflow:
 
     @workflow.signal(name=WAKE_SIGNAL)
     def wake(self) -> None:
-        """An urgent row became due: claim again now instead of at the end of the back-off."""
+        """Rows became due: claim again now (an urgent row during the back-off, any row while lingering)."""
         self._woken = True
 
     @workflow.run
@@ -243,9 +257,46 @@ class PollNotificationsWorkflow:
             with contextlib.suppress(asyncio.TimeoutError):
                 await workflow.wait_condition(lambda: self._woken and batch.urgent_room, timeout=wait)
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
+        claimed = len(batch.rows)
+        if batch.linger_s > 0:
+            more = await self._linger(inp, batch.linger_s)
+            claimed, started, already = claimed + more[0], started + more[1], already + more[2]
         return PollResult(
-            inp.kind, claimed=len(batch.rows), started=started, already_running=already, batches=inp.batches_before + 1
+            inp.kind, claimed=claimed, started=started, already_running=already, batches=inp.batches_before + 1
         )
+
+    async def _linger(self, inp: PollInput, linger_s: float) -> tuple[int, int, int]:
+        """Take wake signals for `linger_s` at a time, claiming at each, until a whole window brings none.
+
+        One timer per window (an action), not one per wait: a wait_condition with a timeout starts a timer each
+        time. A batch that comes back full or held back continues as new, as in `run` (and that run decides again
+        whether to linger). Returns (claimed, started, already running)."""
+        claimed = started = already = claims = 0
+        workflow.upsert_memo({LINGER_MEMO: True})
+        while True:
+            window = asyncio.create_task(workflow.sleep(linger_s))
+            woke = False
+            while True:
+                await workflow.wait_condition(lambda: self._woken or window.done())  # noqa: B023 (awaited here)
+                if not self._woken:
+                    break
+                self._woken, woke = False, True
+                batch = await workflow.execute_local_activity_method(
+                    XnovuActivities.claim_notifications,
+                    inp.kind,
+                    start_to_close_timeout=CLAIM_TIMEOUT,
+                    retry_policy=CLAIM_RETRY,
+                )
+                s, a = await self._fan_out(batch.rows)
+                claimed, started, already, claims = claimed + len(batch.rows), started + s, already + a, claims + 1
+                long = claims >= LINGER_CLAIMS_PER_RUN or workflow.now() - workflow.info().start_time > LINGER_RUN_MAX
+                if batch.capacity_limited or len(batch.rows) >= batch.batch_size or long:
+                    window.cancel()
+                    # The next run decides for itself whether it lingers; it must not start out marked.
+                    workflow.upsert_memo({LINGER_MEMO: None})
+                    workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1))
+            if not woke:
+                return claimed, started, already
 
     async def _fan_out(self, rows: Sequence[ClaimedNotification]) -> tuple[int, int]:
         """Start every child with at most START_WINDOW starts in flight (a sliding window, not lockstep chunks)."""

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from xnovu.config import Settings
+from xnovu.core.arrivals import Arrivals
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.db.retention import RetentionPolicy
@@ -58,9 +59,7 @@ CLAIM_BATCHES_IN_FLIGHT = 5
 CLAIM_SLOTS_IN_FLIGHT = 2
 
 
-def novu_client(
-    settings: Settings, budget: TokenBudget | None = None, tracing: Tracing | None = None
-) -> NovuClient:
+def novu_client(settings: Settings, budget: TokenBudget | None = None, tracing: Tracing | None = None) -> NovuClient:
     """The Novu client with this process's token budget, metrics hook and (when on) tracing."""
     if settings.novu_secret_key is None:
         raise ConfigError("NOVU_SECRET_KEY: not set; set it to your Novu secret key (or run `xnovu dev`)")
@@ -101,9 +100,14 @@ def claim_limits(settings: Settings) -> ClaimLimits:
 
 
 def build_activities(
-    settings: Settings, repo: Repository, novu: NovuClient, temporal: Client | None = None
+    settings: Settings,
+    repo: Repository,
+    novu: NovuClient,
+    temporal: Client | None = None,
+    arrivals: Arrivals | None = None,
 ) -> XnovuActivities:
-    """The claim and trigger activities; `temporal` lets the failed poll ask whether a lapsed attempt still runs."""
+    """The claim and trigger activities; `temporal` lets the failed poll ask whether a lapsed attempt still runs,
+    `arrivals` (what the wake-up listener heard) whether a drained new-rows poll stays open for wake signals."""
     poll = PollSettings(
         batch_size=settings.poll_batch_size,
         lease_ms=settings.processing_lease_ms,
@@ -112,8 +116,9 @@ def build_activities(
         scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
         enterprise_id=settings.poll_enterprise_id,
         trigger_concurrency=settings.trigger_concurrency,
+        linger_s=settings.wakeup_linger_ms / 1000,
     )
-    return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal)
+    return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal, arrivals=arrivals)
 
 
 def build_rule_activities(settings: Settings, repo: Repository, client: Client) -> RuleActivities:
@@ -223,13 +228,14 @@ class Components:
             "Temporal", lambda: connect_temporal(s, interceptors=interceptors), connect_timeout_s
         )
         await bootstrap(self.client, s, serves_poll_queue=True)  # its poll worker starts right after this
-        self.activities = build_activities(s, self.repo, self.novu, self.client)
+        arrivals = Arrivals()
+        self.activities = build_activities(s, self.repo, self.novu, self.client, arrivals)
         self.rule_activities = build_rule_activities(s, self.repo, self.client)
         self.retention_activities = build_retention_activities(s, self.repo, self.client)
         self.worker = build_worker(self.client, s, self.activities, self.rule_activities, self.retention_activities)
         self.poll_worker = build_poll_worker(self.client, s, self.activities)
         # Started by the manager after the worker runs: the schedules a wake-up triggers exist by now (bootstrap).
-        self.wakeup = WakeupListener(s, self.client)
+        self.wakeup = WakeupListener(s, self.client, arrivals)
 
     async def close(self) -> None:
         """Close the Novu client and the pool (the worker and the listener are stopped by their owner first)."""

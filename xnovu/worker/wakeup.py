@@ -4,11 +4,17 @@
     UPDATE ─▶ row triggers WHEN <transition> (0007) ┴▶ pg_notify('xnovu_wakeup', 'new' | 'scheduled'), once per kind
                                                         and transaction
         ─▶ every worker's one LISTEN connection ─▶ WakeupListener (throttled per kind)
-        ─▶ paused? (describe) ─▶ ScheduleHandle.trigger(overlap=BUFFER_ONE)
+        ─▶ paused? (describe the schedule)
+        ─▶ new rows, and the running chain lingers (its memo) or an urgent row is due: signal it `wake`
+        ─▶ unless the lingering chain took the signal: ScheduleHandle.trigger(overlap=BUFFER_ONE)
 
 The triggers notify only while the database's switch (`notify.xnovu_wakeup_switch`, migration 0007, `xnovu db
 wakeups on|off`) is on; the listener reads it at connect and with every keepalive, and /status says when this worker
 listens but the database does not notify (it then relies on the poll interval).
+
+A chain that lingers (docs/performance.md "Cost at any arrival rate") claims at the signal: one action instead of a
+Schedule run's three. An urgent commit (payload 'urgent', beside its 'new') shortens the debounce to
+URGENT_DEBOUNCE_S and signals a chain that backs off, whose claim then admits the row (docs/priority.md).
 
 The run is still an action of the Schedule (visible in the Web UI), and BUFFER_ONE collapses triggers from many
 workers and many commits into at most one run after the one in progress. The schedules keep their intervals as the
@@ -31,14 +37,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
-from temporalio.client import Client, ScheduleOverlapPolicy
+from temporalio.client import Client, ScheduleDescription, ScheduleOverlapPolicy, WorkflowExecutionStatus
 
 from xnovu.config import Settings
+from xnovu.core.arrivals import Arrivals
 from xnovu.core.models import PollKind
 from xnovu.db.queries import q
 from xnovu.db.repository import database_url
 from xnovu.temporal.schedules import schedule_id
-from xnovu.temporal.workflows import WAKE_SIGNAL
+from xnovu.temporal.workflows import LINGER_MEMO, WAKE_SIGNAL
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,10 @@ WAKE_KINDS = {PollKind.NEW.value: PollKind.NEW, PollKind.SCHEDULED.value: PollKi
 #: chain is signalled to claim now. A schedule trigger alone would buffer a run behind that chain, and the chain
 #: claims again only after its capacity back-off (docs/priority.md "Wake-ups of urgent rows").
 URGENT = "urgent"
+#: An urgent commit's wake-up waits at most this long behind the previous one, not the whole WAKEUP_DEBOUNCE_MS (whose
+#: fold is a cost/latency trade for ordinary rows); a storm of urgent commits still costs at most one signal per
+#: this window and worker.
+URGENT_DEBOUNCE_S = 0.1
 #: An idle LISTEN connection is pinged this often: a half-open TCP connection never reports that it is gone.
 KEEPALIVE_S = 15.0
 PING_TIMEOUT_S = 5.0
@@ -84,13 +95,14 @@ def off_reason(settings: Settings) -> str | None:
 class WakeupListener:
     """One dedicated LISTEN connection per worker (not from the pool) that triggers the poll schedules.
 
-    Per kind, the first notification triggers at once and later ones within WAKEUP_DEBOUNCE_MS are folded into
-    one trailing trigger, so a stream of commits costs at most one trigger per window per worker.
+    Per kind, the first notification wakes at once and later ones within WAKEUP_DEBOUNCE_MS are folded into one
+    trailing wake-up, so a stream of commits costs at most one wake-up (a signal or a trigger) per window per worker.
     """
 
-    def __init__(self, settings: Settings, client: Client) -> None:
+    def __init__(self, settings: Settings, client: Client, arrivals: Arrivals | None = None) -> None:
         self.settings = settings
         self.client = client
+        self.arrivals = arrivals
         self.debounce_s = settings.wakeup_debounce_ms / 1000
         reason = off_reason(settings)
         self.enabled = reason is None
@@ -107,8 +119,12 @@ class WakeupListener:
         #: before migration 0007, when they always notify).
         self.database_notify: bool | None = None
         self.urgent_signals_sent = 0
-        self._pending: set[PollKind | str] = set()
-        self._last_fire: dict[PollKind | str, float] = {}
+        self.linger_signals_sent = 0
+        self._pending: set[PollKind] = set()
+        self._last_fire: dict[PollKind, float] = {}
+        #: An urgent commit was heard since the last new-rows wake-up; set with `_hurry` to cut a pending wait short.
+        self._urgent = False
+        self._hurry = asyncio.Event()
         self._fires: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -155,6 +171,7 @@ class WakeupListener:
             "notifications_received": self.notifications_received,
             "wakeups_sent": self.wakeups_sent,
             "urgent_signals_sent": self.urgent_signals_sent,
+            "linger_signals_sent": self.linger_signals_sent,
             "skipped_paused": self.skipped_paused,
             "errors": self.errors,
             "reconnects": self.reconnects,
@@ -233,45 +250,65 @@ class WakeupListener:
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload == URGENT:
+            # The same commit also notified 'new' (migration 0015): its wake-up goes out within URGENT_DEBOUNCE_S
+            # instead of the whole window, and signals the running chain whatever it is doing.
             self.notifications_received += 1
-            self._request(URGENT)
+            self._urgent = True
+            self._request(PollKind.NEW)
             return
         kind = WAKE_KINDS.get(payload)
         if kind is None:
             log.debug("ignored a notification on the wake-up channel", extra={"payload": payload[:40]})
             return
         self.notifications_received += 1
+        if kind is PollKind.NEW and self.arrivals is not None:
+            self.arrivals.heard()
         self._request(kind)
 
     # -- throttled triggers -----------------------------------------------------------------------------------
 
-    def _request(self, kind: PollKind | str) -> None:
-        """Ask for one trigger of `kind` (or one wake signal, URGENT): now if none was sent within the window, else
-        at the window's end."""
+    def _request(self, kind: PollKind) -> None:
+        """Ask for one wake-up of `kind`: now if none was sent within the window, else at the window's end (an urgent
+        commit shortens a pending new-rows wait to URGENT_DEBOUNCE_S)."""
         if kind in self._pending:
-            return  # a trigger is already queued and will see this commit
+            if self._urgent and kind is PollKind.NEW:
+                self._hurry.set()  # the queued wake-up goes out sooner and will see this commit
+            return
         self._pending.add(kind)
-        due = self._last_fire.get(kind, float("-inf")) + self.debounce_s
-        delay = max(0.0, due - time.monotonic())
-        if isinstance(kind, PollKind):
-            task = asyncio.create_task(self._fire(kind, delay), name=f"wakeup-{kind.value}")
-        else:
-            task = asyncio.create_task(self._signal_chain(delay), name="wakeup-urgent")
+        task = asyncio.create_task(self._fire(kind), name=f"wakeup-{kind.value}")
         self._fires.add(task)
         task.add_done_callback(self._fires.discard)
 
-    async def _fire(self, kind: PollKind, delay_s: float) -> None:
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        # From here on, a new notification queues another trigger: this one may run before its commit is visible.
+    def _window_s(self, kind: PollKind) -> float:
+        return min(self.debounce_s, URGENT_DEBOUNCE_S) if kind is PollKind.NEW and self._urgent else self.debounce_s
+
+    async def _fire(self, kind: PollKind) -> None:
+        """One wake-up of `kind` after its debounce window: the pause check, then for new rows a wake signal to the
+        running chain where one does the job (it lingers, or an urgent row needs it), else the schedule trigger."""
+        while (delay := self._last_fire.get(kind, float("-inf")) + self._window_s(kind) - time.monotonic()) > 0:
+            if kind is PollKind.NEW:
+                self._hurry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), delay)
+            else:
+                await asyncio.sleep(delay)
+        # From here on, a new notification queues another wake-up: this one may run before its commit is visible.
         self._pending.discard(kind)
+        urgent = kind is PollKind.NEW and self._urgent
+        if kind is PollKind.NEW:
+            self._urgent = False
         self._last_fire[kind] = time.monotonic()
         sid = schedule_id(kind)
         try:
-            # Temporal runs a triggered action even on a paused schedule, so the pause is checked here.
-            if await self._is_paused(kind):
+            # Temporal runs a triggered action even on a paused schedule, so the pause is checked here (and a pause
+            # also holds the running chain: a wake must not start work a pause held back).
+            desc = await self.client.get_schedule_handle(sid).describe(rpc_timeout=RPC_TIMEOUT)
+            if desc.schedule.state.paused:
                 self.skipped_paused += 1
                 log.debug("wake-up skipped: schedule paused", extra={"schedule_id": sid})
+                return
+            if kind is PollKind.NEW and await self._wake_chain(desc, urgent=urgent):
+                self.last_wakeup_at = time.time()
                 return
             await self.client.get_schedule_handle(sid).trigger(
                 overlap=ScheduleOverlapPolicy.BUFFER_ONE, rpc_timeout=RPC_TIMEOUT
@@ -285,36 +322,41 @@ class WakeupListener:
         self.last_wakeup_at = time.time()
         log.debug("wake-up sent", extra={"schedule_id": sid})
 
-    async def _signal_chain(self, delay_s: float) -> None:
-        """Send the wake signal to the new-rows chain the schedule is running, if it runs (none running: the 'new'
-        trigger of the same commit starts a run that claims the urgent row first). A paused schedule's chain is not
-        woken: a pause stops the claims at the next run, and a wake must not start work a pause held back."""
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
-        self._pending.discard(URGENT)
-        self._last_fire[URGENT] = time.monotonic()
-        sid = schedule_id(PollKind.NEW)
-        try:
-            desc = await self.client.get_schedule_handle(sid).describe(rpc_timeout=RPC_TIMEOUT)
-            if desc.schedule.state.paused:
-                self.skipped_paused += 1
-                return
-            for action in desc.info.running_actions:
-                workflow_id = getattr(action, "workflow_id", None)
-                if workflow_id:
-                    await self.client.get_workflow_handle(workflow_id).signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
-                    self.urgent_signals_sent += 1
-                    log.debug("urgent wake signal sent", extra={"workflow_id": workflow_id})
-            if not desc.info.running_actions:
-                log.debug("urgent wake: no chain running", extra={"schedule_id": sid})
-        except Exception as exc:
-            # The chain closed meanwhile (its last run found nothing), or Temporal is unreachable: the 'new' trigger
-            # and the chain's own back-off (at most URGENT_ROOM_WAIT while urgent room is free) still claim the row.
-            self.errors += 1
-            log.info("urgent wake signal not sent", extra={"schedule_id": sid, "error": f"{type(exc).__name__}: {exc}"})
+    async def _wake_chain(self, desc: ScheduleDescription, *, urgent: bool) -> bool:
+        """Signal the new-rows run the schedule is running, when that is what the commit needs; True when the signal
+        replaces the schedule trigger.
 
-    async def _is_paused(self, kind: PollKind) -> bool:
-        """The schedule's paused state, asked of Temporal right before each trigger (never cached: a pause made a
-        moment ago must hold)."""
-        desc = await self.client.get_schedule_handle(schedule_id(kind)).describe(rpc_timeout=RPC_TIMEOUT)
-        return bool(desc.schedule.state.paused)
+        - The run lingers (open for wake signals after it drained, WAKEUP_LINGER_MS; its memo says so): the signal
+          (one action) makes it claim, instead of a schedule run (three and a claim). True.
+        - An urgent row became due and the run drains or backs off: the signal ends its capacity back-off at once
+          (docs/priority.md "Wake-ups of urgent rows"); the trigger still follows (buffered behind the run, it costs
+          nothing until the run closes). False.
+        - Otherwise nothing is sent: the trigger is buffered behind the run, which the signal would not hurry.
+        The describes cost no action (a query would). A run that closed between the describe and the signal makes the
+        signal fail: the trigger then starts a run that claims the rows."""
+        if not urgent and self.settings.wakeup_linger_ms <= 0:
+            return False
+        for action in desc.info.running_actions:
+            workflow_id = getattr(action, "workflow_id", None)
+            if not workflow_id:
+                continue
+            handle = self.client.get_workflow_handle(workflow_id)
+            try:
+                run = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+                if run.status != WorkflowExecutionStatus.RUNNING:
+                    continue
+                lingering = bool((await run.memo()).get(LINGER_MEMO))
+                if not (lingering or urgent):
+                    continue
+                await handle.signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
+            except Exception as exc:
+                log.debug("running chain not woken", extra={"workflow_id": workflow_id, "error": type(exc).__name__})
+                continue
+            if urgent:
+                self.urgent_signals_sent += 1
+            if lingering:
+                self.linger_signals_sent += 1
+            log.debug("wake signal sent", extra={"workflow_id": workflow_id, "lingering": lingering, "urgent": urgent})
+            if lingering:
+                return True
+        return False

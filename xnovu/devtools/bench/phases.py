@@ -69,7 +69,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+)
 
 from xnovu.config import Settings
 from xnovu.db.repository import NewNotification, Repository, connect, insert_notifications, upsert_workflow
@@ -93,6 +98,7 @@ from xnovu.devtools.bench.plan import (
     BenchPlan,
     BenchResult,
     NoisyPlan,
+    TrickleRate,
     fair_share_s,
     per_item,
     percentile,
@@ -135,6 +141,8 @@ DELETE FROM notify.ent_notification WHERE id = ANY($1::bigint[]) AND notificatio
 """
 #: Histories fetched at once when the bench reads what a phase's runs cost.
 HISTORY_CONCURRENCY = 16
+#: Far enough ahead that every run listed counts, however late it started.
+DAY = timedelta(days=1)
 #: How long the bench waits for the runs of a phase to close before reading their histories.
 RUNS_CLOSE_S = 60.0
 
@@ -843,6 +851,108 @@ class Bench:
             phase.tick(sent + recipients, f"{sent}/{len(ids)} of A's rows SENT; worker log: {self.worker.log_file}")
             await asyncio.sleep(WAIT_POLL_S)
 
+    # -- trickle (issue 18): cost and latency at each arrival rate
+
+    async def trickle(self) -> dict[str, float]:
+        """Single-row commits at each rate of the plan, first without linger (the behaviour before it), then with the
+        worker's settings; and what the schedules cost a day while idle. docs/performance.md "Cost at any arrival
+        rate".
+
+        The schedules' ticks are held off (1 h) while the rates run, so every run counted was caused by a commit; the
+        idle cost is measured apart, one run of each schedule, and multiplied by its runs a day at the defaults."""
+        figures: dict[str, float] = {}
+        s = self.settings
+        before = {"wakeup_linger_ms": 0, "wakeup_debounce_ms": 100}
+        mine = {"wakeup_linger_ms": s.wakeup_linger_ms, "wakeup_debounce_ms": s.wakeup_debounce_ms}
+        for variant, overrides in (("nolinger_", before), ("", mine)):
+            await self._trickle_worker(overrides)
+            for rate in self.plan.trickle.rates:
+                actions, p50 = await self._trickle_rate(rate, f"{variant or 'linger '}{rate.name}")
+                figures[f"trickle_{variant}{rate.name}_actions_per_notification"] = actions
+                figures[f"trickle_{variant}{rate.name}_p50_s"] = p50
+        runs, actions = await self._idle_cost()
+        figures["trickle_idle_runs_per_day"] = runs
+        figures["trickle_idle_actions_per_day"] = actions
+        return figures
+
+    async def _trickle_worker(self, overrides: dict[str, Any]) -> None:
+        """A worker with wake-ups on at the default interval, then the poll ticks held off."""
+        from xnovu.temporal.schedules import ensure_schedules
+
+        assert self.client is not None
+        start = self._restart_worker if self.worker is not None else self.start_worker
+        await start(poll_interval_ms=WAKEUP_POLL_INTERVAL_MS, wakeup_enabled=True, **overrides)
+        held = {f"{k}_interval_ms": 3_600_000 for k in ("poll", "failed_poll", "scheduled_poll")}
+        await ensure_schedules(self.client, self.settings.model_copy(update=held))
+        await self._poll_new_idle()  # the start-up catch-up wake-up is not what we measure
+
+    async def _trickle_rate(self, rate: TrickleRate, label: str) -> tuple[float, float]:
+        """(actions per notification, p50 commit → Novu) of `rate.commits` single-row commits `rate.gap_s` apart."""
+        assert self.client is not None
+        phase = self._phase(f"trickle {label}", rate.commits, work=int(rate.commits * rate.gap_s * PHASE_MIN_RATE))
+        await self._emulator_post("/emulator/reset", {})
+        since = datetime.now(UTC)
+        committed: dict[str, float] = {}
+        next_at = time.monotonic()
+        for i in range(rate.commits):
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            next_at += rate.gap_s
+            _, people, at = await self.insert(1)
+            committed[people[0][0]] = at
+            self.progress.update(phase.task, completed=i + 1)
+        receipts = await self._await_receipts(list(committed), phase, STALL_S)
+        latencies = [receipts[s].timestamp() - at for s, at in committed.items()]
+        # Poll runs and children only: the rules sync also runs on the main queue, on its own interval.
+        queues = " OR ".join(f'TaskQueue = "{q}"' for q in self._queues())
+        types = 'WorkflowType = "PollNotificationsWorkflow" OR WorkflowType = "NotificationTriggerWorkflow"'
+        query = f'({queues}) AND ({types}) AND StartTime >= "{_rfc3339(since)}"'
+        runs = await self._closed_runs(query, datetime.now(UTC) + DAY)
+        cost = await self._run_costs(runs)
+        return per_item(cost.actions, rate.commits), percentile(latencies, 50)
+
+    def _queues(self) -> list[str]:
+        """The task queues of the poll runs and of the notifications' children."""
+        from xnovu.temporal.options import child_task_queue, poll_task_queue
+
+        base = self.settings.temporal_task_queue
+        return sorted({base, poll_task_queue(base), child_task_queue(poll_task_queue(base))})
+
+    async def _idle_cost(self) -> tuple[float, float]:
+        """(runs, estimated actions) a day of the schedules at their default intervals with nothing to do: one run of
+        each is triggered, measured from its history, and counted 86 400 / interval times."""
+        from xnovu.core.models import PollKind
+        from xnovu.temporal.schedules import RETENTION_ID, RETENTION_INTERVAL, RULES_SYNC_ID, schedule_id
+
+        assert self.client is not None
+        defaults = Settings.model_fields
+        every = {
+            schedule_id(PollKind.NEW): defaults["poll_interval_ms"].default / 1000,
+            schedule_id(PollKind.FAILED): defaults["failed_poll_interval_ms"].default / 1000,
+            schedule_id(PollKind.SCHEDULED): defaults["scheduled_poll_interval_ms"].default / 1000,
+            RULES_SYNC_ID: defaults["rules_sync_interval_ms"].default / 1000,
+            RETENTION_ID: RETENTION_INTERVAL.total_seconds(),
+        }
+        runs = actions = 0.0
+        for sid, interval_s in every.items():
+            handle = self.client.get_schedule_handle(sid)
+            before = (await handle.describe()).info.num_actions
+            await handle.trigger()
+            deadline = time.monotonic() + STALL_S
+            while True:
+                info = (await handle.describe()).info
+                if info.num_actions > before and not info.running_actions:
+                    break
+                if time.monotonic() > deadline:
+                    raise XnovuError(f"bench phase 'trickle': the run of {sid} did not end in {STALL_S:.0f} s")
+                await asyncio.sleep(WAIT_POLL_S)
+            action = info.recent_actions[-1].action
+            assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+            chain = [wf async for wf in self.client.list_workflows(f'WorkflowId = "{action.workflow_id}"')]
+            cost = await self._run_costs(chain)
+            runs += 86_400 / interval_s
+            actions += 86_400 / interval_s * cost.actions
+        return runs, actions
+
     async def _terminate_open_runs(self) -> None:
         """Terminate what a stopped worker left running on the bench's task queue (its in-flight attempts)."""
         assert self.client is not None
@@ -935,6 +1045,17 @@ class Bench:
         zero = {f: 0.0 for f in BenchResult.__dataclass_fields__ if not f.startswith("noisy_")}
         return BenchResult(**{**zero, **figures})
 
+    async def run_only_trickle(
+        self, stack_pids: Sequence[int] = (), *, temporal_pid: int | None = None, postgres_pid: int | None = None
+    ) -> BenchResult:
+        """`xnovu bench --only trickle`: the trickle phase alone; the other figures stay 0."""
+        self.temporal_pid, self.postgres_pid = temporal_pid, postgres_pid
+        self.host_load = HostLoad([os.getpid(), *stack_pids])
+        self._load_task = asyncio.create_task(self.host_load.run(), name="bench-host-load")
+        figures = await self.trickle()
+        zero = {f: 0.0 for f in BenchResult.__dataclass_fields__ if not f.startswith("trickle_")}
+        return BenchResult(**{**zero, **figures})
+
     async def _restart_worker(self, **overrides: Any) -> None:
         """Stop the xnovu worker (gracefully) and start one with other settings."""
         await self._stop_worker()
@@ -968,8 +1089,8 @@ async def run_bench(
     plan = QUICK if quick else FULL
     if noisy is not None:
         plan = replace(plan, noisy=noisy)
-    if only not in (None, "noisy"):
-        raise XnovuError(f"--only {only}: the one phase that runs alone is noisy")
+    if only not in (None, "noisy", "trickle"):
+        raise XnovuError(f"--only {only}: the phases that run alone are noisy and trickle")
     base = Path(tempfile.mkdtemp(prefix="xnovu-bench-"))
     namespace = f"{settings.temporal_namespace}-bench"
     metrics_port = free_port()
@@ -995,7 +1116,7 @@ async def run_bench(
             await bench.setup()
             progress.update(starting, completed=1)
             temporal = stack.temporal.process if stack.temporal is not None else None
-            runner = bench.run_only_noisy if only == "noisy" else bench.run
+            runner = {"noisy": bench.run_only_noisy, "trickle": bench.run_only_trickle}.get(only or "", bench.run)
             result = await runner(
                 stack.detached_pids(),
                 temporal_pid=temporal.pid if temporal is not None else None,

@@ -44,6 +44,41 @@ NOISY_ISSUE = NoisyPlan(a_rows=20_000, a_big_recipients=50_000)
 
 
 @dataclass(frozen=True)
+class TrickleRate:
+    """One arrival rate of the trickle phase: `commits` single-row commits, one every `gap_s` (0: back to back)."""
+
+    name: str
+    gap_s: float
+    commits: int
+
+
+@dataclass(frozen=True)
+class TricklePlan:
+    """Sizes of the trickle phase (issue 18, docs/performance.md "Cost at any arrival rate"): single-row commits at
+    each rate, with wake-ups on and the default 10 s interval, measured once with today's behaviour (no linger) and
+    once with the worker's settings."""
+
+    rates: tuple[TrickleRate, ...] = (
+        TrickleRate("per_min", 60.0, 3),
+        TrickleRate("1_per_s", 1.0, 20),
+        TrickleRate("4_per_s", 0.25, 60),
+        TrickleRate("20_per_s", 0.05, 100),
+        TrickleRate("burst", 0.0, 100),
+    )
+
+
+TRICKLE_QUICK = TricklePlan(
+    rates=(
+        TrickleRate("per_min", 60.0, 2),
+        TrickleRate("1_per_s", 1.0, 10),
+        TrickleRate("4_per_s", 0.25, 40),
+        TrickleRate("20_per_s", 0.05, 60),
+        TrickleRate("burst", 0.0, 60),
+    )
+)
+
+
+@dataclass(frozen=True)
 class BenchPlan:
     """Sizes of one run; `QUICK` finishes in a minute or two, `FULL` in under ten minutes on 2 cores."""
 
@@ -76,6 +111,7 @@ class BenchPlan:
     backlog_rss_s: float = 60.0
     """How long the worker works on that backlog while its RSS is sampled."""
     noisy: NoisyPlan = field(default_factory=NoisyPlan)
+    trickle: TricklePlan = field(default_factory=TricklePlan)
     """The noisy-neighbour phase (three runs: A alone, then A and B in each send order)."""
 
 
@@ -93,6 +129,7 @@ QUICK = BenchPlan(
     backlog_rss_rows=5_000,
     backlog_rss_s=20.0,
     noisy=NOISY_QUICK,
+    trickle=TRICKLE_QUICK,
 )
 FULL = BenchPlan(
     ceiling_n=2000,
@@ -221,6 +258,35 @@ class BenchResult:
     noisy_oldest_first_b_normal_p99_s: float = 0.0
     noisy_oldest_first_a_drain_s: float = 0.0
     noisy_oldest_first_a_drain_ratio: float = 0.0
+    trickle_idle_runs_per_day: float = 0.0
+    """Runs the schedules (three polls, rules sync, retention) start in a day at the default intervals, idle."""
+    trickle_idle_actions_per_day: float = 0.0
+    """... and their estimated Temporal Cloud actions: each schedule's idle run, measured, times its runs a day."""
+    trickle_per_min_actions_per_notification: float = 0.0
+    """Trickle phase, the worker's WAKEUP_LINGER_MS and WAKEUP_DEBOUNCE_MS: estimated Cloud actions of every poll and
+    child run the commits caused, per notification (rates: TricklePlan)."""
+    trickle_per_min_p50_s: float = 0.0
+    """... and commit → Novu receipt, median."""
+    trickle_1_per_s_actions_per_notification: float = 0.0
+    trickle_1_per_s_p50_s: float = 0.0
+    trickle_4_per_s_actions_per_notification: float = 0.0
+    trickle_4_per_s_p50_s: float = 0.0
+    trickle_20_per_s_actions_per_notification: float = 0.0
+    trickle_20_per_s_p50_s: float = 0.0
+    trickle_burst_actions_per_notification: float = 0.0
+    trickle_burst_p50_s: float = 0.0
+    trickle_nolinger_per_min_actions_per_notification: float = 0.0
+    """The same without linger (WAKEUP_LINGER_MS=0, WAKEUP_DEBOUNCE_MS=100: the behaviour before it), same run."""
+    trickle_nolinger_per_min_p50_s: float = 0.0
+    """... and commit → Novu receipt, median."""
+    trickle_nolinger_1_per_s_actions_per_notification: float = 0.0
+    trickle_nolinger_1_per_s_p50_s: float = 0.0
+    trickle_nolinger_4_per_s_actions_per_notification: float = 0.0
+    trickle_nolinger_4_per_s_p50_s: float = 0.0
+    trickle_nolinger_20_per_s_actions_per_notification: float = 0.0
+    trickle_nolinger_20_per_s_p50_s: float = 0.0
+    trickle_nolinger_burst_actions_per_notification: float = 0.0
+    trickle_nolinger_burst_p50_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Rounded for reading; milliseconds are the finest grain the emulator's receipt times carry."""
@@ -298,9 +364,45 @@ def noisy_targets(r: BenchResult) -> list[TargetCheck]:
     ]
 
 
+#: The trickle targets (issue 18): 4 single-row commits a second cost at most this many estimated actions per
+#: notification (each notification's own child costs 3 by design), with commit → Novu p50 at most this long.
+TRICKLE_ACTIONS_MAX = 4.5
+TRICKLE_P50_MAX_S = 0.5
+#: The rate those two targets are for.
+TRICKLE_TARGET_RATE = "4_per_s"
+
+
+def trickle_targets(r: BenchResult) -> list[TargetCheck]:
+    """The trickle phase's targets: the 4/s figures, and no rate costing more than without linger (same run); none
+    when the phase did not run."""
+    if r.trickle_idle_actions_per_day <= 0:
+        return []
+    figures = r.as_dict()
+    actions = figures[f"trickle_{TRICKLE_TARGET_RATE}_actions_per_notification"]
+    p50 = figures[f"trickle_{TRICKLE_TARGET_RATE}_p50_s"]
+    checks = [
+        TargetCheck(
+            f"trickle_{TRICKLE_TARGET_RATE}_actions_per_notification",
+            actions,
+            f"≤ {TRICKLE_ACTIONS_MAX:g}",
+            actions <= TRICKLE_ACTIONS_MAX,
+        ),
+        TargetCheck(
+            f"trickle_{TRICKLE_TARGET_RATE}_p50_s", p50, f"≤ {TRICKLE_P50_MAX_S:g} s", p50 <= TRICKLE_P50_MAX_S
+        ),
+    ]
+    for rate in TricklePlan().rates:
+        if rate.name == TRICKLE_TARGET_RATE:
+            continue
+        metric = f"trickle_{rate.name}_actions_per_notification"
+        before = figures[f"trickle_nolinger_{rate.name}_actions_per_notification"]
+        checks.append(TargetCheck(metric, figures[metric], f"≤ without linger {before:g}", figures[metric] <= before))
+    return checks
+
+
 def evaluate_targets(r: BenchResult) -> list[TargetCheck]:
     """The issue's targets. Throughput ones are relative to the ceiling, so they mean the same on any machine."""
-    return [*_main_targets(r), *noisy_targets(r)]
+    return [*_main_targets(r), *noisy_targets(r), *trickle_targets(r)]
 
 
 def _main_targets(r: BenchResult) -> list[TargetCheck]:

@@ -11,9 +11,12 @@ from xnovu.devtools.bench.plan import POLL_INTERVAL_MS, BenchPlan, BenchResult, 
 
 
 def _figures(r: BenchResult, only: str | None) -> dict[str, float]:
-    """The figures of the run: all, or those of the one phase run alone (`--only noisy`: the `noisy_` keys)."""
+    """The figures of the run: all, or those of the one phase run alone (`--only noisy`: the `noisy_` keys). The
+    trickle phase runs only alone (it takes minutes at a commit a minute): a full run leaves its figures out."""
     figures = r.as_dict()
-    return figures if only is None else {k: v for k, v in figures.items() if k.startswith(f"{only}_")}
+    if only is None:
+        return {k: v for k, v in figures.items() if not k.startswith("trickle_") or r.trickle_idle_actions_per_day > 0}
+    return {k: v for k, v in figures.items() if k.startswith(f"{only}_")}
 
 
 def result_json(r: BenchResult, only: str | None = None) -> str:
