@@ -11,6 +11,7 @@ Run: pytest tests/integration/test_attack17b.py --basetemp=/tmp/pt-attack17b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -84,6 +85,8 @@ async def test_after_a_rollback_the_previous_release_alone_waits_and_schedules_h
         doctor = {c.name: c for c in await run_checks(env.settings)}["schedule-runs"]
         assert not doctor.ok and stranded[0].workflow_id in doctor.detail, doctor
         assert "`xnovu schedules heal`" in doctor.detail, doctor
+        listed = json.loads((await _cli(env, monkeypatch, "schedules", "heal", "--dry-run", "--json")).output)
+        assert [(r["stranded"], r["terminated"]) for r in listed] == [(True, False)] * 3, listed
         healed = await _cli(env, monkeypatch, "schedules", "heal")
         started = time.monotonic()
         await eventually(lambda: env.all_in([row], "SENT"), timeout=10, interval=0.2)
