@@ -86,13 +86,14 @@ async def test_after_a_rollback_the_previous_release_alone_waits_and_schedules_h
         assert not doctor.ok and stranded[0].workflow_id in doctor.detail, doctor
         assert "`xnovu schedules heal`" in doctor.detail, doctor
         listed = json.loads((await _cli(env, monkeypatch, "schedules", "heal", "--dry-run", "--json")).output)
-        assert [(r["stranded"], r["terminated"]) for r in listed] == [(True, False)] * 3, listed
+        assert all(r["stranded"] and not r["terminated"] for r in listed), listed
+        assert stranded[0].workflow_id in {r["workflow_id"] for r in listed}, listed  # each kind with a run open
         healed = await _cli(env, monkeypatch, "schedules", "heal")
         started = time.monotonic()
         await eventually(lambda: env.all_in([row], "SENT"), timeout=10, interval=0.2)
         took = time.monotonic() - started
         assert await old.health() == (True, "ok")
-    assert healed.exit_code == 0 and healed.output.count("terminated: ") == 3, healed.output
+    assert healed.exit_code == 0 and healed.output.count("terminated: ") == len(listed), healed.output
     closed = await client.get_workflow_handle(desc.id, run_id=desc.run_id).describe()
     assert closed.status is not None and closed.status.name == "TERMINATED", closed.status
     print(f"\nafter rollback: `xnovu schedules heal` said\n{healed.output}row SENT {took:.1f} s after the heal")

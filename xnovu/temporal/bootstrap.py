@@ -158,6 +158,18 @@ async def ensure_fairness_weights(client: Client, settings: Settings) -> dict[st
     return wanted
 
 
+async def _heal(client: Client) -> list[str]:
+    """The stranded runs terminated, described. Best effort: a key that may not terminate workflows, or a server
+    without an API the check reads, must not keep a worker from starting (`xnovu schedules heal` says why)."""
+    try:
+        return [r.describe() for r in (await heal_stranded(client)).terminated]
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise  # a namespace still reaching every service: the caller's loop waits it out
+        log.warning("stranded schedule runs not checked", extra={"reason": exc.message})
+        return []
+
+
 async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bool = False) -> BootstrapReport:
     """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers. Runs of
     the schedules stranded on a queue no worker polls are terminated (xnovu/temporal/stranded.py), so a later
@@ -176,7 +188,7 @@ async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bo
                 report.fairness_weights = await ensure_fairness_weights(client, settings)
                 report.schedules = await ensure_schedules(client, settings, serves_poll_queue=serves_poll_queue)
                 # After the schedules: a run is stranded only against the queue its schedule targets now.
-                report.stranded_runs = [r.describe() for r in (await heal_stranded(client)).terminated]
+                report.stranded_runs = await _heal(client)
                 # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
                 await run_rules_sync_at_start(client)
                 break
