@@ -315,6 +315,8 @@ def bootstrap() -> None:
     out.print(f"fairness weights on the task queue: {shown}")
     for sid, what in report.schedules.items():
         out.print(f"schedule {sid}: {what}")
+    for stranded in report.stranded_runs:
+        out.print(f"terminated a stranded run: {stranded}")
 
 
 # -- worker ------------------------------------------------------------------------------------------------------
@@ -504,6 +506,49 @@ def schedules_trigger(
     kind = _kinds(name, False)[0]
     _with_client(lambda c: trigger_now(c, kind))
     out.print(f"triggered {any_schedule_id(kind)}")
+
+
+@schedules_app.command("heal")
+def schedules_heal(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list the runs; terminate nothing."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Terminate runs of the schedules left on a task queue no worker polls (after a rollback, README "Deploy").
+
+    Such a run holds its schedule until its run timeout (10 minutes for a poll). A run is terminated only when its
+    schedule now starts runs on another queue, its workflow task has waited 30 s, and no worker polled that queue
+    since; other runs on a queue their schedule left are listed with why they were left."""
+    from xnovu.temporal.stranded import HealReport, find_off_target, heal_stranded
+
+    async def go(client: Any) -> HealReport:
+        if dry_run:
+            runs = await find_off_target(client)
+            return HealReport([], runs)
+        return await heal_stranded(client)
+
+    report = _with_client(go)
+    if as_json:
+        print_json(
+            [
+                {
+                    "workflow_id": r.workflow_id,
+                    "run_id": r.run_id,
+                    "schedule_id": r.schedule_id,
+                    "task_queue": r.task_queue,
+                    "target_queue": r.target_queue,
+                    "stranded": r.stranded,
+                    "terminated": r in report.terminated,
+                }
+                for r in (*report.terminated, *report.left)
+            ]
+        )
+        return
+    for r in report.terminated:
+        out.print(f"terminated: {r.describe()}")
+    for r in report.left:
+        out.print(f"{'stranded (dry run)' if r.stranded else 'left'}: {r.describe()}")
+    if not report.terminated and not report.left:
+        out.print("no stranded run: every open run of the schedules is on the task queue its schedule targets")
 
 
 # -- notifications ----------------------------------------------------------------------------------------------

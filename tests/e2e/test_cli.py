@@ -39,11 +39,12 @@ async def test_doctor_passes_every_check_on_a_bootstrapped_stack(cli: Cli) -> No
         "temporal",
         "namespace",
         "temporal-fairness",
+        "schedule-runs",
         "novu",
     ]
     assert all(c["ok"] for c in checks), checks
     table = as_table.ok().stdout
-    assert "FAIL" not in table and table.count(" ok ") == 7, table
+    assert "FAIL" not in table and table.count(" ok ") == 8, table
     fairness = {c["name"]: c for c in checks}["temporal-fairness"]
     assert "not probed" in fairness["detail"] and "--fairness-probe" in fairness["detail"], "opt-in: not by default"
 

@@ -1,7 +1,9 @@
 """A fresh-context attack review of 5f8e5a9 (polls on their own task queue, urgent wake signals, the window cap).
 
 Each test asserts what should hold; the findings still open are marked xfail(strict), so the file documents them and
-turns red once one is fixed (then drop its mark). Findings 2, 3, 5 and 7 are fixed and their tests pass.
+turns red once one is fixed (then drop its mark). Findings 2, 3, 5 and 7 are fixed and their tests pass. Finding 1
+lies in what the previous release does, which cannot change: its test proves the rollback runbook's step that heals
+it (`xnovu schedules heal`, xnovu/temporal/stranded.py).
 
 Run: pytest tests/integration/test_attack17b.py --basetemp=/tmp/pt-attack17b
 """
@@ -9,6 +11,7 @@ Run: pytest tests/integration/test_attack17b.py --basetemp=/tmp/pt-attack17b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -53,15 +56,19 @@ async def _running_actions(client: Client, kind: PollKind = PollKind.NEW) -> lis
 # -- 1. rollback / mixed releases --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="attack17b finding 1: a rollback strands the poll run on the -polls queue")
-async def test_after_a_rollback_the_previous_release_delivers_within_a_few_ticks(
+async def test_after_a_rollback_the_previous_release_alone_waits_and_schedules_heal_frees_the_schedule(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rollback (or a rolling upgrade whose new pods are all stopped): the new release's schedules start poll runs
     on TEMPORAL_TASK_QUEUE-polls. Between the last new worker's stop and the first old worker's bootstrap, a tick
     starts a run there that no old worker ever polls; the old bootstrap moves the schedule back to the main queue,
     but the run already started stays open (BUFFER_ONE buffers every later tick and wake-up behind it) until its
-    run timeout, POLL_RUN_TIMEOUT = 10 minutes: no row is claimed for up to 10 minutes, on all three kinds."""
+    run timeout, POLL_RUN_TIMEOUT = 10 minutes. The previous release cannot heal that (finding 1): nothing of it
+    looks at open runs. `xnovu schedules heal` of this release, run once the old bootstrap moved the schedules (the
+    README's rollback runbook), terminates the stranded runs and the old workers deliver on the next tick."""
+    from xnovu.worker.doctor import run_checks
+
+    monkeypatch.setattr("xnovu.temporal.stranded.STRANDED_AFTER", timedelta(seconds=1))  # 30 s in production
     wf = await env.workflow("welcome")
     client = await connect_temporal(env.settings)
     async with env.worker(wakeup_enabled=False):
@@ -72,14 +79,43 @@ async def test_after_a_rollback_the_previous_release_delivers_within_a_few_ticks
     _as_previous_release(monkeypatch)
     async with env.worker() as old:
         [row] = await env.insert(wf)
+        await asyncio.sleep(3)  # three ticks of the previous release alone
+        assert await env.statuses([row]) == {row: "PENDING"}, "the previous release alone does not deliver"
+        assert [a.workflow_id for a in await _running_actions(client)] == [stranded[0].workflow_id]
+        doctor = {c.name: c for c in await run_checks(env.settings)}["schedule-runs"]
+        assert not doctor.ok and stranded[0].workflow_id in doctor.detail, doctor
+        assert "`xnovu schedules heal`" in doctor.detail, doctor
+        listed = json.loads((await _cli(env, monkeypatch, "schedules", "heal", "--dry-run", "--json")).output)
+        assert all(r["stranded"] and not r["terminated"] for r in listed), listed
+        assert stranded[0].workflow_id in {r["workflow_id"] for r in listed}, listed  # each kind with a run open
+        healed = await _cli(env, monkeypatch, "schedules", "heal")
         started = time.monotonic()
-        try:
-            await eventually(lambda: env.all_in([row], "SENT"), timeout=15, interval=0.2)
-        finally:
-            healthy = await old.health()
-            still = [a.workflow_id for a in await _running_actions(client)]
-            print(f"\nafter rollback: health={healthy}, schedule still runs {still} (on the -polls queue), "
-                  f"row {await env.statuses([row])} after {time.monotonic() - started:.1f} s")
+        await eventually(lambda: env.all_in([row], "SENT"), timeout=10, interval=0.2)
+        took = time.monotonic() - started
+        assert await old.health() == (True, "ok")
+    assert healed.exit_code == 0 and healed.output.count("terminated: ") == len(listed), healed.output
+    closed = await client.get_workflow_handle(desc.id, run_id=desc.run_id).describe()
+    assert closed.status is not None and closed.status.name == "TERMINATED", closed.status
+    print(f"\nafter rollback: `xnovu schedules heal` said\n{healed.output}row SENT {took:.1f} s after the heal")
+
+
+async def _cli(env: Env, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    """`xnovu ARGS` in this process (so a test's monkeypatches apply), against the test's stack."""
+    from typer.testing import CliRunner
+
+    from xnovu.cli import app
+
+    s = env.settings
+    monkeypatch.setenv("DATABASE_URL", s.database_url.get_secret_value())  # type: ignore[union-attr]
+    monkeypatch.setenv("TEMPORAL_ADDRESS", s.temporal_address)
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", s.temporal_namespace)
+    monkeypatch.setenv("TEMPORAL_TASK_QUEUE", s.temporal_task_queue)
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    finally:  # the command logs to the runner's stream, which is closed once it returns
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
 
 
 async def test_a_new_release_bootstrap_while_only_previous_workers_run_keeps_them_delivering(

@@ -25,6 +25,7 @@ from xnovu.config import Settings
 from xnovu.errors import TemporalUnavailableError
 from xnovu.temporal import searchattrs
 from xnovu.temporal.schedules import ensure_schedules, run_rules_sync_at_start
+from xnovu.temporal.stranded import heal_stranded
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class BootstrapReport:
     schedules: dict[str, str] = field(default_factory=dict)
     fairness_weights: dict[str, float] | str = field(default_factory=dict)
     """FAIR_SHARE_WEIGHTS as set on the task queue, or why not."""
+    stranded_runs: list[str] = field(default_factory=list)
+    """Schedule runs terminated because they were stranded on a queue no worker polls (xnovu/temporal/stranded.py)."""
 
 
 async def _namespace_exists(client: Client, namespace: str) -> bool:
@@ -155,8 +158,22 @@ async def ensure_fairness_weights(client: Client, settings: Settings) -> dict[st
     return wanted
 
 
+async def _heal(client: Client) -> list[str]:
+    """The stranded runs terminated, described. Best effort: a key that may not terminate workflows, or a server
+    without an API the check reads, must not keep a worker from starting (`xnovu schedules heal` says why)."""
+    try:
+        return [r.describe() for r in (await heal_stranded(client)).terminated]
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise  # a namespace still reaching every service: the caller's loop waits it out
+        log.warning("stranded schedule runs not checked", extra={"reason": exc.message})
+        return []
+
+
 async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bool = False) -> BootstrapReport:
-    """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers.
+    """Namespace, search attributes, schedules: safe to run any number of times, from any number of workers. Runs of
+    the schedules stranded on a queue no worker polls are terminated (xnovu/temporal/stranded.py), so a later
+    rollback to this release heals itself.
 
     `serves_poll_queue`: the caller is a worker about to serve the polls' own task queue, so poll schedules of an
     earlier release may move there (xnovu/temporal/schedules.py `ensure_schedules`)."""
@@ -170,6 +187,8 @@ async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bo
                 report.search_attributes = await ensure_search_attributes(client, settings)
                 report.fairness_weights = await ensure_fairness_weights(client, settings)
                 report.schedules = await ensure_schedules(client, settings, serves_poll_queue=serves_poll_queue)
+                # After the schedules: a run is stranded only against the queue its schedule targets now.
+                report.stranded_runs = await _heal(client)
                 # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
                 await run_rules_sync_at_start(client)
                 break
@@ -189,6 +208,7 @@ async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bo
             "search_attributes": report.search_attributes,
             "schedules": report.schedules,
             "fairness_weights": report.fairness_weights,
+            "stranded_runs_terminated": len(report.stranded_runs),
         },
     )
     return report

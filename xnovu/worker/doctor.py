@@ -16,6 +16,7 @@ from xnovu.db.repository import connect
 from xnovu.errors import XnovuError
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.fairness import NORMAL, OTHER, probe_fairness
+from xnovu.temporal.stranded import HEAL_COMMAND, find_stranded
 from xnovu.worker.composition import novu_client
 from xnovu.worker.wakeup import off_reason
 
@@ -114,6 +115,7 @@ async def _temporal(settings: Settings, probe: bool = False) -> list[Check]:
             Check("temporal", False, str(exc)),
             Check("namespace", False, "skipped"),
             Check("temporal-fairness", False, "skipped"),
+            Check("schedule-runs", False, "skipped"),
         ]
     try:
         await client.workflow_service.describe_namespace(
@@ -124,12 +126,27 @@ async def _temporal(settings: Settings, probe: bool = False) -> list[Check]:
             Check("temporal", True, f"reachable at {settings.temporal_address}"),
             Check("namespace", False, f"{settings.temporal_namespace!r}: {exc.message}; run `xnovu bootstrap`"),
             Check("temporal-fairness", False, "skipped"),
+            Check("schedule-runs", False, "skipped"),
         ]
     return [
         Check("temporal", True, f"reachable at {settings.temporal_address}"),
         Check("namespace", True, settings.temporal_namespace),
         await _fairness(client, probe),
+        await _schedule_runs(client),
     ]
+
+
+async def _schedule_runs(client: Client) -> Check:
+    """A run of a schedule stranded on a task queue no worker polls holds that schedule until its run timeout (after
+    a rollback, README "Deploy"); named with the command that frees it."""
+    try:
+        stranded = await find_stranded(client)
+    except RPCError as exc:
+        return Check("schedule-runs", False, f"could not read the schedules' runs: {exc.message}")
+    if not stranded:
+        return Check("schedule-runs", True, "no run stranded on a task queue no worker polls")
+    runs = "; ".join(r.describe() for r in stranded)
+    return Check("schedule-runs", False, f"{runs}; run `{HEAL_COMMAND}` to terminate them")
 
 
 async def _novu(settings: Settings) -> list[Check]:
