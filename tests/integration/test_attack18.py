@@ -95,7 +95,6 @@ async def _two_workers_at_four_a_second(env: Env, **over: int) -> tuple[float, i
     return cost.actions / 20, runs, delays[10]
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 finding 1: every worker signals the lingering run, each a claim")
 async def test_two_workers_keep_a_four_a_second_trickle_within_the_issue_s_cost(env: Env) -> None:
     """Issue 18: a trickle of 4 single-row commits a second costs at most 4.5 estimated actions per notification
     (tests/integration/test_trickle.py allows 5.0 for its 20 commits, with one worker). Every worker listens and hears
@@ -140,8 +139,7 @@ class PreviousPoll(PollNotificationsWorkflow):
         )
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 finding 2: a lingering run does not replay on the previous release")
-async def test_a_lingering_run_replays_on_the_release_before_the_linger(env: Env) -> None:
+async def test_a_lingering_run_does_not_replay_on_the_release_before_the_linger(env: Env) -> None:
     """Rolling this release back to the one before (f5a6bdc, the polls already on TEMPORAL_TASK_QUEUE-polls, so the
     schedules do not move and `xnovu schedules heal` sees nothing off target), or a rolling upgrade with workers of
     both on the polls' queue: a run left lingering when this release's last worker stopped, or whose next workflow
@@ -149,7 +147,12 @@ async def test_a_lingering_run_replays_on_the_release_before_the_linger(env: Env
     'a lingering run cannot replay on a release without the linger ... (README "Deploy": a rollback terminates the
     poll runs)', but README "Deploy" has no such step for this rollback (only for one past the polls' queue). A run
     that cannot replay fails its workflow task on every attempt and holds the new-rows schedule (BUFFER_ONE) until
-    its 10-minute run timeout: no claim, no send."""
+    its 10-minute run timeout: no claim, no send.
+
+    That stays true (no marker can make old code replay new behaviour); what answers it: README "Deploy" (set
+    WAKEUP_LINGER_MS=0 before rolling back past the linger, and run `xnovu schedules heal` from this release's image
+    afterwards), and the heal ending a run whose workflow task keeps failing
+    (`test_schedules_heal_ends_a_lingering_run_the_previous_release_cannot_run`)."""
     wf = await env.workflow("welcome")
     async with env.worker(**NO_TICKS) as manager:
         assert manager.client is not None
@@ -173,7 +176,43 @@ async def test_a_lingering_run_replays_on_the_release_before_the_linger(env: Env
         if result.replay_failure is not None:
             failures.append(f"{type(result.replay_failure).__name__}: {str(result.replay_failure)[:160]}")
     print(f"\n{len(lingered)} lingering runs replayed on the previous release: {len(failures)} failed {failures[:1]}")
-    assert not failures
+    assert len(failures) == len(lingered), "a lingering history replays on the release before the linger after all"
+
+
+async def test_schedules_heal_ends_a_lingering_run_the_previous_release_cannot_run(env: Env) -> None:
+    """The rollback of finding 2 on the real stack: a run lingers, this release's worker stops, a worker with the
+    previous release's poll class serves the polls' queue, and a wake reaches the run: its workflow task fails on
+    every attempt. `heal_stranded` (the bootstrap's and `xnovu schedules heal`'s) ends it, so the schedule starts
+    runs again."""
+    from temporalio.worker import Worker
+
+    from xnovu.temporal import stranded
+    from xnovu.temporal.workflows import WAKE_SIGNAL
+
+    wf = await env.workflow("welcome")
+    queue = poll_task_queue(env.settings.temporal_task_queue)
+    async with env.worker(**NO_TICKS, wakeup_linger_ms=20_000) as manager:
+        assert manager.client is not None
+        client = manager.client
+        await eventually(lambda: settled(manager), timeout=30)
+        ids = list(await _trickle(env, wf, 3, 0.25))
+        await eventually(lambda: env.all_in(ids, "SENT"), timeout=15, interval=0.05)
+        await eventually(lambda: _lingering(client), timeout=10, interval=0.05)
+    desc = await client.get_schedule_handle(schedule_id(PollKind.NEW)).describe()
+    [running] = desc.info.running_actions
+    run = client.get_workflow_handle(getattr(running, "workflow_id", ""))
+    async with Worker(client, task_queue=queue, workflows=[PreviousPoll]):
+        await run.signal(WAKE_SIGNAL)
+
+        async def failing() -> bool:
+            raw = (await run.describe()).raw_description
+            return raw.pending_workflow_task.attempt >= stranded.FAILING_ATTEMPTS
+
+        await eventually(failing, timeout=30, interval=0.2)
+        report = await stranded.heal_stranded(client)
+    assert [r.workflow_id for r in report.terminated] == [run.id]
+    assert report.terminated[0].failing >= stranded.FAILING_ATTEMPTS
+    assert (await run.describe()).status.name == "TERMINATED"
 
 
 async def _lingering(client: Client) -> bool:
@@ -189,7 +228,6 @@ async def _lingering(client: Client) -> bool:
 # -- 3. WAKEUP_LINGER_MS at its bound holds the safety-net ticks back --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 finding 3: a 60 s linger buffers the schedule's ticks for 60 s")
 async def test_a_long_linger_does_not_hold_back_the_poll_ticks(env: Env) -> None:
     """WAKEUP_LINGER_MS may be up to 60 000 whatever POLL_INTERVAL_MS is. While a run lingers, the schedule's ticks
     are buffered behind it (one run at a time), and the lingering run claims only at a wake signal. A row whose
@@ -242,7 +280,6 @@ async def _one_worker_cost(env: Env, n: int, gap_s: float, **over: int) -> tuple
     return _cost(histories).actions / n, wasted
 
 
-@pytest.mark.xfail(strict=True, reason="attack18 finding 4: WAKEUP_DEBOUNCE_MS >= WAKEUP_LINGER_MS wastes every linger")
 async def test_a_longer_debounce_never_makes_the_linger_cost_more_than_no_linger(env: Env) -> None:
     """docs/performance.md: 'Raising [WAKEUP_DEBOUNCE_MS] lowers the cost of a fast trickle towards the floor of 3'.
     Raised to 2.5 s, above WAKEUP_LINGER_MS (2 s, whose bound does not look at the debounce), the next wake-up of a

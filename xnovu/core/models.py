@@ -74,6 +74,8 @@ class ClaimBatch:
     linger_s: float = 0.0
     """Stay open this long for wake signals after the fan-out (commits come as a trickle, WAKEUP_LINGER_MS); 0: close.
     Claims recorded before this field decode with 0."""
+    linger_owner: str = ""
+    """The identity of the worker whose claim decided the linger (xnovu/core/arrivals.py): only its listener signals."""
 
 
 @dataclass(frozen=True)

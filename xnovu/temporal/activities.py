@@ -143,7 +143,8 @@ class XnovuActivities:
             claim_key=_claim_key(activity.info()),
         )
         if await self._should_linger(kind, batch):
-            batch = replace(batch, linger_s=self.poll.linger_s)
+            assert self.arrivals is not None
+            batch = replace(batch, linger_s=self.poll.linger_s, linger_owner=self.arrivals.identity)
         self.clock.last_poll[kind.value] = time.time()
         METRICS.last_poll.labels(kind=kind.value).set(self.clock.last_poll[kind.value])
         METRICS.poll_batch_size.labels(kind=kind.value).observe(len(batch.rows))

@@ -16,6 +16,10 @@ A run is stranded only when all three hold, so a healthy one is never touched:
   sleeps on a timer, has no such task);
 - no worker has polled that queue since the task was queued (a worker polling the queue with a free slot would have
   taken it; Temporal lists a stopped worker's last poll for five minutes, so a listed poller alone proves nothing).
+
+A run on any queue is also terminated when its workflow task has been attempted FAILING_ATTEMPTS times: no worker
+present can run it (a poll run that lingered, after a rollback to a release without the linger), and Temporal would
+retry it until the run times out. Terminating it loses nothing for the same reason as above.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ log = logging.getLogger(__name__)
 #: stranded. A worker polling the queue takes a task within milliseconds (the poll queue's tasks never queue behind
 #: children); half a minute also outlasts a worker's sticky queue (5 s) and a failed task's retry (10 s).
 STRANDED_AFTER = timedelta(seconds=30)
+#: A run whose workflow task has been attempted this many times is stuck whatever its queue: its history was written
+#: by code no worker present has (a lingering poll run after a rollback to a release without the linger), or it hits a
+#: bug; Temporal retries such a task until the run times out (ten minutes for a poll), holding its schedule.
+FAILING_ATTEMPTS = 3
 #: The reason a healed run's history records (Web UI, `temporal workflow describe`).
 HEAL_REASON = "xnovu: stranded on task queue {queue}, which no worker polls; its schedule now starts runs on {target}"
+FAILING_REASON = "xnovu: its workflow task failed {attempts} times; no worker present can run it"
 #: The command that heals them, named wherever a stranded run is reported.
 HEAL_COMMAND = "xnovu schedules heal"
 
@@ -61,8 +70,15 @@ class OffTargetRun:
     waiting: timedelta | None
     """How long its workflow task has waited unclaimed; None if none is waiting (it runs, or sleeps on a timer)."""
     stranded: bool
+    failing: int = 0
+    """Attempts of its workflow task so far when they keep failing (FAILING_ATTEMPTS or more), else 0."""
 
     def describe(self) -> str:
+        if self.failing:
+            return (
+                f"{self.workflow_id} (schedule {self.schedule_id}) on task queue {self.task_queue}: its workflow task "
+                f"failed or timed out {self.failing} times (no worker present can run it, e.g. after a rollback)"
+            )
         where = (
             f"{self.workflow_id} (schedule {self.schedule_id}) is open on task queue {self.task_queue}; its schedule "
             f"now starts runs on {self.target_queue}"
@@ -152,9 +168,19 @@ async def _off_target(
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-    if wf.status != WorkflowExecutionStatus.RUNNING or wf.task_queue == target:
+    if wf.status != WorkflowExecutionStatus.RUNNING:
         return None
     raw = wf.raw_description
+    attempts = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
+    if attempts >= FAILING_ATTEMPTS:
+        # No worker present can run its next task: the code that wrote its history is gone (a rollback to a release
+        # without the linger, docs/design.md "Task queues"). Temporal would retry that task until the run times out.
+        since = raw.pending_workflow_task.original_scheduled_time.ToDatetime(tzinfo=UTC)
+        return OffTargetRun(
+            sid, workflow_id, wf.run_id, wf.task_queue, target, datetime.now(UTC) - since, True, failing=attempts
+        )
+    if wf.task_queue == target:
+        return None
     queued: datetime | None = None
     if (
         raw.HasField("pending_workflow_task")
@@ -188,7 +214,11 @@ async def heal_stranded(client: Client) -> HealReport:
         if not run.stranded:
             report.left.append(run)
             continue
-        reason = HEAL_REASON.format(queue=run.task_queue, target=run.target_queue)
+        reason = (
+            FAILING_REASON.format(attempts=run.failing)
+            if run.failing
+            else HEAL_REASON.format(queue=run.task_queue, target=run.target_queue)
+        )
         try:
             await client.get_workflow_handle(run.workflow_id, run_id=run.run_id).terminate(reason=reason)
         except RPCError as exc:

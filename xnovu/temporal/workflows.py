@@ -87,13 +87,13 @@ WAKE_SIGNAL = "wake"
 #: A new-rows poll that drained while commits trickle in stays open for wake signals (its claim says how long:
 #: ClaimBatch.linger_s, WAKEUP_LINGER_MS), so the next commit costs a signal and a claim (two actions) instead of a
 #: schedule run and a claim (four); docs/performance.md "Cost at any arrival rate". While it lingers the run carries
-#: this memo key (True), which the listener reads with a describe before it signals: only a lingering run is
-#: signalled, a draining or backing-off one gets the plain trigger (buffered behind it at no cost). A query would
-#: tell the same but costs an action each ("Query received by Worker"); a describe and a memo change cost none.
+#: this memo key (the identity of the worker whose claim decided it), which the listeners read with a describe: only
+#: a lingering run is signalled, and by its owner only; a draining or backing-off one gets the plain trigger (buffered
+#: behind it at no cost). A query would tell the same but costs an action each; a describe and a memo change none.
 LINGER_MEMO = "xnovuLingering"
 #: No patch marker: histories recorded before the linger have claims without linger_s (decoded as 0), so they never
-#: reach it; a lingering run cannot replay on a release without the linger, marker or not (README "Deploy": a rollback
-#: terminates the poll runs).
+#: reach it; a lingering run cannot replay on a release without the linger, marker or not (README "Deploy": set
+#: WAKEUP_LINGER_MS=0 before such a rollback; `xnovu schedules heal` ends a run whose workflow task keeps failing).
 #: A lingering run continues as new after this many claims or this long, so its history (about fifteen events per
 #: claim with its child's start and close) stays small and the run well inside POLL_RUN_TIMEOUT.
 LINGER_CLAIMS_PER_RUN = 100
@@ -259,20 +259,20 @@ class PollNotificationsWorkflow:
             workflow.continue_as_new(PollInput(inp.kind, inp.batches_before + 1, waits))
         claimed = len(batch.rows)
         if batch.linger_s > 0:
-            more = await self._linger(inp, batch.linger_s)
+            more = await self._linger(inp, batch.linger_s, batch.linger_owner)
             claimed, started, already = claimed + more[0], started + more[1], already + more[2]
         return PollResult(
             inp.kind, claimed=claimed, started=started, already_running=already, batches=inp.batches_before + 1
         )
 
-    async def _linger(self, inp: PollInput, linger_s: float) -> tuple[int, int, int]:
+    async def _linger(self, inp: PollInput, linger_s: float, owner: str) -> tuple[int, int, int]:
         """Take wake signals for `linger_s` at a time, claiming at each, until a whole window brings none.
 
         One timer per window (an action), not one per wait: a wait_condition with a timeout starts a timer each
         time. A batch that comes back full or held back continues as new, as in `run` (and that run decides again
         whether to linger). Returns (claimed, started, already running)."""
         claimed = started = already = claims = 0
-        workflow.upsert_memo({LINGER_MEMO: True})
+        workflow.upsert_memo({LINGER_MEMO: owner or True})  # the owner's listener alone signals it
         while True:
             window = asyncio.create_task(workflow.sleep(linger_s))
             woke = False

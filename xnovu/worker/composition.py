@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from xnovu.config import Settings
-from xnovu.core.arrivals import Arrivals
+from xnovu.core.arrivals import Arrivals, linger_window_s
 from xnovu.db.budget import PostgresTokenBudget
 from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.db.retention import RetentionPolicy
@@ -116,7 +116,7 @@ def build_activities(
         scheduled_lookahead_ms=2 * 1000 * settings.interval_seconds("scheduled"),
         enterprise_id=settings.poll_enterprise_id,
         trigger_concurrency=settings.trigger_concurrency,
-        linger_s=settings.wakeup_linger_ms / 1000,
+        linger_s=linger_window_s(settings.wakeup_linger_ms, settings.wakeup_debounce_ms, settings.poll_interval_ms),
     )
     return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal, arrivals=arrivals)
 

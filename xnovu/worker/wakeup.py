@@ -345,7 +345,12 @@ class WakeupListener:
                 run = await handle.describe(rpc_timeout=RPC_TIMEOUT)
                 if run.status != WorkflowExecutionStatus.RUNNING:
                     continue
-                lingering = bool((await run.memo()).get(LINGER_MEMO))
+                owner = (await run.memo()).get(LINGER_MEMO)
+                lingering = bool(owner)
+                if lingering and isinstance(owner, str) and self.arrivals and owner != self.arrivals.identity:
+                    # Another worker's claim made it linger: its listener hears this commit too and signals it.
+                    log.debug("lingering run left to its owner", extra={"workflow_id": workflow_id})
+                    return True
                 if not (lingering or urgent):
                     continue
                 await handle.signal(WAKE_SIGNAL, rpc_timeout=RPC_TIMEOUT)
