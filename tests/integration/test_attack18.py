@@ -14,7 +14,6 @@ import contextlib
 import time
 from datetime import UTC, datetime
 
-import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory

@@ -124,3 +124,16 @@ def test_two_commits_within_the_linger_window_are_a_trickle_and_one_is_not() -> 
     now[0] += 60.0
     arrivals.heard()
     assert not arrivals.trickling(2.0), "a commit a minute after the last one"
+
+
+def test_the_linger_window_covers_the_fold_and_stays_within_the_poll_interval() -> None:
+    """attack18 findings 3 and 4: a window shorter than the fold closes before the folded commit's signal (a timer
+    for nothing), one longer than the poll interval holds the safety-net ticks back."""
+    from xnovu.core.arrivals import SIGNAL_MARGIN_MS, linger_window_s
+
+    assert linger_window_s(0, 500, 10_000) == 0.0
+    assert linger_window_s(2_000, 500, 10_000) == 2.0
+    assert linger_window_s(2_000, 2_500, 10_000) == (2_500 + SIGNAL_MARGIN_MS) / 1000
+    assert linger_window_s(60_000, 500, 10_000) == 10.0
+    assert linger_window_s(2_000, 500, 1_000) == 1.0
+    assert linger_window_s(2_000, 900, 1_000) == 0.0  # the fold does not fit in the interval: no linger
