@@ -27,11 +27,13 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, Workflow
 
 with workflow.unsafe.imports_passed_through():
     from xnovu.core.models import (
+        ClaimBatch,
         ClaimedNotification,
         MultipleTriggerRequest,
         NotificationInput,
         Outcome,
         PollInput,
+        PollKind,
         PollResult,
         TriggerPlan,
         TriggerRequest,
@@ -234,12 +236,7 @@ class PollNotificationsWorkflow:
         # child starts, saving the activity task's dispatch and the second workflow task (~4 server writes per poll
         # run, ~0.26 per notification on the e2e bench; docs/performance.md). A crash mid-claim is no different from
         # an activity's: the rows it claimed and never started are recovered by the failed poll after their lease.
-        batch = await workflow.execute_local_activity_method(
-            XnovuActivities.claim_notifications,
-            inp.kind,
-            start_to_close_timeout=CLAIM_TIMEOUT,
-            retry_policy=CLAIM_RETRY,
-        )
+        batch = await self._claim(inp.kind)
         started, already = await self._fan_out(batch.rows)
         if len(batch.rows) >= batch.batch_size:
             # More rows may be waiting: drain them now, not a tick later, in a fresh run (small history).
@@ -265,6 +262,12 @@ class PollNotificationsWorkflow:
             inp.kind, claimed=claimed, started=started, already_running=already, batches=inp.batches_before + 1
         )
 
+    async def _claim(self, kind: PollKind) -> ClaimBatch:
+        """One claim, as a local activity (the comment in `run` says why)."""
+        return await workflow.execute_local_activity_method(
+            XnovuActivities.claim_notifications, kind, start_to_close_timeout=CLAIM_TIMEOUT, retry_policy=CLAIM_RETRY
+        )
+
     async def _linger(self, inp: PollInput, linger_s: float, owner: str) -> tuple[int, int, int]:
         """Take wake signals for `linger_s` at a time, claiming at each, until a whole window brings none.
 
@@ -281,12 +284,7 @@ class PollNotificationsWorkflow:
                 if not self._woken:
                     break
                 self._woken, woke = False, True
-                batch = await workflow.execute_local_activity_method(
-                    XnovuActivities.claim_notifications,
-                    inp.kind,
-                    start_to_close_timeout=CLAIM_TIMEOUT,
-                    retry_policy=CLAIM_RETRY,
-                )
+                batch = await self._claim(inp.kind)
                 s, a = await self._fan_out(batch.rows)
                 claimed, started, already, claims = claimed + len(batch.rows), started + s, already + a, claims + 1
                 long = claims >= LINGER_CLAIMS_PER_RUN or workflow.now() - workflow.info().start_time > LINGER_RUN_MAX
