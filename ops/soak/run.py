@@ -25,8 +25,9 @@ from typing import Any
 from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
-#: The seeds CI runs (tests/soak/test_soak.py) and the default here: between them the pooler, a stalled worker,
-#: every worker killed at once, a migration under load, a Postgres restart, idempotency off with timeouts and 429s.
+#: The default seeds (tests/soak/test_soak.py runs 17 in CI, all three with `-m soak`): between them the pooler, a
+#: stalled worker, every worker killed at once, a migration under load, a Postgres restart, idempotency off with
+#: timeouts and 429s.
 DEFAULT_SEEDS = (8, 17, 46)
 DEFAULT_MINUTES = 0.75
 

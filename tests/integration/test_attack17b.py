@@ -26,6 +26,7 @@ from temporalio.worker import Replayer, Worker
 from tests.integration.test_priority_claims import A, B, _priority, _rows
 from tests.support import Env, eventually
 from xnovu.core.models import ClaimBatch, PollInput, PollKind, PollResult
+from xnovu.temporal import workflows
 from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.options import poll_task_queue
 from xnovu.temporal.schedules import schedule_id
@@ -247,11 +248,16 @@ async def test_urgent_commits_while_no_chain_runs_cost_no_errors(env: Env, caplo
     assert stats[1] == 0 and not not_sent
 
 
-async def test_an_urgent_commit_storm_while_the_urgent_window_is_full(env: Env) -> None:
+async def test_an_urgent_commit_storm_while_the_urgent_window_is_full(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Urgent rows keep coming while the urgent window is full (two 400-recipient urgent rows hold 200 tokens at 20
     tokens/s for ~40 s): every wake signal ends the back-off, the chain continues as new and claims, finds no urgent
     room and backs off again. Counts the chain's runs (each: a signal, a continue-as-new, a claim query) over 6 s
     of one urgent commit per 100 ms, against the same 6 s without commits."""
+    # Sends in pieces of 3 s instead of 30: once measured and retracted, the sends stop within a piece (a request
+    # waiting for tokens gives up at its piece's end), not after the worker's graceful stop waited out a 30 s piece.
+    monkeypatch.setattr(workflows, "PIECE_BUDGET", timedelta(seconds=3))
     wf = await env.workflow("welcome")
     urgent = await _priority(env, "fire-emergency", 1)
     await _rows(env, wf, 2, enterprise=A, priority=urgent, recipients=400)
@@ -276,6 +282,11 @@ async def test_an_urgent_commit_storm_while_the_urgent_window_is_full(env: Env) 
         await asyncio.sleep(0.5)
         storm = await runs() - before
         signals = manager.wakeup.urgent_signals_sent - signals
+        # Measured. The big rows still have about a minute of sending at 20 tokens/s, which the worker's graceful
+        # stop would wait for, piece after piece (55 of the test's 78 s went there): retracted, each send stops at
+        # its next fence or its piece's end, and no further piece starts.
+        for nid in await env.repo.pool.fetch("SELECT id FROM notify.ent_notification"):
+            await env.repo.retract(nid["id"], "the test is done")
     print(f"\nchain runs in 6 s: quiet {quiet}, with 60 urgent commits {storm} ({signals} wake signals)")
     # B's urgent rows are claimable (B has nothing in flight: its share of the urgent window's headroom), so the
     # chain does claim during the storm; what must not happen is a claim per signal (60; 8 runs before the fix, the

@@ -29,7 +29,7 @@ from xnovu.temporal.connection import connect_temporal
 from xnovu.temporal.schedules import POLL_RUN_TIMEOUT, RULES_SYNC_ID, RULES_SYNC_RUN_TIMEOUT, desired_schedule
 
 #: The chain-wide timeout of earlier releases (one hour), scaled down for the test.
-OLD_CHAIN_TIMEOUT = timedelta(seconds=6)
+OLD_CHAIN_TIMEOUT = timedelta(seconds=3)
 #: The per-run bound, scaled down: above one back-pressure run (its claim and at most CAPACITY_WAIT_MAX = 8 s).
 RUN_TIMEOUT = timedelta(seconds=20)
 
