@@ -285,10 +285,10 @@ async def test_a_longer_debounce_never_makes_the_linger_cost_more_than_no_linger
     trickle comes after the lingering run has closed: every run lingers (its claim's worker heard two commits within
     2 s), no signal ever reaches it, and each pays a window timer for nothing. The issue: no rate costlier than
     before the linger."""
-    with_linger, wasted = await _one_worker_cost(env, 12, 0.5, wakeup_debounce_ms=2_500)
-    without, _ = await _one_worker_cost(env, 12, 0.5, wakeup_debounce_ms=2_500, wakeup_linger_ms=0)
+    with_linger, wasted = await _one_worker_cost(env, 8, 0.5, wakeup_debounce_ms=2_500)
+    without, _ = await _one_worker_cost(env, 8, 0.5, wakeup_debounce_ms=2_500, wakeup_linger_ms=0)
     print(
-        f"\n12 commits at 2/s, 2.5 s debounce: {with_linger:.2f} actions per notification with the 2 s linger "
+        f"\n8 commits at 2/s, 2.5 s debounce: {with_linger:.2f} actions per notification with the 2 s linger "
         f"({wasted} runs lingered and got no signal), {without:.2f} without"
     )
     # With the default debounce only a trickle's last lingering run gets no signal (its window is how it closes).
