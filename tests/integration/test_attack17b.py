@@ -286,7 +286,6 @@ async def test_an_urgent_commit_storm_while_the_urgent_window_is_full(env: Env) 
 # -- 4. the window cap -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="attack17b finding 6: the rows window is one worker's slots, not the fleet's")
 async def test_three_workers_keep_more_rows_in_flight_than_one(env: Env) -> None:
     """CLAIM_SLOTS_IN_FLIGHT x TEMPORAL_MAX_CONCURRENT_WORKFLOWS is one worker's slots, but the window it caps is the
     deployment's (the claims count PROCESSING rows in the database, whoever claimed them). Three workers of 2 slots
