@@ -171,6 +171,7 @@ class WorkerManager:
         """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
         if self._fleet is not None:
             await self._fleet.stop()  # first: no claim counts the slots of a worker that drains
+            self._fleet = None
         if self.wakeup is not None:
             await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
         if self.running:
