@@ -408,6 +408,14 @@ def worker_health(as_json: bool = JSON_OPT) -> None:
                 if last.get("finished_at"):
                     ended = last.get("error") or f"finished {last['finished_at']}"
                 table.add_row("last prune", f"{last['rows']} rows, started {last['started_at']}, {ended}")
+            fleet = status.get("fleet")
+            if isinstance(fleet, dict) and "workers" in fleet:
+                unseen = f", {fleet['unseen']} unseen" if fleet.get("unseen") else ""
+                table.add_row(
+                    "fleet",
+                    f"{fleet['workers']} workers, {fleet['workflow_slots']} workflow slots{unseen}: "
+                    f"{fleet['rows_window']} rows in flight per class at most",
+                )
             due = status.get("due")
             if isinstance(due, dict) and "by_urgency" in due:
                 capped = " (oldest rows sampled)" if due.get("capped") else ""

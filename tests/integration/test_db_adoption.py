@@ -20,7 +20,13 @@ from xnovu.db.migrate import migrate, migrations
 from xnovu.db.queries import q
 
 #: What xnovu's migrations add; everything else in the database belongs to the user.
-XNOVU_TABLES = {"ent_notification_delivery", "xnovu_schema_migrations", "xnovu_rate_budget", "xnovu_wakeup_switch"}
+XNOVU_TABLES = {
+    "ent_notification_delivery",
+    "xnovu_schema_migrations",
+    "xnovu_rate_budget",
+    "xnovu_wakeup_switch",
+    "xnovu_worker",
+}
 
 #: The claim indexes of migrations 0004 and 0008 (their names are relied on by the claim queries).
 CLAIM_INDEXES = {

@@ -27,7 +27,9 @@ from tests.support import (
     start_pgbouncer,
 )
 from tests.support import test_settings as settings_for
+from xnovu.db.fleet import fleet_status
 from xnovu.db.repository import connect
+from xnovu.worker.composition import fleet_scope
 
 
 async def test_a_database_url_with_the_pgbouncer_flag_connects_and_keeps_the_cache_off(stack: Stack) -> None:
@@ -85,6 +87,10 @@ async def test_migrate_bootstrap_doctor_and_two_workers_through_a_transaction_po
             await eventually(lambda: env.all_in(ids, "SENT"), timeout=60)
             more = await env.insert(wf, 10)
             await eventually(lambda: env.all_in(more, "SENT"), timeout=60)
+            # Both heartbeats go through the pooler (one statement each, no session state): both workers count.
+            seen = await fleet_status(env.repo.pool, fleet_scope(env.settings))
+            assert seen["workers"] == 2, seen
+        assert (await fleet_status(env.repo.pool, fleet_scope(env.settings)))["workers"] == 0, "both left"
         assert env.stats()["duplicate_deliveries"] == 0
         assert len(env.deliveries()) == 20 * 2 + 10
 

@@ -169,13 +169,13 @@ async def test_a_big_row_in_flight_counts_only_its_untried_recipients_and_at_mos
     wf = await env.workflow("welcome")
     [big] = await _rows(env, wf, 1, recipients=1_000)
     assert await _claim(env) == [big]
-    flight = await env.repo.pool.fetchrow(q("claim_flight"), 600_000, None, LIMITS.row_cap)
+    flight = await env.repo.pool.fetchrow(q("claim_flight"), 600_000, None, LIMITS.row_cap, None, None, 0)
     assert flight is not None and [g["tokens"] for g in flight["groups"]] == [50], "half the window, not 1 000"
     small = await _rows(env, wf, 5)
     assert await _claim(env) == small, "claimed beside the big row"
     piece = await env.repo.pool.fetchval("SELECT xnovu_piece FROM notify.ent_notification WHERE id = $1", big)
     assert await env.repo.close_piece(big, piece, resolved=True, tokens=7)
-    flight = await env.repo.pool.fetchrow(q("claim_flight"), 600_000, None, LIMITS.row_cap)
+    flight = await env.repo.pool.fetchrow(q("claim_flight"), 600_000, None, LIMITS.row_cap, None, None, 0)
     assert flight is not None and sum(g["tokens"] for g in flight["groups"]) == 7 + 5
 
 

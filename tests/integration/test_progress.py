@@ -95,7 +95,7 @@ async def test_a_claim_counts_only_live_attempts_as_in_flight(env: Env) -> None:
     assert flight is not None and (flight["rows"], flight["tokens"]) == (2, 2), "the waiting and the due row"
     failed = await env.repo.claim(PollKind.FAILED, batch_size=10, lease_ms=10_000, limits=limits, recoverable=[dead])
     assert [c.notification_id for c in failed.rows] == [dead], "recovered beside the live attempts"
-    flight = await env.repo.pool.fetchrow(q("claim_flight"), 10_000, None, limits.row_cap)
+    flight = await env.repo.pool.fetchrow(q("claim_flight"), 10_000, None, limits.row_cap, None, None, 0)
     assert flight is not None
     assert sorted((g["rows"], g["tokens"]) for g in flight["groups"]) == [(1, 300), (2, 2)], (
         "counted once, at half the window"

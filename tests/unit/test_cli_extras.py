@@ -46,6 +46,7 @@ def test_worker_health_shows_the_due_backlog_by_urgency_and_by_enterprise(
             "urgent_oldest_s": 95.2,
             "capped": False,
         },
+        "fleet": {"workers": 3, "workflow_slots": 150, "unseen": 1, "rows_window": 300},
     }
     monkeypatch.setattr(process, "fetch_health", lambda s: (True, {"status": "ok"}, status))
     monkeypatch.setenv("COLUMNS", "200")
@@ -54,3 +55,4 @@ def test_worker_health_shows_the_due_backlog_by_urgency_and_by_enterprise(
     out = capsys.readouterr().out
     assert "due by urgency" in out and "2: 3 oldest 95 s, 0: 40 oldest 12 s" in out
     assert "due by enterprise" in out and "aaaaaaaa-0000-4000-8000-000000000001: 40 oldest 12 s" in out
+    assert "3 workers, 150 workflow slots, 1 unseen: 300 rows in flight per class at most" in out

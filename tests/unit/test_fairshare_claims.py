@@ -178,3 +178,14 @@ def test_bad_weights_say_what_is_wrong(text: str, error: str) -> None:
 def test_weights_parse() -> None:
     assert parse_weights(f" {A.upper()}=3, none=0.5 ,") == {A: 3.0, "none": 0.5}
     assert parse_weights("") == {}
+
+
+def test_the_rows_window_is_a_few_rows_per_slot_of_the_fleet_never_below_the_workers_own_nor_above_max_rows() -> None:
+    limits = ClaimLimits(max_rows=50, max_tokens=600, rows_per_slot=2, own_slots=4)
+    assert limits.for_fleet(0).max_rows == 8, "no worker seen (this one's row not written yet): its own slots"
+    assert limits.for_fleet(3).max_rows == 8
+    assert limits.for_fleet(12).max_rows == 24
+    assert limits.for_fleet(1_000).max_rows == 50, "the batches part still bounds it"
+    assert limits.for_fleet(12).for_fleet(1_000).max_rows == 24, "applied once"
+    plain = ClaimLimits(max_rows=50, max_tokens=600)
+    assert plain.for_fleet(1_000) == plain

@@ -30,7 +30,7 @@ The rules, in order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from xnovu.core.weights import weight_of
@@ -53,6 +53,20 @@ class ClaimLimits:
     """Rows in flight across the deployment (PROCESSING), per class (urgent, the rest)."""
     max_tokens: int
     """Novu tokens those rows will cost (about one per recipient): the budget of a few seconds of sending."""
+    rows_per_slot: int = 0
+    """With it, rows in flight per class are also at most this many per workflow task slot of the workers serving
+    the task queue (`for_fleet`): children beyond the slots would wait on Temporal's task queue, first come first
+    served (docs/priority.md "Temporal's task queue"). 0: `max_rows` alone."""
+    own_slots: int = 0
+    """The claiming worker's own slots: the fleet is never counted smaller (its row not written yet, or gone)."""
+
+    def for_fleet(self, fleet_slots: int) -> ClaimLimits:
+        """The limits of one claim, given the slots of the workers seen lately on the task queue (migration 0017):
+        `max_rows` at most `rows_per_slot` per slot of the fleet, or of this worker alone when it counts more."""
+        if self.rows_per_slot <= 0:
+            return self
+        slots = max(self.own_slots, fleet_slots)
+        return replace(self, max_rows=min(self.max_rows, self.rows_per_slot * slots), rows_per_slot=0, own_slots=0)
 
     @property
     def row_cap(self) -> int:

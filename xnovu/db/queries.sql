@@ -107,6 +107,10 @@ FROM (
 -- rows and the tokens they still count, each row at most $3 (half the token window: a big notification never
 -- holds the whole window), per (urgency, enterprise, retry lane: a row at its second attempt or later); and `rerun`.
 -- One pass over the PROCESSING rows, which the in-flight bound keeps few (the same index as in_flight).
+-- `fleet_slots`: the workflow task slots of the workers seen on the claim's namespace $4 and task queue $5 within the
+-- last $6 ms, by the database's clock (notify.xnovu_worker, migration 0017; 0 with $4 NULL): the rows window of each
+-- class is a few rows per slot of the fleet (ClaimLimits.for_fleet). The table holds a row per live worker and the
+-- dead ones of the last minutes (fleet_beat prunes them): a scan of a few rows.
 WITH p AS (
   SELECT n.xnovu_priority AS level, n.enterprise_id::text AS enterprise, n.attempts > 1 AS retry, n.xnovu_claim_key,
     least(coalesce(n.xnovu_claim_tokens, greatest(cardinality(n.recipients), 1)), $3::int) AS tokens,
@@ -118,7 +122,10 @@ WITH p AS (
 SELECT (SELECT count(*) FROM p WHERE p.xnovu_claim_key = $2) AS rerun,
   (SELECT coalesce(json_agg(g), '[]'::json) FROM (
      SELECT p.level, p.enterprise, p.retry, count(*) AS rows, sum(p.tokens)::bigint AS tokens
-     FROM p WHERE p.live GROUP BY 1, 2, 3) g) AS groups;
+     FROM p WHERE p.live GROUP BY 1, 2, 3) g) AS groups,
+  (SELECT coalesce(sum(f.workflow_slots), 0) FROM notify.xnovu_worker f
+   WHERE f.namespace = $4 AND f.task_queue = $5
+     AND f.seen_at > now() - make_interval(secs => $6::float8 / 1000))::int AS fleet_slots;
 
 -- name: claimed_with_key
 -- The rows an earlier run of the same claim made PROCESSING (see in_flight's `rerun`), as claim_rows returns them.
@@ -1491,3 +1498,36 @@ SELECT r.urgency, r.enterprise_id::text AS enterprise_id, count(*) AS n,
   greatest(0, EXTRACT(EPOCH FROM now() - min(r.due)))::float8 AS oldest_s, (SELECT capped FROM capped) AS capped
 FROM rows r
 GROUP BY r.urgency, r.enterprise_id;
+
+-- name: fleet_beat
+-- A worker's heartbeat (xnovu/worker/fleet.py): its row in the fleet (migration 0017) is written or refreshed, with
+-- the database's clock, and the rows of workers not seen for $8 ms are deleted, $9 at most and SKIP LOCKED (the
+-- beats of several workers never wait for each other). One statement, nothing kept in the session: works behind a
+-- transaction pooler. A worker whose row was pruned while it was stalled writes it again.
+WITH beat AS (
+  INSERT INTO notify.xnovu_worker AS w (id, namespace, task_queue, workflow_slots, enterprise_id, wakeups, version)
+  VALUES ($1, $2, $3, $4, $5, $6, $7)
+  ON CONFLICT (id) DO UPDATE SET seen_at = now(), workflow_slots = EXCLUDED.workflow_slots
+  RETURNING w.id
+), gone AS (
+  DELETE FROM notify.xnovu_worker w
+  WHERE w.id IN (SELECT f.id FROM notify.xnovu_worker f
+                 WHERE f.seen_at < now() - make_interval(secs => $8::float8 / 1000) AND f.id <> $1
+                 ORDER BY f.seen_at LIMIT $9 FOR UPDATE SKIP LOCKED)
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM beat) AS beat, (SELECT count(*) FROM gone) AS pruned;
+
+-- name: fleet_leave
+-- A stopping worker's slots stop counting at once (its row is gone before it drains).
+DELETE FROM notify.xnovu_worker WHERE id = $1;
+
+-- name: fleet_status
+-- What /status shows of the fleet on namespace $1 and task queue $2: the workers seen within $3 ms and their slots,
+-- and the rows of workers not seen since (dead or stopped without leaving), not yet pruned.
+SELECT count(*) FILTER (WHERE f.seen_at > now() - make_interval(secs => $3::float8 / 1000)) AS workers,
+  coalesce(sum(f.workflow_slots) FILTER (WHERE f.seen_at > now() - make_interval(secs => $3::float8 / 1000)), 0)
+    ::int AS slots,
+  count(*) FILTER (WHERE f.seen_at <= now() - make_interval(secs => $3::float8 / 1000)) AS unseen
+FROM notify.xnovu_worker f
+WHERE f.namespace = $1 AND f.task_queue = $2;

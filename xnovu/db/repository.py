@@ -16,6 +16,7 @@ from xnovu.core.fairshare import Candidate, InFlight, has_room, select
 from xnovu.core.fairshare import ClaimLimits as ClaimLimits  # owned by fairshare; imported from here too
 from xnovu.core.models import ClaimBatch, ClaimedNotification, PollKind
 from xnovu.core.priority import SORT_ORDER_MAX, SORT_ORDER_MIN, sort_order_in_range
+from xnovu.db.fleet import FleetScope, seen_within_s
 from xnovu.db.migrate import migrate
 from xnovu.db.migrate import migrations as shipped_migrations
 from xnovu.db.queries import q
@@ -316,6 +317,7 @@ class Repository:
         enterprise_id: str | None = None,
         recoverable: Sequence[int] = (),
         claim_key: str | None = None,
+        fleet: FleetScope | None = None,
     ) -> ClaimBatch:
         """Claim up to `batch_size` rows for a poll kind, no more than `limits` lets the deployment have in flight.
 
@@ -328,11 +330,23 @@ class Repository:
         `claim_key` names this claim (the poll run and its activity): run again under the same key, the claim returns
         the rows its first run claimed, so a poll whose workflow task was lost after claiming starts their children
         instead of orphaning them (PROCESSING, unstarted, counted in flight until their lease runs out).
+
+        `fleet`: the workers whose workflow task slots `limits.for_fleet` counts (xnovu/db/fleet.py); without it,
+        the claiming worker's own slots alone.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(q("claim_lock"))
-            flight = await conn.fetchrow(q("claim_flight"), lease_ms, claim_key, limits.row_cap)
+            flight = await conn.fetchrow(
+                q("claim_flight"),
+                lease_ms,
+                claim_key,
+                limits.row_cap,
+                fleet.namespace if fleet else None,
+                fleet.task_queue if fleet else None,
+                seen_within_s() * 1000,
+            )
             assert flight is not None
+            limits = limits.for_fleet(int(flight["fleet_slots"]))
             if flight["rerun"]:
                 rows = await conn.fetch(q("claimed_with_key"), claim_key)
                 return ClaimBatch(rows=_claimed(rows), batch_size=batch_size)

@@ -59,6 +59,7 @@ TABLES = (
     "xnovu_schema_migrations",
     "xnovu_wakeup_switch",
     "xnovu_priority_order",
+    "xnovu_worker",
 )
 
 

@@ -29,6 +29,7 @@ from xnovu.core.models import (
     child_id,
     schedule_id,
 )
+from xnovu.db.fleet import FleetScope
 from xnovu.db.repository import ClaimLimits, Repository
 from xnovu.errors import NovuConfigurationError
 from xnovu.metrics import METRICS
@@ -65,6 +66,8 @@ class PollSettings:
     trigger_concurrency: int = 10
     linger_s: float = 0.0
     """WAKEUP_LINGER_MS: how long a drained new-rows poll stays open for wake signals while commits trickle in."""
+    fleet: FleetScope | None = None
+    """The workers whose workflow task slots the rows window counts (xnovu/db/fleet.py); None: this worker's alone."""
 
 
 @dataclass
@@ -141,6 +144,7 @@ class XnovuActivities:
             enterprise_id=self.poll.enterprise_id,
             recoverable=recoverable,
             claim_key=_claim_key(activity.info()),
+            fleet=self.poll.fleet,
         )
         if await self._should_linger(kind, batch):
             assert self.arrivals is not None

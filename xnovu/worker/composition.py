@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from xnovu.config import Settings
 from xnovu.core.arrivals import Arrivals, linger_window_s
 from xnovu.db.budget import PostgresTokenBudget
+from xnovu.db.fleet import FleetScope
 from xnovu.db.repository import ClaimLimits, Repository, connect
 from xnovu.db.retention import RetentionPolicy
 from xnovu.db.rules import RuleRepository
@@ -49,8 +50,9 @@ T = TypeVar("T")
 #: "Lease, fencing and back-pressure"), and at most this many batches of rows ...
 CLAIM_HORIZON_S = 10
 CLAIM_BATCHES_IN_FLIGHT = 5
-#: ... and at most this many times the worker's workflow task slots (TEMPORAL_MAX_CONCURRENT_WORKFLOWS) of rows per
-#: class. A child holds its slot while its send waits for tokens, so children beyond the slots wait on Temporal's
+#: ... and at most this many times the workflow task slots of the fleet (the TEMPORAL_MAX_CONCURRENT_WORKFLOWS of every
+#: worker seen lately on the task queue, xnovu/db/fleet.py) of rows per class. A child holds its slot while its send
+#: waits for tokens, so children beyond the slots wait on Temporal's
 #: task queue, first come first served, where neither urgency nor fair share reach them (the token budget orders
 #: only the sends that hold a slot). Twice the slots keeps a queue of one slot's worth, so slots never run dry
 #: between claims. Measured in the noisy-neighbour phase (1 000 + 2 000-recipient backlog of A at 60 tokens/s, B's
@@ -89,14 +91,25 @@ def build_processor(settings: Settings, repo: Repository, novu: NovuClient) -> N
 
 def claim_limits(settings: Settings) -> ClaimLimits:
     """What the deployment may have claimed and unfinished at once, from the token budget, the batch size and the
-    worker's workflow task slots."""
+    workflow task slots of the fleet (each claim counts the workers seen, `ClaimLimits.for_fleet`; never fewer than
+    this worker's own).
+
+    The batches part does not grow with the workers: the polls are singletons (one chain per kind, whichever worker
+    runs it), so what they claim ahead of the sends is a matter of the batch size, not of how many workers send; and
+    the token window (ten seconds of the deployment's Novu budget) bounds a token-bound send rate whatever the rows.
+    A fleet with more than CLAIM_BATCHES_IN_FLIGHT x POLL_BATCH_SIZE / (CLAIM_SLOTS_IN_FLIGHT x slots) workers (5
+    with the defaults) raises POLL_BATCH_SIZE to use every slot (ops/README.md "Scaling")."""
     return ClaimLimits(
-        max_rows=min(
-            CLAIM_BATCHES_IN_FLIGHT * settings.poll_batch_size,
-            CLAIM_SLOTS_IN_FLIGHT * settings.temporal_max_concurrent_workflows,
-        ),
+        max_rows=CLAIM_BATCHES_IN_FLIGHT * settings.poll_batch_size,
         max_tokens=max(BULK_COST, math.ceil(settings.novu_rate_limit_rps * CLAIM_HORIZON_S)),
+        rows_per_slot=CLAIM_SLOTS_IN_FLIGHT,
+        own_slots=settings.temporal_max_concurrent_workflows,
     )
+
+
+def fleet_scope(settings: Settings) -> FleetScope:
+    """The workers that serve this worker's task queue: the queue its polls start their children on."""
+    return FleetScope(settings.temporal_namespace, settings.temporal_task_queue)
 
 
 def build_activities(
@@ -117,6 +130,7 @@ def build_activities(
         enterprise_id=settings.poll_enterprise_id,
         trigger_concurrency=settings.trigger_concurrency,
         linger_s=linger_window_s(settings.wakeup_linger_ms, settings.wakeup_debounce_ms, settings.poll_interval_ms),
+        fleet=fleet_scope(settings),
     )
     return XnovuActivities(repo, build_processor(settings, repo, novu), poll, temporal=temporal, arrivals=arrivals)
 

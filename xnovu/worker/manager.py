@@ -19,6 +19,7 @@ from xnovu import __version__
 from xnovu.config import Settings
 from xnovu.core.backlog import SAMPLE_ROWS, Backlog, summarize
 from xnovu.core.models import PollKind
+from xnovu.db.fleet import FleetMember, fleet_status
 from xnovu.db.repository import Repository
 from xnovu.db.retention import last_prune, table_sizes
 from xnovu.metrics import METRICS
@@ -27,7 +28,8 @@ from xnovu.novu.ratelimit import TokenBudget
 from xnovu.temporal.activities import XnovuActivities
 from xnovu.temporal.rule_activities import RuleActivities
 from xnovu.tracing import Tracing
-from xnovu.worker.composition import Components
+from xnovu.worker.composition import Components, claim_limits, fleet_scope
+from xnovu.worker.fleet import FleetPresence, member_id
 from xnovu.worker.health import HealthServer
 from xnovu.worker.wakeup import WakeupListener
 
@@ -60,6 +62,7 @@ class WorkerManager:
         self._worker_task: asyncio.Task[None] | None = None
         self._health: HealthServer | None = None
         self._with_health = health
+        self._fleet: FleetPresence | None = None
 
     # The parts, as built by the composition root (None until `start()` got that far).
 
@@ -102,6 +105,10 @@ class WorkerManager:
         assert self.worker is not None and self.wakeup is not None
         self._worker_task = asyncio.create_task(self._run_workers(), name="temporal-worker")
         self._init_gauges()
+        assert self.repo is not None
+        # Its slots count in every claim's window from now on (xnovu/db/fleet.py).
+        self._fleet = FleetPresence(self.repo.pool, self._fleet_member(), lambda: self.running)
+        await self._fleet.start()
         await self.wakeup.start()
         if self._with_health:
             self._health = HealthServer(self, s.worker_health_host, s.worker_health_port)
@@ -109,6 +116,17 @@ class WorkerManager:
         log.info(
             "worker started",
             extra={"version": __version__, "task_queue": s.temporal_task_queue, "namespace": s.temporal_namespace},
+        )
+
+    def _fleet_member(self) -> FleetMember:
+        s = self.settings
+        return FleetMember(
+            id=member_id(),
+            scope=fleet_scope(s),
+            workflow_slots=s.temporal_max_concurrent_workflows,
+            enterprise_id=s.poll_enterprise_id,
+            wakeups=s.wakeup_enabled,
+            version=__version__,
         )
 
     async def _run_workers(self) -> None:
@@ -151,6 +169,9 @@ class WorkerManager:
 
     async def stop(self) -> None:
         """Stop polling for new tasks, let in-flight ones finish (grace period), close everything."""
+        if self._fleet is not None:
+            await self._fleet.stop()  # first: no claim counts the slots of a worker that drains
+            self._fleet = None
         if self.wakeup is not None:
             await self.wakeup.stop()  # first: no new poll runs are asked for while the worker drains
         if self.running:
@@ -247,6 +268,14 @@ class WorkerManager:
         report["tracing"] = self.tracing.state.as_dict()
         if self.wakeup is not None:
             report["wakeup"] = self.wakeup.status()
+        try:
+            assert self.repo is not None
+            # docs/priority.md "Temporal's task queue": the slots of the workers seen, and the rows window they make.
+            seen = await asyncio.wait_for(fleet_status(self.repo.pool, fleet_scope(s)), PROBE_TIMEOUT_S)
+            limits = claim_limits(s).for_fleet(seen["workflow_slots"])
+            report["fleet"] = {**seen, "rows_window": limits.max_rows}
+        except Exception as exc:
+            report["fleet"] = {"error": type(exc).__name__}
         return report
 
     async def _backlog(self) -> Backlog:
