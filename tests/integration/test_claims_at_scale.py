@@ -46,7 +46,7 @@ QUERIES: dict[str, list[Any]] = {
     "candidates_scheduled": [100, None, 60_000],
     "candidates_failed": [100, None, 900_000, []],
     "in_flight": [900_000, None],
-    "claim_flight": [900_000, None, 300],
+    "claim_flight": [900_000, None, 300, "default", "xnovu-notification-processing", 15_000],
     "heads_new": [100, None, None, 16, 4],
     "heads_scheduled": [100, None, None, 16, 4, 60_000],
     "heads_failed": [100, None, None, 16, 4],

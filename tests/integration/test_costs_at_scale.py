@@ -141,7 +141,7 @@ async def _costs(
         ("held_row_workflows", []),
         # What every claim reads first: with the big row in flight, its tokens, not its 1.6 MB recipients array.
         ("in_flight", [LEASE_MS, None]),
-        ("claim_flight", [LEASE_MS, None, 300]),
+        ("claim_flight", [LEASE_MS, None, 300, "default", "xnovu-notification-processing", 15_000]),
         # What every worker runs before its hold sweep: with no priority changed, an empty read.
         ("priority_recompute_step", [5000]),
     ]
