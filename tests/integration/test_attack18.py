@@ -142,11 +142,10 @@ async def test_a_lingering_run_does_not_replay_on_the_release_before_the_linger(
     """Rolling this release back to the one before (f5a6bdc, the polls already on TEMPORAL_TASK_QUEUE-polls, so the
     schedules do not move and `xnovu schedules heal` sees nothing off target), or a rolling upgrade with workers of
     both on the polls' queue: a run left lingering when this release's last worker stopped, or whose next workflow
-    task is not on its worker's sticky queue, is replayed by a previous-release worker. The workflows.py comment says
-    'a lingering run cannot replay on a release without the linger ... (README "Deploy": a rollback terminates the
-    poll runs)', but README "Deploy" has no such step for this rollback (only for one past the polls' queue). A run
-    that cannot replay fails its workflow task on every attempt and holds the new-rows schedule (BUFFER_ONE) until
-    its 10-minute run timeout: no claim, no send.
+    task is not on its worker's sticky queue, is replayed by a previous-release worker (attack18 finding 2: README
+    "Deploy" had no step for this rollback, only for one past the polls' queue). A run that cannot replay fails its
+    workflow task on every attempt and holds the new-rows schedule (BUFFER_ONE) until its 10-minute run timeout: no
+    claim, no send.
 
     That stays true (no marker can make old code replay new behaviour); what answers it: README "Deploy" (set
     WAKEUP_LINGER_MS=0 before rolling back past the linger, and run `xnovu schedules heal` from this release's image
