@@ -321,3 +321,56 @@ def test_q_returns_the_block_and_names_a_missing_one() -> None:
     assert "ent_notification" in q("load_notification")
     with pytest.raises(KeyError, match="no_such_block"):
         q("no_such_block")
+
+
+class _SlowSchedule:
+    """A Schedule whose state machine takes `steps` patches before it reads as patched (the loaded server of the
+    CI failure: a pause still read unpaused 30 s later). A stand-in for the server only in this unit test of the
+    waiting; tests/integration/test_notification_lifecycle.py pauses a real one."""
+
+    def __init__(self, sid: str, steps: int) -> None:
+        self.id = sid
+        self.steps = steps
+        self.patches: list[str] = []
+        self.paused = False
+
+    async def pause(self, note: str) -> None:
+        self.patches.append(note)
+        self.paused = len(self.patches) >= self.steps
+
+    async def describe(self) -> object:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(schedule=SimpleNamespace(state=SimpleNamespace(paused=self.paused)))
+
+
+class _Client:
+    def __init__(self, steps: int) -> None:
+        self.handles: dict[str, _SlowSchedule] = {}
+        self.steps = steps
+
+    def get_schedule_handle(self, sid: str) -> _SlowSchedule:
+        return self.handles.setdefault(sid, _SlowSchedule(sid, self.steps))
+
+
+async def test_a_pause_that_does_not_read_back_is_sent_again_with_the_same_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xnovu.temporal import schedules
+
+    monkeypatch.setattr(schedules, "SETTLE_RESEND_S", 0.05)
+    monkeypatch.setattr(schedules, "SETTLE_POLL_S", (0.01, 0.02))
+    client = _Client(steps=2)
+    done = await schedules.set_paused(client, list(PollKind), True, "maintenance")  # type: ignore[arg-type]
+    assert done == [schedule_id(k) for k in PollKind]
+    assert all(h.paused and h.patches == ["maintenance", "maintenance"] for h in client.handles.values())
+
+
+async def test_a_pause_that_never_reads_back_ends_in_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xnovu.temporal import schedules
+
+    monkeypatch.setattr(schedules, "SETTLE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(schedules, "SETTLE_RESEND_S", 0.05)
+    monkeypatch.setattr(schedules, "SETTLE_POLL_S", (0.01, 0.02))
+    with pytest.raises(XnovuError, match=r"still reads unpaused 0\.2 s after the change; check the Temporal server"):
+        await schedules.set_paused(_Client(steps=10**6), [PollKind.NEW], True)  # type: ignore[arg-type]

@@ -7,8 +7,10 @@ Pause, resume and trigger also accept a rule's Schedule (`xnovu-rule-{id}`, kept
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from temporalio.client import (
@@ -318,42 +320,57 @@ async def set_paused(
 ) -> list[str]:
     """Pause or resume; the note records who/why (shown in the Web UI and `schedules list`).
 
-    An operator's pause of a rule Schedule is kept by the rules sync (its note is not the sync's own).
+    Every patch is sent first and then all are awaited together, so pausing four Schedules on a slow server waits
+    for the slowest one, not for the sum. An operator's pause of a rule Schedule is kept by the rules sync (its note
+    is not the sync's own).
     """
-    done = []
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    patches: list[tuple[ScheduleHandle, Callable[[], Awaitable[None]]]] = []
     for kind in kinds:
-        sid = any_schedule_id(kind)
-        handle = client.get_schedule_handle(sid)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        if paused:
-            await handle.pause(note=note or f"paused with `xnovu schedules pause` at {stamp}")
-        else:
-            await handle.unpause(note=note or _resume_note(kind, stamp))
-        await _settled(handle, paused)
-        done.append(sid)
-    return done
+        handle = client.get_schedule_handle(any_schedule_id(kind))
+        text = note or (f"paused with `xnovu schedules pause` at {stamp}" if paused else _resume_note(kind, stamp))
+        patch = partial(handle.pause if paused else handle.unpause, note=text)
+        await patch()
+        patches.append((handle, patch))
+    await asyncio.gather(*(_settled(handle, paused, patch) for handle, patch in patches))
+    return [handle.id for handle, _ in patches]
 
 
 #: How long `set_paused` waits for a Schedule to report the state it was just given.
-SETTLE_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 60.0
+#: While a Schedule still reads the old state, its patch is sent again this often (a pause or resume is idempotent).
+SETTLE_RESEND_S = 10.0
+#: The first and the longest pause between two reads of the Schedule's state.
+SETTLE_POLL_S = (0.1, 1.0)
 
 
-async def _settled(handle: ScheduleHandle, paused: bool) -> None:
+async def _settled(handle: ScheduleHandle, paused: bool, resend: Callable[[], Awaitable[None]]) -> None:
     """Return once the Schedule describes itself as `paused`, so that a pause is in effect when the command returns.
 
-    The server applies a pause or resume to the Schedule's own state machine asynchronously; on a loaded server a
-    describe right after the call was seen to show the previous state, and a tick already on its way could still
-    start a run (tests/integration/test_notification_lifecycle.py). The claim checks the Schedule's state again
-    before claiming (xnovu/temporal/activities.py), which is only sound once the state reads back as set.
+    The server applies a pause or resume to the Schedule's own state machine asynchronously, when that machine next
+    takes a step; while it is busy starting a run against a loaded server (a start that the server retries) its state
+    reads as before: once in a full suite on CI a pause still read unpaused 30 s later
+    (tests/integration/test_notification_lifecycle.py). So: the reads back off from 0.1 s to 1 s (each read is a
+    query to that machine), the patch is sent again every `SETTLE_RESEND_S`, and the command gives up after
+    `SETTLE_TIMEOUT_S` with the fix. The claim checks the Schedule's state again before claiming
+    (xnovu/temporal/activities.py), which is only sound once the state reads back as set.
     """
-    deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_TIMEOUT_S
+    next_resend = loop.time() + SETTLE_RESEND_S
+    wait, longest = SETTLE_POLL_S
     while (await handle.describe()).schedule.state.paused != paused:
-        if asyncio.get_running_loop().time() > deadline:
+        now = loop.time()
+        if now > deadline:
             raise XnovuError(
                 f"schedule {handle.id} still reads {'un' if paused else ''}paused {SETTLE_TIMEOUT_S:g} s after the "
                 "change; check the Temporal server's health and run the command again"
             )
-        await asyncio.sleep(0.1)
+        if now >= next_resend:
+            await resend()
+            next_resend = now + SETTLE_RESEND_S
+        await asyncio.sleep(wait)
+        wait = min(longest, wait * 2)
 
 
 async def trigger_now(client: Client, kind: ScheduleName) -> None:
