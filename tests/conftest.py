@@ -20,8 +20,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture
-async def env(stack: Stack) -> AsyncIterator[Env]:
-    async with environment(stack) as e:
+async def env(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    fresh = request.node.get_closest_marker("fresh_namespace") is not None
+    async with environment(stack, fresh_namespace=fresh) as e:
         yield e
 
 

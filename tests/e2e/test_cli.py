@@ -12,6 +12,7 @@ import json
 import uuid
 
 import asyncpg
+import pytest
 
 from tests.e2e.conftest import Cli
 from tests.support import DB_PASSWORD, Env, eventually
@@ -137,6 +138,7 @@ async def test_db_migrate_creates_the_schema_once_and_then_reports_it_up_to_date
         await conn.close()
 
 
+@pytest.mark.fresh_namespace
 async def test_bootstrap_twice_creates_then_leaves_the_schedules_unchanged(cli: Cli) -> None:
     first = (await cli("bootstrap")).ok().stdout
     assert "namespace: created" in first

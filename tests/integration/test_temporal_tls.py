@@ -66,6 +66,7 @@ def port_of(proxy: TlsProxy, door: str) -> int:
     return proxy.mtls_port if door == "mtls" else proxy.api_key_port
 
 
+@pytest.mark.fresh_namespace
 @pytest.mark.parametrize("door", ["mtls", "api-key"])
 async def test_bootstrap_a_worker_and_a_notification_through_the_tls_proxy(
     env: Env, proxy: TlsProxy, door: str, tmp_path: Path

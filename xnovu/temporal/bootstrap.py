@@ -24,13 +24,16 @@ from temporalio.service import RPCError, RPCStatusCode
 from xnovu.config import Settings
 from xnovu.errors import TemporalUnavailableError
 from xnovu.temporal import searchattrs
-from xnovu.temporal.schedules import ensure_schedules, run_rules_sync_at_start
+from xnovu.temporal.schedules import RULES_SYNC_ID, ensure_schedules, run_rules_sync_at_start
 from xnovu.temporal.stranded import heal_stranded
 
 log = logging.getLogger(__name__)
 
 #: How long bootstrap waits out "namespace not found" after creating a namespace (server caches refresh in ~10 s).
 NEW_NAMESPACE_WAIT_S = 30.0
+#: The first and the longest pause between two checks whether a new namespace answers: a namespace on the dev server
+#: answers within about a second, so a fixed half second cost most workers' first start a full second.
+NAMESPACE_POLL_S = (0.05, 0.5)
 
 _INDEXED = {
     SearchAttributeIndexedValueType.INT: IndexedValueType.INDEXED_VALUE_TYPE_INT,
@@ -78,10 +81,12 @@ async def ensure_namespace(client: Client, settings: Settings, *, wait_s: float 
         result = "unchanged"  # another worker created it a moment ago
     # A new namespace takes a moment to reach every service ("namespace not found" meanwhile).
     deadline = asyncio.get_running_loop().time() + wait_s
+    pause = NAMESPACE_POLL_S[0]
     while not await _namespace_exists(client, ns):
         if asyncio.get_running_loop().time() > deadline:
             raise TemporalUnavailableError(f"namespace {ns!r} is registered but not found after {wait_s:.0f} s")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(pause)
+        pause = min(NAMESPACE_POLL_S[1], pause * 2)
     return result
 
 
@@ -158,11 +163,16 @@ async def ensure_fairness_weights(client: Client, settings: Settings) -> dict[st
     return wanted
 
 
-async def _heal(client: Client) -> list[str]:
-    """The stranded runs terminated, described. Best effort: a key that may not terminate workflows, or a server
-    without an API the check reads, must not keep a worker from starting (`xnovu schedules heal` says why)."""
+async def _heal(client: Client, schedules: dict[str, str]) -> list[str]:
+    """The stranded runs terminated, described. A schedule this bootstrap just created has no run to strand, so only
+    the others are read (a new schedule's describe waits for its first step: half a second of every first start).
+    Best effort: a key that may not terminate workflows, or a server without an API the check reads, must not keep
+    a worker from starting (`xnovu schedules heal` says why)."""
+    existing = [sid for sid, outcome in schedules.items() if outcome != "created"]
+    if not existing:
+        return []
     try:
-        return [r.describe() for r in (await heal_stranded(client)).terminated]
+        return [r.describe() for r in (await heal_stranded(client, existing)).terminated]
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise  # a namespace still reaching every service: the caller's loop waits it out
@@ -182,20 +192,24 @@ async def bootstrap(client: Client, settings: Settings, *, serves_poll_queue: bo
         report.namespace = await ensure_namespace(client, settings)
         # Just after registration some services still answer "namespace not found" until their cache refreshes.
         deadline = asyncio.get_running_loop().time() + NEW_NAMESPACE_WAIT_S
+        pause = NAMESPACE_POLL_S[0]
         while True:
             try:
                 report.search_attributes = await ensure_search_attributes(client, settings)
                 report.fairness_weights = await ensure_fairness_weights(client, settings)
                 report.schedules = await ensure_schedules(client, settings, serves_poll_queue=serves_poll_queue)
                 # After the schedules: a run is stranded only against the queue its schedule targets now.
-                report.stranded_runs = await _heal(client)
+                report.stranded_runs = await _heal(client, report.schedules)
                 # Rule Schedules are in step from the start, not a sync interval later (README "Rules").
-                await run_rules_sync_at_start(client)
+                await run_rules_sync_at_start(
+                    client, just_created=report.schedules.get(RULES_SYNC_ID) == "created"
+                )
                 break
             except RPCError as exc:
                 if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
                     raise
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(pause)
+                pause = min(NAMESPACE_POLL_S[1], pause * 2)
     except RPCError as exc:
         raise TemporalUnavailableError(
             f"bootstrap failed against {settings.temporal_address} namespace {settings.temporal_namespace!r}: "

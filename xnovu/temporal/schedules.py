@@ -378,10 +378,13 @@ async def trigger_now(client: Client, kind: ScheduleName) -> None:
     await client.get_schedule_handle(any_schedule_id(kind)).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
 
 
-async def run_rules_sync_at_start(client: Client) -> bool:
-    """Bootstrap runs one rules sync right away unless the sync schedule is paused; True if triggered."""
+async def run_rules_sync_at_start(client: Client, *, just_created: bool = False) -> bool:
+    """Bootstrap runs one rules sync right away unless the sync schedule is paused; True if triggered.
+
+    `just_created`: this bootstrap created the schedule a moment ago, unpaused, so it is not described first (a new
+    schedule's describe waits for its first step: about half a second of every first start)."""
     handle = client.get_schedule_handle(RULES_SYNC_ID)
-    if (await handle.describe()).schedule.state.paused:
+    if not just_created and (await handle.describe()).schedule.state.paused:
         return False
     await handle.trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
     return True

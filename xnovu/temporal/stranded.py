@@ -24,7 +24,9 @@ retry it until the run times out. Terminating it loses nothing for the same reas
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -135,27 +137,36 @@ async def _last_poll(client: Client, namespace: str, queue: str) -> datetime | N
     return max(polls, default=None)
 
 
-async def find_off_target(client: Client) -> list[OffTargetRun]:
-    """Every open run of xnovu's own schedules on a task queue its schedule no longer targets, each marked stranded
-    or not (module docstring); reads only. STRANDED_AFTER is read at each call (a test shortens it)."""
+async def find_off_target(client: Client, schedule_ids: Iterable[str] | None = None) -> list[OffTargetRun]:
+    """Every open run of xnovu's own schedules (or of `schedule_ids` among them) on a task queue its schedule no
+    longer targets, each marked stranded or not (module docstring); reads only. The schedules are described side by
+    side (each describe is a query to that schedule's own workflow). STRANDED_AFTER is read at each call (a test
+    shortens it)."""
+    wanted = [any_schedule_id(name) for name in SYSTEM_SCHEDULES]
+    if schedule_ids is not None:
+        chosen = set(schedule_ids)
+        wanted = [sid for sid in wanted if sid in chosen]
+    per_schedule = await asyncio.gather(*(_off_target_runs(client, sid) for sid in wanted))
+    return [run for runs in per_schedule for run in runs]
+
+
+async def _off_target_runs(client: Client, sid: str) -> list[OffTargetRun]:
+    try:
+        desc = await client.get_schedule_handle(sid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return []
+        raise
+    action = desc.schedule.action
+    if not isinstance(action, ScheduleActionStartWorkflow) or action.task_queue is None:
+        return []
     found: list[OffTargetRun] = []
-    for name in SYSTEM_SCHEDULES:
-        sid = any_schedule_id(name)
-        try:
-            desc = await client.get_schedule_handle(sid).describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                continue
-            raise
-        action = desc.schedule.action
-        if not isinstance(action, ScheduleActionStartWorkflow) or action.task_queue is None:
+    for running in desc.info.running_actions:
+        if not isinstance(running, ScheduleActionExecutionStartWorkflow):
             continue
-        for running in desc.info.running_actions:
-            if not isinstance(running, ScheduleActionExecutionStartWorkflow):
-                continue
-            run = await _off_target(client, sid, running.workflow_id, action.task_queue, STRANDED_AFTER)
-            if run is not None:
-                found.append(run)
+        run = await _off_target(client, sid, running.workflow_id, action.task_queue, STRANDED_AFTER)
+        if run is not None:
+            found.append(run)
     return found
 
 
@@ -206,11 +217,12 @@ async def find_stranded(client: Client) -> list[OffTargetRun]:
     return [r for r in await find_off_target(client) if r.stranded]
 
 
-async def heal_stranded(client: Client) -> HealReport:
-    """Terminate every stranded run (module docstring), each with a reason naming both queues. A run that moved on
-    meanwhile (continued, closed) is left alone: the terminate names its run."""
+async def heal_stranded(client: Client, schedule_ids: Iterable[str] | None = None) -> HealReport:
+    """Terminate every stranded run (module docstring) of xnovu's schedules (or of `schedule_ids` among them), each
+    with a reason naming both queues. A run that moved on meanwhile (continued, closed) is left alone: the terminate
+    names its run."""
     report = HealReport([], [])
-    for run in await find_off_target(client):
+    for run in await find_off_target(client, schedule_ids):
         if not run.stranded:
             report.left.append(run)
             continue
