@@ -332,7 +332,12 @@ async def set_paused(
         patch = partial(handle.pause if paused else handle.unpause, note=text)
         await patch()
         patches.append((handle, patch))
-    await asyncio.gather(*(_settled(handle, paused, patch) for handle, patch in patches))
+    waits = [asyncio.ensure_future(_settled(handle, paused, patch)) for handle, patch in patches]
+    try:
+        await asyncio.gather(*waits)
+    finally:
+        for wait in waits:
+            wait.cancel()  # the others stop reading when one gives up
     return [handle.id for handle, _ in patches]
 
 
