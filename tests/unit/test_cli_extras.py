@@ -49,7 +49,11 @@ def test_worker_health_shows_the_due_backlog_by_urgency_and_by_enterprise(
         "fleet": {"workers": 3, "workflow_slots": 150, "unseen": 1, "rows_window": 300},
     }
     monkeypatch.setattr(process, "fetch_health", lambda s: (True, {"status": "ok"}, status))
-    monkeypatch.setenv("COLUMNS", "200")
+    # The console is built when xnovu.cli is first imported, so COLUMNS set here came too late whenever another test
+    # imported it first (with two pytest processes, the order differs): the width is set on the console itself.
+    from xnovu import cli
+
+    monkeypatch.setattr(cli.out, "width", 200)
     monkeypatch.setattr(sys, "argv", ["xnovu", "worker", "health"])
     assert run_main() == 0
     out = capsys.readouterr().out
