@@ -52,7 +52,8 @@ class Stack:
         which every test's first worker start waited out; registered while the previous test ran, it is ready when
         its own test starts. A test that needs bootstrap to create its namespace is marked `fresh_namespace`.
         """
-        namespace = self.ready_namespace or await self._register_namespace()
+        namespace, self.ready_namespace = self.ready_namespace, None  # two environments at once never share one
+        namespace = namespace or await self._register_namespace()
         self.ready_namespace = await self._register_namespace()
         return namespace
 

@@ -2,8 +2,9 @@
 one test ahead (commits 9dc9094, 0acc37c, ef4887b), on the real stack: real Postgres, the real Temporal dev server
 (1.32, whose schedule keeps one pending patch: a pause followed in the same step by a trigger is dropped).
 
-Each test asserts what should hold; the findings still open are marked xfail(strict), so the file documents them and
-turns red once one is fixed (then drop its mark).
+Each test asserts what should hold. Finding 1 (a resend undid another operator's pause) is fixed by the conflict
+token guard in `_settled`; finding 2 (the cause of the CI failure) is what the resend is for, now every second;
+finding 3 keeps a worker start that creates its own namespace on the suite.
 
 Run: pytest tests/integration/test_attack19.py --basetemp=/tmp/pt-attack19
 """
@@ -11,7 +12,6 @@ Run: pytest tests/integration/test_attack19.py --basetemp=/tmp/pt-attack19
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
@@ -28,15 +28,14 @@ from xnovu.temporal.schedules import ensure_schedules, schedule_id
 QUIET = {"poll_interval_ms": 3_600_000, "failed_poll_interval_ms": 3_600_000, "scheduled_poll_interval_ms": 3_600_000}
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: a resend re-applies a resume over a pause made meanwhile")
 async def test_a_resend_does_not_undo_an_incident_pause_made_while_a_resume_settled(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Operator A resumes after maintenance; before A's resume reads back (seconds on a loaded server, the very case
-    the resend is for), operator B pauses for an incident, and B's command returns "paused". A's wait then reads B's
-    pause, cannot tell it from its own resume not having landed yet, and re-sends the resume: the polls run again
-    during the incident, and both commands reported success. Before the resend, A failed with its one line and B's
-    pause stood. (The same holds the other way round: a pause re-sent over a resume made meanwhile.)
+    """Operator A resumes after maintenance; before A's resume reads back, operator B pauses for an incident, and
+    B's command returns "paused". Without the guard, A's wait read B's pause, could not tell it from its own resume
+    not having landed yet, and re-sent the resume: the polls ran again during the incident, and both commands
+    reported success. Now A's wait sees the conflict token moved past the one it read before sending, and stops with
+    one line naming the change; B's pause stands.
 
     B's command is run in the window by wrapping `_settled` (the only stand-in: the server, the schedule and both
     commands are real); the resend period is shortened from 10 s to 0.3 s."""
@@ -54,7 +53,7 @@ async def test_a_resend_does_not_undo_an_incident_pause_made_while_a_resume_sett
         await real(handle, paused, *rest)
 
     monkeypatch.setattr(schedules, "_settled", b_pauses_in_the_window)
-    with contextlib.suppress(XnovuError):  # the old code: "still reads paused 3 s after the change; ..."
+    with pytest.raises(XnovuError, match=r"was changed by someone else meanwhile and is paused .*B: incident"):
         await schedules.set_paused(client, [PollKind.NEW], False)
     await asyncio.sleep(1.0)
     state = (await client.get_schedule_handle(schedule_id(PollKind.NEW)).describe()).schedule.state
@@ -70,8 +69,8 @@ async def test_a_pause_erased_by_a_wakeup_trigger_is_sent_again_and_holds(
     lands after an operator's pause, in the same step of the schedule, replaces the pause (the server keeps one
     pending patch per schedule): the pause is gone, not late. Before 9dc9094 the wait then read "unpaused" for its
     whole 30 s and failed with the very line of the CI failure (2 of 3 runs, on an idle server); now the pause is
-    sent again. (Resend period 1 s here; with its 10 s default the command took 11.1 and 11.6 s in 2 of 4 runs,
-    the polls claiming meanwhile.)"""
+    sent again (every second; with the 10 s period first tried, the command took 11.1 and 11.6 s in 2 of 4 runs,
+    the polls claiming meanwhile)."""
     client = await connect_temporal(env.settings)
     await ensure_schedules(client, env.settings.model_copy(update=QUIET))
     monkeypatch.setattr(schedules, "SETTLE_RESEND_S", 1.0, raising=False)

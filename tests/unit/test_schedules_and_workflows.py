@@ -324,24 +324,30 @@ def test_q_returns_the_block_and_names_a_missing_one() -> None:
 
 
 class _SlowSchedule:
-    """A Schedule whose state machine takes `steps` patches before it reads as patched (the loaded server of the
-    CI failure: a pause still read unpaused 30 s later). A stand-in for the server only in this unit test of the
-    waiting; tests/integration/test_notification_lifecycle.py pauses a real one."""
+    """A Schedule that drops its first `steps - 1` patches (a trigger landing in the same step replaces a pause: the
+    CI failure, tests/integration/test_attack19.py). A stand-in for the server only in this unit test of the
+    waiting; the integration tests pause real ones. Every applied patch moves the conflict token, as on the server."""
 
     def __init__(self, sid: str, steps: int) -> None:
         self.id = sid
         self.steps = steps
         self.patches: list[str] = []
         self.paused = False
+        self.note = ""
+        self.token = 7
 
     async def pause(self, note: str) -> None:
         self.patches.append(note)
-        self.paused = len(self.patches) >= self.steps
+        if len(self.patches) >= self.steps:
+            self.paused, self.note, self.token = True, note, self.token + 1
 
     async def describe(self) -> object:
         from types import SimpleNamespace
 
-        return SimpleNamespace(schedule=SimpleNamespace(state=SimpleNamespace(paused=self.paused)))
+        return SimpleNamespace(
+            schedule=SimpleNamespace(state=SimpleNamespace(paused=self.paused, note=self.note)),
+            raw_description=SimpleNamespace(conflict_token=self.token.to_bytes(8, "big")),
+        )
 
 
 class _Client:
@@ -353,13 +359,18 @@ class _Client:
         return self.handles.setdefault(sid, _SlowSchedule(sid, self.steps))
 
 
-async def test_a_pause_that_does_not_read_back_is_sent_again_with_the_same_note(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _fast(monkeypatch: pytest.MonkeyPatch, timeout_s: float = 5.0) -> None:
     from xnovu.temporal import schedules
 
+    monkeypatch.setattr(schedules, "SETTLE_TIMEOUT_S", timeout_s)
     monkeypatch.setattr(schedules, "SETTLE_RESEND_S", 0.05)
     monkeypatch.setattr(schedules, "SETTLE_POLL_S", (0.01, 0.02))
+
+
+async def test_a_dropped_pause_is_sent_again_with_the_same_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xnovu.temporal import schedules
+
+    _fast(monkeypatch)
     client = _Client(steps=2)
     done = await schedules.set_paused(client, list(PollKind), True, "maintenance")  # type: ignore[arg-type]
     assert done == [schedule_id(k) for k in PollKind]
@@ -369,8 +380,27 @@ async def test_a_pause_that_does_not_read_back_is_sent_again_with_the_same_note(
 async def test_a_pause_that_never_reads_back_ends_in_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from xnovu.temporal import schedules
 
-    monkeypatch.setattr(schedules, "SETTLE_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(schedules, "SETTLE_RESEND_S", 0.05)
-    monkeypatch.setattr(schedules, "SETTLE_POLL_S", (0.01, 0.02))
+    _fast(monkeypatch, timeout_s=0.2)
     with pytest.raises(XnovuError, match=r"still reads unpaused 0\.2 s after the change; check the Temporal server"):
         await schedules.set_paused(_Client(steps=10**6), [PollKind.NEW], True)  # type: ignore[arg-type]
+
+
+async def test_a_resume_is_not_sent_again_over_a_change_someone_made_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The token moved and the state is not the one asked for: someone else paused it since; say so, send nothing."""
+    from xnovu.temporal import schedules
+
+    _fast(monkeypatch)
+    client = _Client(steps=1)
+    handle = client.get_schedule_handle(schedule_id(PollKind.NEW))
+    sent: list[str] = []
+
+    async def unpause(note: str) -> None:
+        sent.append(note)
+        await handle.pause("incident")  # someone else's pause lands instead of this resume
+
+    handle.unpause = unpause  # type: ignore[attr-defined]
+    with pytest.raises(XnovuError, match=r"changed by someone else meanwhile and is paused \(note: 'incident'\)"):
+        await schedules.set_paused(client, [PollKind.NEW], False, "back")  # type: ignore[arg-type]
+    assert sent == ["back"] and handle.paused

@@ -321,51 +321,75 @@ async def set_paused(
     """Pause or resume; the note records who/why (shown in the Web UI and `schedules list`).
 
     Every patch is sent first and then all are awaited together, so pausing four Schedules on a slow server waits
-    for the slowest one, not for the sum. An operator's pause of a rule Schedule is kept by the rules sync (its note
-    is not the sync's own).
+    for the slowest one, not for the sum; a patch the server dropped is sent again (`_settled`). An operator's pause
+    of a rule Schedule is kept by the rules sync (its note is not the sync's own).
     """
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    patches: list[tuple[ScheduleHandle, Callable[[], Awaitable[None]]]] = []
-    for kind in kinds:
-        handle = client.get_schedule_handle(any_schedule_id(kind))
+    handles = [client.get_schedule_handle(any_schedule_id(kind)) for kind in kinds]
+    # Read before sending: a Schedule still at this token has not applied the patch (queued, or replaced by a
+    # trigger that reached it in the same step), so sending it again is safe; past it, someone changed it meanwhile.
+    tokens = await asyncio.gather(*(_conflict_token(handle) for handle in handles))
+    patches: list[tuple[ScheduleHandle, Callable[[], Awaitable[None]], int]] = []
+    for kind, handle, token in zip(kinds, handles, tokens, strict=True):
         text = note or (f"paused with `xnovu schedules pause` at {stamp}" if paused else _resume_note(kind, stamp))
         patch = partial(handle.pause if paused else handle.unpause, note=text)
         await patch()
-        patches.append((handle, patch))
-    waits = [asyncio.ensure_future(_settled(handle, paused, patch)) for handle, patch in patches]
+        patches.append((handle, patch, token))
+    waits = [asyncio.ensure_future(_settled(handle, paused, patch, token)) for handle, patch, token in patches]
     try:
         await asyncio.gather(*waits)
     finally:
         for wait in waits:
             wait.cancel()  # the others stop reading when one gives up
-    return [handle.id for handle, _ in patches]
+    return [handle.id for handle, _, _ in patches]
+
+
+async def _conflict_token(handle: ScheduleHandle) -> int:
+    return _token((await handle.describe()).raw_description.conflict_token)
+
+
+def _token(raw: bytes) -> int:
+    """The Schedule's conflict token: the server adds one for every pause, resume or update it applies."""
+    return int.from_bytes(raw, "big")
 
 
 #: How long `set_paused` waits for a Schedule to report the state it was just given.
 SETTLE_TIMEOUT_S = 60.0
-#: While a Schedule still reads the old state, its patch is sent again this often (a pause or resume is idempotent).
-SETTLE_RESEND_S = 10.0
+#: While a Schedule still reads the old state at the conflict token read before sending (the patch was not applied:
+#: queued, or replaced by a trigger in the same step), its patch is sent again this often.
+SETTLE_RESEND_S = 1.0
 #: The first and the longest pause between two reads of the Schedule's state.
 SETTLE_POLL_S = (0.1, 1.0)
 
 
-async def _settled(handle: ScheduleHandle, paused: bool, resend: Callable[[], Awaitable[None]]) -> None:
+async def _settled(
+    handle: ScheduleHandle, paused: bool, resend: Callable[[], Awaitable[None]], token_before: int
+) -> None:
     """Return once the Schedule describes itself as `paused`, so that a pause is in effect when the command returns.
 
-    The server applies a pause or resume to the Schedule's own state machine asynchronously, when that machine next
-    takes a step; while it is busy starting a run against a loaded server (a start that the server retries) its state
-    reads as before: once in a full suite on CI a pause still read unpaused 30 s later
-    (tests/integration/test_notification_lifecycle.py). So: the reads back off from 0.1 s to 1 s (each read is a
-    query to that machine), the patch is sent again every `SETTLE_RESEND_S`, and the command gives up after
-    `SETTLE_TIMEOUT_S` with the fix. The claim checks the Schedule's state again before claiming
-    (xnovu/temporal/activities.py), which is only sound once the state reads back as set.
+    A pause or resume is a patch the Schedule applies when it next takes a step, and in one step the server keeps
+    only the last patch it received: a trigger arriving in the same step (a worker's wake-up, `schedules trigger`)
+    replaces the pause, which is then gone, not late. That is how a pause still read unpaused 30 s later on CI
+    (tests/integration/test_attack19.py reproduces it). So while the Schedule reads the old state at the conflict
+    token read before sending (`token_before`: the patch was not applied), the patch is sent again every
+    `SETTLE_RESEND_S`; once the token moved and the state is still not the one asked for, someone else paused,
+    resumed or updated it meanwhile, and the command stops and says so rather than undo that. It gives up after
+    `SETTLE_TIMEOUT_S`. The reads back off from 0.1 s to 1 s (each is a query to the Schedule). The claim checks the
+    Schedule's state again before claiming (xnovu/temporal/activities.py), which is only sound once the state reads
+    back as set.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_TIMEOUT_S
     next_resend = loop.time() + SETTLE_RESEND_S
     wait, longest = SETTLE_POLL_S
-    while (await handle.describe()).schedule.state.paused != paused:
+    while (desc := await handle.describe()).schedule.state.paused != paused:
         now = loop.time()
+        if _token(desc.raw_description.conflict_token) != token_before:
+            now_state = "paused" if desc.schedule.state.paused else "running"
+            raise XnovuError(
+                f"schedule {handle.id} was changed by someone else meanwhile and is {now_state} (note: "
+                f"{desc.schedule.state.note!r}); run the command again to {'pause' if paused else 'resume'} it anyway"
+            )
         if now > deadline:
             raise XnovuError(
                 f"schedule {handle.id} still reads {'un' if paused else ''}paused {SETTLE_TIMEOUT_S:g} s after the "
