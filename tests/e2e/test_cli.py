@@ -151,6 +151,16 @@ async def test_bootstrap_twice_creates_then_leaves_the_schedules_unchanged(cli: 
 # -- schedules -------------------------------------------------------------------------------------------------
 
 
+async def test_pausing_or_triggering_a_schedule_that_does_not_exist_is_one_line_with_the_fix(cli: Cli) -> None:
+    """A rule id mistyped (a name the parser accepts, but no such Schedule): Temporal's own "workflow not found for
+    ID: temporal-sys-scheduler:…" used to reach the operator; now one line says where the schedules are listed."""
+    (await cli("bootstrap")).ok()
+    for command in ("pause", "resume", "trigger"):
+        line = (await cli("schedules", command, "xnovu-rule-999")).error_line()
+        assert "no schedule xnovu-rule-999 in this namespace" in line and "xnovu schedules list" in line, line
+        assert "temporal-sys-scheduler" not in line, line
+
+
 async def test_schedules_list_pause_resume_and_trigger(cli: Cli) -> None:
     (await cli("bootstrap")).ok()
     listed = await cli.json("schedules", "list")

@@ -345,7 +345,19 @@ async def set_paused(
 
 
 async def _conflict_token(handle: ScheduleHandle) -> int:
-    return _token((await handle.describe()).raw_description.conflict_token)
+    try:
+        return _token((await handle.describe()).raw_description.conflict_token)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise _no_such_schedule(handle.id) from None
+        raise
+
+
+def _no_such_schedule(sid: str) -> XnovuError:
+    return XnovuError(
+        f"no schedule {sid} in this namespace: `xnovu schedules list` shows xnovu's, `xnovu rules list` the rules'; "
+        "run `xnovu bootstrap` if none exist yet"
+    )
 
 
 def _token(raw: bytes) -> int:
@@ -404,7 +416,13 @@ async def _settled(
 
 async def trigger_now(client: Client, kind: ScheduleName) -> None:
     """Run one poll (or sync, or rule fire) now (BUFFER_ONE: it waits for a running one instead of overlapping)."""
-    await client.get_schedule_handle(any_schedule_id(kind)).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+    sid = any_schedule_id(kind)
+    try:
+        await client.get_schedule_handle(sid).trigger(overlap=ScheduleOverlapPolicy.BUFFER_ONE)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise _no_such_schedule(sid) from None
+        raise
 
 
 async def run_rules_sync_at_start(client: Client, *, just_created: bool = False) -> bool:
