@@ -208,7 +208,7 @@ async def test_worker_health_without_a_worker_fails_with_one_line(cli: Cli) -> N
 
 async def test_a_command_before_bootstrap_fails_with_one_line(cli: Cli) -> None:
     line = (await cli("schedules", "pause", "new")).error_line()
-    assert "not found" in line
+    assert "no schedule xnovu-poll-new in this namespace" in line and "run `xnovu bootstrap`" in line, line
 
 
 # -- notifications ---------------------------------------------------------------------------------------------
